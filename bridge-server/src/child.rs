@@ -1,0 +1,126 @@
+//! Starting, stopping and reaping one tool process.
+//!
+//! A tool runs in its own process group with a clean environment plus its configured one. It is
+//! ended in steps (close stdin, wait; SIGTERM to the group, wait; SIGKILL) and always reaped.
+//! Reading and writing its stdio is the session's job, not this module's.
+
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+
+use crate::config::ToolConfig;
+
+/// Variables a tool inherits from the relay's environment; everything else comes from its config.
+const INHERITED_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR"];
+
+/// Why a tool could not be started.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start tool `{tool}` (command `{command}`): {source}")]
+pub struct SpawnError {
+    /// The tool's name.
+    pub tool: String,
+    /// The configured command.
+    pub command: String,
+    /// What the OS said.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// A running tool process and its three pipes (taken by the session).
+#[derive(Debug)]
+pub(crate) struct ToolProcess {
+    pub(crate) child: Child,
+    pub(crate) stdin: Option<ChildStdin>,
+    pub(crate) stdout: Option<ChildStdout>,
+    pub(crate) stderr: Option<ChildStderr>,
+}
+
+impl ToolProcess {
+    pub(crate) fn spawn(tool: &ToolConfig) -> Result<ToolProcess, SpawnError> {
+        let mut cmd = Command::new(&tool.command);
+        cmd.args(&tool.args)
+            .env_clear()
+            .envs(
+                INHERITED_ENV
+                    .iter()
+                    .filter_map(|k| std::env::var_os(k).map(|v| (k, v))),
+            )
+            .envs(&tool.env)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(cwd) = &tool.cwd {
+            cmd.current_dir(cwd);
+        }
+        let mut child = cmd.spawn().map_err(|source| SpawnError {
+            tool: tool.name.clone(),
+            command: tool.command.clone(),
+            source,
+        })?;
+        Ok(ToolProcess {
+            stdin: child.stdin.take(),
+            stdout: child.stdout.take(),
+            stderr: child.stderr.take(),
+            child,
+        })
+    }
+
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+}
+
+/// Ends a tool: closes its stdin (if the caller has not), waits `grace`, sends SIGTERM to its
+/// process group, waits `grace` again, then SIGKILLs the group. Always reaps; returns how it
+/// exited.
+pub(crate) async fn terminate(
+    mut child: Child,
+    stdin: Option<ChildStdin>,
+    grace: Duration,
+) -> std::io::Result<ExitStatus> {
+    drop(stdin);
+    let pgid = child
+        .id()
+        .and_then(|p| i32::try_from(p).ok())
+        .map(Pid::from_raw);
+    if let Ok(status) = tokio::time::timeout(grace, child.wait()).await {
+        kill_group(pgid, Signal::SIGKILL);
+        return status;
+    }
+    kill_group(pgid, Signal::SIGTERM);
+    if let Ok(status) = tokio::time::timeout(grace, child.wait()).await {
+        kill_group(pgid, Signal::SIGKILL);
+        return status;
+    }
+    tracing::warn!("tool did not exit after SIGTERM; sending SIGKILL");
+    kill_group(pgid, Signal::SIGKILL);
+    child.wait().await
+}
+
+/// Signals a whole process group, so that helpers a tool started (npx → node) end with it.
+fn kill_group(pgid: Option<Pid>, signal: Signal) {
+    if let Some(pgid) = pgid {
+        // ESRCH (the group is already gone) is the expected, quiet case.
+        let _ = killpg(pgid, signal);
+    }
+}
+
+/// "exited with status 3", "was killed by signal 9 (SIGKILL)".
+pub(crate) fn describe_exit(status: &ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = status.code() {
+        format!("exited with status {code}")
+    } else if let Some(sig) = status.signal() {
+        match Signal::try_from(sig) {
+            Ok(s) => format!("was killed by signal {sig} ({})", s.as_str()),
+            Err(_) => format!("was killed by signal {sig}"),
+        }
+    } else {
+        "ended".to_owned()
+    }
+}

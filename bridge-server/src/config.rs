@@ -1,0 +1,322 @@
+//! The relay's configuration: the TOML file format, its defaults, and its validation.
+//!
+//! Parsing and validation happen before any port is bound; every error names the file, the key
+//! and, where TOML can tell, the line. Nothing here starts processes or sockets.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use shared::DEFAULT_MAX_MESSAGE_SIZE;
+
+/// The address the relay listens on when the config does not say.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
+
+/// Name of the built-in demo tool in the default configuration.
+pub const DEMO_TOOL: &str = "demo";
+
+/// A relay configuration that has been checked and can be run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the relay accepts HTTP and WebSocket connections.
+    pub listen: SocketAddr,
+    /// Limits that apply to every session.
+    pub limits: Limits,
+    /// The hosted tools, by the name that appears in `/mcp/<name>`.
+    pub tools: Vec<ToolConfig>,
+}
+
+/// Relay-wide limits and timeouts.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// How long a client may take to send its request headers (slowloris protection).
+    pub header_read_timeout: Duration,
+    /// After a session ends: how long a tool gets to exit once its stdin is closed, and again
+    /// after SIGTERM, before it is killed.
+    pub kill_grace: Duration,
+    /// How long shutdown waits for sessions to close before ending them by force.
+    pub shutdown_grace: Duration,
+}
+
+/// One hosted MCP tool: a command the relay starts once per session, speaking MCP on stdio.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolConfig {
+    /// The name in the URL path: `/mcp/<name>`.
+    pub name: String,
+    /// Program to run (a path, or a name looked up in `PATH`).
+    pub command: String,
+    /// Arguments to the program.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Environment for the tool, on top of a small inherited set (PATH, HOME, LANG, …).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory of the tool; the relay's own when unset.
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    /// Largest JSON-RPC message, in bytes, accepted from or sent to this tool.
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: usize,
+}
+
+fn default_max_message_size() -> usize {
+    DEFAULT_MAX_MESSAGE_SIZE
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    listen: Option<String>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default, rename = "tool")]
+    tools: Vec<ToolConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    header_read_timeout_ms: Option<u64>,
+    kill_grace_ms: Option<u64>,
+    shutdown_grace_ms: Option<u64>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: Duration::from_secs(10),
+            kill_grace: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What is wrong with a configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or a key is unknown or has the wrong type.
+    #[error("{path}{location}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// ":LINE:COL" where TOML could tell.
+        location: String,
+        /// TOML's description.
+        message: String,
+    },
+    /// A value is well-formed but not acceptable.
+    #[error("{path}: `{key}`: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The dotted key (`tool[2].name`).
+        key: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+impl Config {
+    /// The built-in default: listen on 127.0.0.1:8787 and host the demo tool, run by `exe`
+    /// (this very binary) with the `demo-tool` subcommand.
+    pub fn builtin(exe: &Path) -> Config {
+        Config {
+            listen: DEFAULT_LISTEN
+                .parse()
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8787))),
+            limits: Limits::default(),
+            tools: vec![ToolConfig {
+                name: DEMO_TOOL.to_owned(),
+                command: exe.to_string_lossy().into_owned(),
+                args: vec!["demo-tool".to_owned()],
+                env: BTreeMap::new(),
+                cwd: None,
+                max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            }],
+        }
+    }
+
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is used in error messages only.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let location = e
+                .span()
+                .map(|span| {
+                    let (line, col) = line_col(text, span.start);
+                    format!(":{line}:{col}")
+                })
+                .unwrap_or_default();
+            ConfigError::Syntax {
+                path: path.to_owned(),
+                location,
+                message: e.message().trim().to_owned(),
+            }
+        })?;
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message,
+        };
+        let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            invalid(
+                "listen".into(),
+                format!(
+                    "`{listen_text}` is not an address: write IP:PORT, e.g. \"127.0.0.1:8787\""
+                ),
+            )
+        })?;
+        let defaults = Limits::default();
+        let ms = |v: Option<u64>, d: Duration| v.map(Duration::from_millis).unwrap_or(d);
+        let limits = Limits {
+            header_read_timeout: ms(
+                raw.limits.header_read_timeout_ms,
+                defaults.header_read_timeout,
+            ),
+            kill_grace: ms(raw.limits.kill_grace_ms, defaults.kill_grace),
+            shutdown_grace: ms(raw.limits.shutdown_grace_ms, defaults.shutdown_grace),
+        };
+        if raw.tools.is_empty() {
+            return Err(invalid(
+                "tool".into(),
+                "no tools are configured: add at least one [[tool]] table with `name` and `command`"
+                    .into(),
+            ));
+        }
+        let mut seen = BTreeMap::new();
+        for (i, tool) in raw.tools.iter().enumerate() {
+            let key = |field: &str| format!("tool[{i}].{field}");
+            if !valid_tool_name(&tool.name) {
+                return Err(invalid(
+                    key("name"),
+                    format!(
+                        "`{}` cannot be used in a URL path: use 1-64 letters, digits, `-`, `_` or `.`",
+                        tool.name
+                    ),
+                ));
+            }
+            if let Some(first) = seen.insert(tool.name.as_str(), i) {
+                return Err(invalid(
+                    key("name"),
+                    format!("`{}` is already the name of tool[{first}]", tool.name),
+                ));
+            }
+            if tool.command.trim().is_empty() {
+                return Err(invalid(key("command"), "the command is empty".into()));
+            }
+            if tool.max_message_size < 1024 {
+                return Err(invalid(
+                    key("max_message_size"),
+                    format!(
+                        "{} bytes is too small: use at least 1024",
+                        tool.max_message_size
+                    ),
+                ));
+            }
+        }
+        Ok(Config {
+            listen,
+            limits,
+            tools: raw.tools,
+        })
+    }
+
+    /// The tool served at `/mcp/<name>`.
+    pub fn tool(&self, name: &str) -> Option<&ToolConfig> {
+        self.tools.iter().find(|t| t.name == name)
+    }
+}
+
+fn valid_tool_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && name != "."
+        && name != ".."
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("relay.toml"))
+    }
+
+    #[test]
+    fn a_full_config_parses() {
+        let cfg = parse(
+            r#"
+listen = "127.0.0.1:9000"
+[limits]
+kill_grace_ms = 500
+[[tool]]
+name = "time"
+command = "mcp-server-time"
+args = ["--local-timezone", "UTC"]
+env = { TZ = "UTC" }
+cwd = "/tmp"
+max_message_size = 65536
+"#,
+        )
+        .expect("valid");
+        assert_eq!(cfg.listen.port(), 9000);
+        assert_eq!(cfg.limits.kill_grace, Duration::from_millis(500));
+        let tool = cfg.tool("time").expect("tool");
+        assert_eq!(tool.args, ["--local-timezone", "UTC"]);
+        assert_eq!(tool.env.get("TZ").map(String::as_str), Some("UTC"));
+        assert_eq!(tool.max_message_size, 65536);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_line() {
+        let err = parse("listen = \"nowhere\"\n[[tool]]\nname='a'\ncommand='b'\n").unwrap_err();
+        assert!(err.to_string().contains("`listen`"), "{err}");
+        let err = parse("[[tool]]\nname = 'a'\ncomand = 'x'\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("relay.toml:3:"), "{text}");
+        assert!(text.contains("comand"), "{text}");
+        let err = parse("[[tool]]\nname='a b'\ncommand='x'\n").unwrap_err();
+        assert!(err.to_string().contains("tool[0].name"), "{err}");
+        let err = parse("[[tool]]\nname='a'\ncommand='x'\n[[tool]]\nname='a'\ncommand='y'\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("tool[1].name"), "{err}");
+        let err = parse("listen = '127.0.0.1:1'\n").unwrap_err();
+        assert!(err.to_string().contains("no tools"), "{err}");
+    }
+}

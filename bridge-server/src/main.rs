@@ -1,0 +1,167 @@
+//! The `bridge-server` binary: parse arguments, set up logging, load the config, bind, run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+use bridge_server::Config;
+
+/// mcp-bridge relay: serves hosted MCP tools to bridge-client (and any WebSocket MCP client).
+///
+/// With no --config it listens on 127.0.0.1:8787 and hosts the built-in demo tool at /mcp/demo.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Relay config file (TOML). Without it, the built-in default is used.
+    #[arg(long, short = 'c', value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+
+    /// Listen address, overriding the config's `listen` (e.g. 127.0.0.1:0 for any free port).
+    #[arg(long, value_name = "IP:PORT")]
+    listen: Option<std::net::SocketAddr>,
+
+    /// More log output (-v info for every request, -vv debug). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Check a config file and report every problem with its key and line; exit 0 if it is valid.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Run the built-in demo MCP tool on stdin/stdout (this is what the relay starts for /mcp/demo).
+    #[command(hide = true)]
+    DemoTool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(args.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bridge-server: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(real_main(args)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("bridge-server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn real_main(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Some(Cmd::DemoTool) => {
+            bridge_server::demo_tool::serve(tokio::io::stdin(), tokio::io::stdout()).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Cmd::CheckConfig { file }) => {
+            return Ok(match Config::load(&file) {
+                Ok(cfg) => {
+                    eprintln!(
+                        "{}: ok ({} tool(s): {})",
+                        file.display(),
+                        cfg.tools.len(),
+                        cfg.tools
+                            .iter()
+                            .map(|t| t.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(64)
+                }
+            });
+        }
+        None => {}
+    }
+    let mut config = match &args.config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("bridge-server: invalid config: {e}");
+                return Ok(ExitCode::from(64));
+            }
+        },
+        None => {
+            let exe = std::env::current_exe().context("cannot find this program's own path")?;
+            Config::builtin(&exe)
+        }
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let tools: Vec<String> = config.tools.iter().map(|t| t.name.clone()).collect();
+    tracing::info!(tools = %tools.join(","), "bridge-server listening on {addr}");
+    if args.config.is_none() {
+        eprintln!(
+            "bridge-server: built-in demo config; connect with: bridge-client ws://{addr}/mcp/demo"
+        );
+    }
+    bridge_server::run(listener, config, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on the first SIGINT or SIGTERM; a second one ends the process at once.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    tracing::info!("signal received: draining (send it again to stop at once)");
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        eprintln!("bridge-server: second signal, exiting now");
+        std::process::exit(130);
+    });
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug,hyper=info",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,246 @@
+//! Newline-delimited framing for MCP's stdio transport, with a hard cap on line length.
+//!
+//! A line longer than the cap is not buffered: its first bytes are kept (enough to recover a
+//! JSON-RPC id for the error reply) and the rest is counted and dropped, so memory stays bounded
+//! whatever a peer sends. This module knows nothing about JSON.
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// How many leading bytes of an oversize line are kept for diagnostics and id recovery.
+pub const OVERSIZE_HEAD: usize = 16 * 1024;
+
+/// The smallest read the reader asks the OS for.
+const MIN_READ: usize = 8 * 1024;
+
+/// One unit read from a newline-delimited stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A complete, non-blank line without its `\n` (or `\r\n`) terminator.
+    Line(Bytes),
+    /// A line longer than the limit. `head` holds its first bytes (at most [`OVERSIZE_HEAD`]),
+    /// `len` its full length in bytes (without the `\n`).
+    Oversize { head: Bytes, len: usize },
+}
+
+/// Reads `\n`-delimited lines from `R`, never holding more than about `max` bytes of one line.
+#[derive(Debug)]
+pub struct LineReader<R> {
+    inner: R,
+    buf: BytesMut,
+    max: usize,
+    /// Bytes of `buf` already searched for `\n`, so a long line is scanned once.
+    scanned: usize,
+    /// Set while the rest of an oversize line is being skipped.
+    discarding: Option<(Bytes, usize)>,
+    eof: bool,
+}
+
+impl<R: AsyncRead + Unpin> LineReader<R> {
+    /// A reader that reports lines longer than `max` bytes as [`Frame::Oversize`].
+    pub fn new(inner: R, max: usize) -> Self {
+        LineReader {
+            inner,
+            buf: BytesMut::with_capacity(MIN_READ),
+            max: max.max(1),
+            scanned: 0,
+            discarding: None,
+            eof: false,
+        }
+    }
+
+    /// The configured line cap.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// The next frame, or `None` at end of stream. A last line without a terminator counts.
+    pub async fn next_frame(&mut self) -> std::io::Result<Option<Frame>> {
+        loop {
+            if let Some(frame) = self.take_buffered() {
+                match frame {
+                    Some(frame) => return Ok(Some(frame)),
+                    None => continue, // a blank line
+                }
+            }
+            if self.eof {
+                return Ok(self.finish());
+            }
+            let want = MIN_READ.max(self.buf.len().min(self.max));
+            self.buf.reserve(want);
+            if self.inner.read_buf(&mut self.buf).await? == 0 {
+                self.eof = true;
+            }
+        }
+    }
+
+    /// Splits one line off the buffer if a terminator is there. `Some(None)` is a blank line.
+    fn take_buffered(&mut self) -> Option<Option<Frame>> {
+        match memchr::memchr(b'\n', &self.buf[self.scanned..]) {
+            Some(pos) => {
+                let end = self.scanned + pos;
+                let mut line = self.buf.split_to(end + 1);
+                line.truncate(end);
+                self.scanned = 0;
+                Some(self.complete(line))
+            }
+            None => {
+                self.scanned = self.buf.len();
+                self.spill_if_oversize();
+                None
+            }
+        }
+    }
+
+    /// Once a line without a terminator passes the cap, keep its head and drop the rest.
+    fn spill_if_oversize(&mut self) {
+        match &mut self.discarding {
+            Some((head, len)) => {
+                *len += self.buf.len();
+                if head.len() < OVERSIZE_HEAD {
+                    let more = (OVERSIZE_HEAD - head.len()).min(self.buf.len());
+                    let mut grown = BytesMut::from(&head[..]);
+                    grown.extend_from_slice(&self.buf[..more]);
+                    *head = grown.freeze();
+                }
+                self.buf.clear();
+                self.scanned = 0;
+            }
+            None if self.buf.len() > self.max => {
+                let keep = self.buf.len().min(OVERSIZE_HEAD);
+                let head = Bytes::copy_from_slice(&self.buf[..keep]);
+                self.discarding = Some((head, self.buf.len()));
+                self.buf.clear();
+                self.scanned = 0;
+            }
+            None => {}
+        }
+    }
+
+    fn complete(&mut self, mut line: BytesMut) -> Option<Frame> {
+        if let Some((head, len)) = self.discarding.take() {
+            return Some(Frame::Oversize {
+                head,
+                len: len + line.len(),
+            });
+        }
+        if line.len() > self.max {
+            let keep = line.len().min(OVERSIZE_HEAD);
+            return Some(Frame::Oversize {
+                head: Bytes::copy_from_slice(&line[..keep]),
+                len: line.len(),
+            });
+        }
+        if line.last() == Some(&b'\r') {
+            line.truncate(line.len() - 1);
+        }
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
+            return None;
+        }
+        Some(Frame::Line(line.freeze()))
+    }
+
+    fn finish(&mut self) -> Option<Frame> {
+        if self.discarding.is_some() || !self.buf.is_empty() {
+            let rest = self.buf.split();
+            self.scanned = 0;
+            return self.complete(rest);
+        }
+        None
+    }
+}
+
+/// Writes one message followed by `\n`. The caller decides when to flush.
+pub async fn write_line<W: AsyncWrite + Unpin>(out: &mut W, msg: &[u8]) -> std::io::Result<()> {
+    out.write_all(msg).await?;
+    out.write_all(b"\n").await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn read_all(input: &[u8], max: usize) -> Vec<Frame> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let mut r = LineReader::new(input, max);
+            let mut out = Vec::new();
+            while let Some(f) = r.next_frame().await.expect("read") {
+                out.push(f);
+            }
+            out
+        })
+    }
+
+    #[test]
+    fn splits_lines_and_skips_blank_ones() {
+        let frames = read_all(b"{\"a\":1}\n\n\r\n{\"b\":2}\r\n{\"c\":3}", 100);
+        assert_eq!(
+            frames,
+            vec![
+                Frame::Line(Bytes::from_static(b"{\"a\":1}")),
+                Frame::Line(Bytes::from_static(b"{\"b\":2}")),
+                Frame::Line(Bytes::from_static(b"{\"c\":3}")),
+            ]
+        );
+    }
+
+    #[test]
+    fn oversize_line_is_reported_and_stream_continues() {
+        let mut input = vec![b'x'; 50_000];
+        input.extend_from_slice(b"\nok\n");
+        let frames = read_all(&input, 1000);
+        assert_eq!(frames.len(), 2);
+        match &frames[0] {
+            Frame::Oversize { head, len } => {
+                assert_eq!(*len, 50_000);
+                assert_eq!(head.len(), OVERSIZE_HEAD);
+            }
+            other => panic!("expected oversize, got {other:?}"),
+        }
+        assert_eq!(frames[1], Frame::Line(Bytes::from_static(b"ok")));
+    }
+
+    #[test]
+    fn line_of_exactly_max_is_accepted() {
+        let mut input = vec![b'y'; 64];
+        input.push(b'\n');
+        let frames = read_all(&input, 64);
+        assert_eq!(frames, vec![Frame::Line(Bytes::from(vec![b'y'; 64]))]);
+    }
+
+    proptest! {
+        /// Whatever the chunking and content, the lines that fit come out unchanged and in order,
+        /// and each oversize line is reported once with its true length.
+        #[test]
+        fn never_desynchronizes(lines in proptest::collection::vec(
+            proptest::collection::vec(any::<u8>().prop_filter("no newline", |b| *b != b'\n'), 0..300), 0..20),
+            max in 1usize..200)
+        {
+            let mut input = Vec::new();
+            for l in &lines { input.extend_from_slice(l); input.push(b'\n'); }
+            let frames = read_all(&input, max);
+            let mut expected = Vec::new();
+            for l in &lines {
+                let raw = l.len();
+                let mut l = l.clone();
+                if raw > max {
+                    expected.push(raw);
+                    continue;
+                }
+                if l.last() == Some(&b'\r') { l.pop(); }
+                if !l.iter().all(|b| b.is_ascii_whitespace()) {
+                    expected.push(usize::MAX - l.len());
+                }
+            }
+            let got: Vec<usize> = frames.iter().map(|f| match f {
+                Frame::Line(b) => { prop_assert!(b.len() <= max); Ok(usize::MAX - b.len()) }
+                Frame::Oversize { len, .. } => Ok(*len),
+            }).collect::<Result<_, TestCaseError>>()?;
+            prop_assert_eq!(got, expected);
+        }
+    }
+}

@@ -1,0 +1,495 @@
+//! Light JSON-RPC 2.0 classification and the error responses the bridge itself writes.
+//!
+//! A message is parsed only far enough to learn its kind, id and method (borrowing from the
+//! input, no body re-serialization); the bytes are forwarded as they came. This module does not
+//! route or track anything.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+
+/// Invalid JSON was received.
+pub const PARSE_ERROR: i64 = -32700;
+/// The JSON sent is not a valid request object (also: too large, or a batch).
+pub const INVALID_REQUEST: i64 = -32600;
+/// The method does not exist or is not available.
+pub const METHOD_NOT_FOUND: i64 = -32601;
+/// Invalid method parameters.
+pub const INVALID_PARAMS: i64 = -32602;
+/// Internal error.
+pub const INTERNAL_ERROR: i64 = -32603;
+/// The tool process exited or crashed before it answered.
+pub const TOOL_EXITED: i64 = -32001;
+/// The connection to the relay was lost or could not be made; the request's fate is unknown.
+pub const RELAY_UNAVAILABLE: i64 = -32002;
+/// A message exceeded the bridge's size limit.
+pub const MESSAGE_TOO_LARGE: i64 = -32003;
+
+/// A JSON-RPC id, normalized so that it can key a table of requests in flight.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Id {
+    /// A number, as written (`7`, `-1`, `1.5`).
+    Num(Box<str>),
+    /// A string, unescaped.
+    Str(Box<str>),
+}
+
+impl Id {
+    /// Normalizes a raw JSON id; `None` for `null` and for anything that is not a string or number.
+    pub fn from_raw(raw: &RawValue) -> Option<Id> {
+        let text = raw.get();
+        match text.as_bytes().first()? {
+            b'"' => serde_json::from_str::<Cow<'_, str>>(text)
+                .ok()
+                .map(|s| Id::Str(s.into())),
+            b'-' | b'0'..=b'9' => Some(Id::Num(text.into())),
+            _ => None,
+        }
+    }
+
+    /// The id as a JSON value, ready to put into a response.
+    pub fn to_json(&self) -> Option<Box<RawValue>> {
+        match self {
+            Id::Num(n) => RawValue::from_string(n.to_string()).ok(),
+            Id::Str(s) => serde_json::value::to_raw_value(s).ok(),
+        }
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Id::Num(n) => f.write_str(n),
+            Id::Str(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+/// What a single JSON-RPC message is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind<'a> {
+    /// Has a method and an id: expects exactly one response.
+    Request { id: Id, method: Cow<'a, str> },
+    /// Has a method and no id.
+    Notification { method: Cow<'a, str> },
+    /// Has a result or an error. `id` is `None` for `"id": null`.
+    Response { id: Option<Id> },
+}
+
+/// Why a line is not a forwardable JSON-RPC message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClassifyError {
+    /// Not JSON at all (or not UTF-8).
+    #[error("not valid JSON: {0}")]
+    Parse(String),
+    /// A JSON array: a JSON-RPC batch, which MCP no longer allows and the bridge does not forward.
+    #[error("JSON-RPC batches are not supported")]
+    Batch,
+    /// JSON, but not a JSON-RPC request, notification or response.
+    #[error("not a JSON-RPC message: {0}")]
+    Invalid(&'static str),
+}
+
+#[derive(Deserialize)]
+struct Probe<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    method: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    result: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    error: Option<&'a RawValue>,
+}
+
+/// Deserializes a field that is present (even as `null`) into `Some`.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// Classifies one message. Validates that the whole input is JSON; allocates only for an id.
+pub fn classify(msg: &[u8]) -> Result<Kind<'_>, ClassifyError> {
+    let first = msg.iter().find(|b| !b.is_ascii_whitespace());
+    match first {
+        Some(b'{') => {}
+        Some(b'[') => {
+            return match serde_json::from_slice::<&RawValue>(msg) {
+                Ok(_) => Err(ClassifyError::Batch),
+                Err(e) => Err(ClassifyError::Parse(e.to_string())),
+            }
+        }
+        _ => {
+            return match serde_json::from_slice::<serde::de::IgnoredAny>(msg) {
+                Ok(_) => Err(ClassifyError::Invalid("expected a JSON object")),
+                Err(e) => Err(ClassifyError::Parse(e.to_string())),
+            }
+        }
+    }
+    let probe: Probe<'_> = serde_json::from_slice(msg).map_err(|e| {
+        if e.is_data() {
+            ClassifyError::Invalid("a field has the wrong type")
+        } else {
+            ClassifyError::Parse(e.to_string())
+        }
+    })?;
+    kind_of(probe)
+}
+
+fn kind_of(probe: Probe<'_>) -> Result<Kind<'_>, ClassifyError> {
+    match (probe.method, probe.id) {
+        (Some(method), Some(raw)) => match Id::from_raw(raw) {
+            Some(id) => Ok(Kind::Request { id, method }),
+            None if raw.get() == "null" => Err(ClassifyError::Invalid("a request id is null")),
+            None => Err(ClassifyError::Invalid("an id must be a string or a number")),
+        },
+        (Some(method), None) => Ok(Kind::Notification { method }),
+        (None, id) if probe.result.is_some() || probe.error.is_some() => Ok(Kind::Response {
+            id: id.and_then(Id::from_raw),
+        }),
+        (None, _) => Err(ClassifyError::Invalid("no method, result or error member")),
+    }
+}
+
+/// The ids of the requests inside a batch (so each can be answered with an error).
+pub fn batch_request_ids(msg: &[u8]) -> Vec<Id> {
+    let items: Vec<&RawValue> = serde_json::from_slice(msg).unwrap_or_default();
+    items
+        .into_iter()
+        .filter_map(|item| match classify(item.get().as_bytes()) {
+            Ok(Kind::Request { id, .. }) => Some(id),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The error message for a JSON-RPC batch, which the bridge answers instead of forwarding.
+pub const BATCH_UNSUPPORTED: &str = "JSON-RPC batches are not supported (MCP removed them in \
+     2025-06-18): send each message on its own line";
+
+/// One error response per id, as a JSON array (the JSON-RPC answer to a batch).
+pub fn batch_error_response(ids: &[Id], code: i64, message: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ids.len() * (message.len() + 64) + 2);
+    out.push(b'[');
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&error_response(Some(id), code, message, None));
+    }
+    out.push(b']');
+    out
+}
+
+/// The `params.requestId` of a `notifications/cancelled` message.
+pub fn cancelled_request_id(msg: &[u8]) -> Option<Id> {
+    #[derive(Deserialize)]
+    struct Cancelled<'a> {
+        #[serde(borrow)]
+        params: CancelledParams<'a>,
+    }
+    #[derive(Deserialize)]
+    struct CancelledParams<'a> {
+        #[serde(borrow, rename = "requestId")]
+        request_id: &'a RawValue,
+    }
+    let c: Cancelled<'_> = serde_json::from_slice(msg).ok()?;
+    Id::from_raw(c.params.request_id)
+}
+
+#[derive(Serialize)]
+struct ErrorResponse<'a> {
+    jsonrpc: &'static str,
+    /// `None` serializes as `null`.
+    id: Option<Box<RawValue>>,
+    error: ErrorObject<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorObject<'a> {
+    code: i64,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a serde_json::Value>,
+}
+
+/// A JSON-RPC error response, serialized on one line. `id` `None` writes `"id": null`.
+pub fn error_response(
+    id: Option<&Id>,
+    code: i64,
+    message: &str,
+    data: Option<&serde_json::Value>,
+) -> Vec<u8> {
+    let resp = ErrorResponse {
+        jsonrpc: "2.0",
+        id: id.and_then(Id::to_json),
+        error: ErrorObject {
+            code,
+            message,
+            data,
+        },
+    };
+    serde_json::to_vec(&resp).unwrap_or_else(|_| {
+        br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"internal error"}}"#
+            .to_vec()
+    })
+}
+
+/// What could be learned from the first bytes of a message too large to parse whole.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeadInfo {
+    /// The top-level `id`, if it appears within the head.
+    pub id: Option<Id>,
+    /// Whether a top-level `method` member appears within the head.
+    pub has_method: bool,
+    /// Whether a top-level `result` or `error` member appears within the head.
+    pub is_response: bool,
+}
+
+/// Scans the head of a (possibly truncated) JSON object for its top-level `id`, `method`,
+/// `result` and `error` members. Never fails: what cannot be seen stays unknown.
+pub fn scan_head(head: &[u8]) -> HeadInfo {
+    let mut info = HeadInfo::default();
+    let mut s = Scanner { b: head, i: 0 };
+    s.ws();
+    if !s.eat(b'{') {
+        return info;
+    }
+    loop {
+        s.ws();
+        let Some(key) = s.string() else {
+            return info;
+        };
+        s.ws();
+        if !s.eat(b':') {
+            return info;
+        }
+        s.ws();
+        match key.as_ref() {
+            "method" => info.has_method = true,
+            "result" | "error" => info.is_response = true,
+            _ => {}
+        }
+        let start = s.i;
+        if !s.skip_value() {
+            return info;
+        }
+        if key == "id" {
+            info.id = std::str::from_utf8(&head[start..s.i])
+                .ok()
+                .and_then(|t| serde_json::from_str::<&RawValue>(t).ok())
+                .and_then(Id::from_raw);
+        }
+        s.ws();
+        if !s.eat(b',') {
+            return info;
+        }
+    }
+}
+
+/// A forgiving cursor over JSON bytes; each method returns false/None on anything unexpected.
+struct Scanner<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl Scanner<'_> {
+    fn ws(&mut self) {
+        while self.b.get(self.i).is_some_and(|c| c.is_ascii_whitespace()) {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> bool {
+        if self.b.get(self.i) == Some(&c) {
+            self.i += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Skips a string starting at `"`; returns its raw end position.
+    fn skip_string(&mut self) -> bool {
+        if !self.eat(b'"') {
+            return false;
+        }
+        while let Some(&c) = self.b.get(self.i) {
+            self.i += 1;
+            match c {
+                b'\\' => self.i += 1,
+                b'"' => return true,
+                _ => {}
+            }
+        }
+        false
+    }
+
+    fn string(&mut self) -> Option<Cow<'static, str>> {
+        let start = self.i;
+        if !self.skip_string() {
+            return None;
+        }
+        let raw = std::str::from_utf8(&self.b[start..self.i]).ok()?;
+        serde_json::from_str::<Cow<'_, str>>(raw)
+            .ok()
+            .map(|c| Cow::Owned(c.into_owned()))
+    }
+
+    fn skip_value(&mut self) -> bool {
+        match self.b.get(self.i) {
+            Some(b'"') => self.skip_string(),
+            Some(b'{') | Some(b'[') => {
+                let mut depth = 0usize;
+                while let Some(&c) = self.b.get(self.i) {
+                    match c {
+                        b'"' => {
+                            if !self.skip_string() {
+                                return false;
+                            }
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                self.i += 1;
+                                return true;
+                            }
+                        }
+                        _ => {}
+                    }
+                    self.i += 1;
+                }
+                false
+            }
+            Some(_) => {
+                let start = self.i;
+                while self
+                    .b
+                    .get(self.i)
+                    .is_some_and(|c| !matches!(c, b',' | b'}' | b']') && !c.is_ascii_whitespace())
+                {
+                    self.i += 1;
+                }
+                // A scalar cut off by the end of the head is not trusted.
+                self.i > start && self.i < self.b.len()
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn classifies_the_four_shapes() {
+        assert_eq!(
+            classify(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#),
+            Ok(Kind::Request {
+                id: Id::Num("1".into()),
+                method: "tools/list".into()
+            })
+        );
+        assert_eq!(
+            classify(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#),
+            Ok(Kind::Notification {
+                method: "notifications/initialized".into()
+            })
+        );
+        assert_eq!(
+            classify(br#"{"jsonrpc":"2.0","id":"a\u0062","result":null}"#),
+            Ok(Kind::Response {
+                id: Some(Id::Str("ab".into()))
+            })
+        );
+        assert_eq!(
+            classify(br#"{"jsonrpc":"2.0","id":null,"error":{"code":-1,"message":"x"}}"#),
+            Ok(Kind::Response { id: None })
+        );
+        assert_eq!(classify(br#"[{"id":1}]"#), Err(ClassifyError::Batch));
+        assert!(matches!(classify(b"{nope"), Err(ClassifyError::Parse(_))));
+        assert!(matches!(classify(b"hello"), Err(ClassifyError::Parse(_))));
+        assert!(matches!(classify(b"42"), Err(ClassifyError::Invalid(_))));
+        assert!(matches!(
+            classify(br#"{"jsonrpc":"2.0"}"#),
+            Err(ClassifyError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn error_response_echoes_the_id() {
+        let id = Id::Str("q\"1".into());
+        let out = error_response(Some(&id), PARSE_ERROR, "bad", None);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(v["id"], "q\"1");
+        assert_eq!(v["error"]["code"], PARSE_ERROR);
+        let out = error_response(None, PARSE_ERROR, "bad", None);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        assert!(v["id"].is_null());
+    }
+
+    #[test]
+    fn cancelled_id_is_found() {
+        let msg = br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"7","reason":"x"}}"#;
+        assert_eq!(cancelled_request_id(msg), Some(Id::Str("7".into())));
+        assert_eq!(cancelled_request_id(br#"{"method":"x"}"#), None);
+    }
+
+    #[test]
+    fn batch_errors_form_an_array() {
+        let out = batch_error_response(
+            &[Id::Num("1".into()), Id::Str("b".into())],
+            INVALID_REQUEST,
+            "no",
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(v[0]["id"], 1);
+        assert_eq!(v[1]["id"], "b");
+    }
+
+    #[test]
+    fn batch_ids_are_found() {
+        let ids = batch_request_ids(
+            br#"[{"jsonrpc":"2.0","id":1,"method":"a"},{"jsonrpc":"2.0","method":"n"},{"jsonrpc":"2.0","id":"x","method":"b"}]"#,
+        );
+        assert_eq!(ids, vec![Id::Num("1".into()), Id::Str("x".into())]);
+    }
+
+    #[test]
+    fn head_scan_finds_id_before_a_cut() {
+        let head = br#"{"jsonrpc":"2.0","method":"tools/call","params":{"a":[1,{"id":9}]},"id":"r-7","x":"aaaaaaaa"#;
+        let info = scan_head(head);
+        assert_eq!(info.id, Some(Id::Str("r-7".into())));
+        assert!(info.has_method);
+        assert!(!info.is_response);
+        let info = scan_head(br#"{"id":12"#);
+        assert_eq!(info.id, None, "a number cut at the end is not trusted");
+        let info = scan_head(br#"{"jsonrpc":"2.0","id":12,"result":{"content":"xxxx"#);
+        assert_eq!(info.id, Some(Id::Num("12".into())));
+        assert!(info.is_response);
+    }
+
+    proptest! {
+        #[test]
+        fn classify_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = classify(&bytes);
+            let _ = scan_head(&bytes);
+            let _ = batch_request_ids(&bytes);
+        }
+
+        #[test]
+        fn head_scan_agrees_with_full_parse(id in 0u64..1_000_000, s in "[a-z]{0,20}") {
+            let msg = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"m","params":{{"s":"{s}"}}}}"#);
+            let info = scan_head(msg.as_bytes());
+            prop_assert_eq!(info.id, Some(Id::Num(id.to_string().into())));
+            let cut = &msg.as_bytes()[..msg.len() / 2];
+            let _ = scan_head(cut);
+        }
+    }
+}

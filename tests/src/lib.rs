@@ -1,0 +1,538 @@
+//! The end-to-end test harness: start the real relay binary on a free loopback port, drive the
+//! real bridge-client binary as an IDE would (JSON lines on its stdin/stdout), find the pinned
+//! third-party peers, and inspect the process table for leftovers.
+//!
+//! Everything waits on a condition with a deadline; nothing sleeps for readiness.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout, unreachable_pub)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+
+/// The command that installs the test peers; named in every "peers missing" failure.
+pub const SETUP_COMMAND: &str = "scripts/install-peers.sh";
+
+/// The repository's root folder.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// Path of a workspace binary, built by `cargo build --workspace` (the test command does that).
+pub fn bin(name: &str) -> PathBuf {
+    // Test executables live in target/<profile>/deps; the binaries one level up.
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first with `cargo build --workspace --bins` \
+         (scripts/test.sh does this)",
+        path.display()
+    );
+    path
+}
+
+/// Where the pinned third-party peers live (installed by [`SETUP_COMMAND`]).
+#[derive(Debug, Clone)]
+pub struct Peers {
+    /// `.peers/venv/bin/python`.
+    pub python: PathBuf,
+    /// `.peers/venv/bin`.
+    pub venv_bin: PathBuf,
+    /// `.peers/node/node_modules`.
+    pub node_modules: PathBuf,
+}
+
+impl Peers {
+    /// The installed peers; fails the test (never skips it) when they are missing.
+    pub fn require() -> Peers {
+        let root = repo_root().join(".peers");
+        let peers = Peers {
+            python: root.join("venv/bin/python"),
+            venv_bin: root.join("venv/bin"),
+            node_modules: root.join("node/node_modules"),
+        };
+        let everything = peers.server_everything();
+        for needed in [
+            &peers.python,
+            &everything,
+            &peers.venv_bin.join("mcp-server-time"),
+        ] {
+            assert!(
+                needed.exists(),
+                "test peer {} is missing: run `{SETUP_COMMAND}` (or the README's test command) first",
+                needed.display()
+            );
+        }
+        peers
+    }
+
+    /// The server-everything entry script.
+    pub fn server_everything(&self) -> PathBuf {
+        self.node_modules.join(".bin/mcp-server-everything")
+    }
+
+    /// A driver script in tests/peers.
+    pub fn script(&self, name: &str) -> PathBuf {
+        repo_root().join("tests/peers").join(name)
+    }
+}
+
+/// A TOML `[[tool]]` table.
+pub fn tool_table(name: &str, command: &Path, args: &[&str], extra: &str) -> String {
+    let args: Vec<String> = args.iter().map(|a| format!("{a:?}")).collect();
+    format!(
+        "[[tool]]\nname = {name:?}\ncommand = {:?}\nargs = [{}]\n{extra}\n",
+        command.display().to_string(),
+        args.join(", ")
+    )
+}
+
+/// The demo tool, as a `[[tool]]` table named `name`.
+pub fn demo_tool(name: &str, extra: &str) -> String {
+    tool_table(name, &bin("bridge-server"), &["demo-tool"], extra)
+}
+
+/// A temporary folder removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new empty folder under the system temp dir.
+    pub fn new() -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("mcp-bridge-test-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Default for TempDir {
+    fn default() -> Self {
+        TempDir::new()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Collected stderr of a process, shared with the thread that reads it.
+#[derive(Clone, Default)]
+pub struct Log(Arc<Mutex<String>>);
+
+impl Log {
+    fn drain_from(
+        &self,
+        stream: impl std::io::Read + Send + 'static,
+        tag: &'static str,
+    ) -> thread::JoinHandle<()> {
+        let log = self.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("MCP_BRIDGE_TEST_ECHO").is_some() {
+                    eprintln!("[{tag}] {line}");
+                }
+                let mut text = log.0.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        })
+    }
+
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_for(&self, needle: &str, limit: Duration) -> Result<()> {
+        wait_until(limit, || self.text().contains(needle))
+            .with_context(|| format!("log never showed {needle:?}; log:\n{}", self.text()))
+    }
+}
+
+/// Polls `cond` every 10 ms until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("condition not met within {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A running relay (the real `bridge-server` binary) on a free loopback port.
+pub struct Relay {
+    child: Option<Child>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its stderr.
+    pub log: Log,
+    _dir: TempDir,
+}
+
+impl Relay {
+    /// Starts the relay with the given tool tables (and any other config text).
+    pub fn start(config_body: &str) -> Result<Relay> {
+        let dir = TempDir::new();
+        let config = dir.path().join("relay.toml");
+        std::fs::write(
+            &config,
+            format!("listen = \"127.0.0.1:0\"\n[limits]\nkill_grace_ms = 500\n\n{config_body}"),
+        )?;
+        let mut child = Command::new(bin("bridge-server"))
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "debug,hyper=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting bridge-server")?;
+        let log = Log::default();
+        log.drain_from(child.stderr.take().context("stderr")?, "relay");
+        let mut relay = Relay {
+            child: Some(child),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log,
+            _dir: dir,
+        };
+        let marker = "bridge-server listening on ";
+        relay.log.wait_for(marker, Duration::from_secs(10))?;
+        let text = relay.log.text();
+        let addr = text
+            .lines()
+            .find_map(|l| l.split(marker).nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .context("listening line")?;
+        relay.addr = addr.parse().context("relay address")?;
+        Ok(relay)
+    }
+
+    /// The relay's PID.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// `ws://ADDR/mcp/TOOL`.
+    pub fn url(&self, tool: &str) -> String {
+        format!("ws://{}/mcp/{tool}", self.addr)
+    }
+
+    /// The relay's direct children (tool processes), as (pid, state) pairs.
+    pub fn children(&self) -> Vec<(u32, char)> {
+        children_of(self.pid())
+    }
+
+    /// Waits until the relay has no child process left at all (none running, no zombie).
+    pub fn wait_no_children(&self, limit: Duration) -> Result<()> {
+        wait_until(limit, || self.children().is_empty()).map_err(|_| {
+            anyhow!(
+                "relay still has children {:?} after {limit:?}",
+                self.children()
+            )
+        })
+    }
+
+    /// Sends SIGTERM and waits for the relay to exit.
+    pub fn stop(mut self) -> Result<ExitStatus> {
+        let mut child = self.child.take().context("already stopped")?;
+        signal(child.id(), "TERM");
+        wait_child(&mut child, Duration::from_secs(15))
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), "TERM");
+            if wait_child(&mut child, Duration::from_secs(10)).is_err() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// Sends a signal by name with kill(1) (the harness keeps to safe Rust).
+pub fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Waits for a child with a deadline.
+pub fn wait_child(child: &mut Child, limit: Duration) -> Result<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() >= deadline {
+            bail!("process {} still running after {limit:?}", child.id());
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Direct children of `pid` from /proc, with their state letter (`Z` = zombie).
+pub fn children_of(pid: u32) -> Vec<(u32, char)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let Some(child_pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...; comm may contain spaces and parens.
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let mut fields = after.split_whitespace();
+        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid = fields.next().and_then(|s| s.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push((child_pid, state));
+        }
+    }
+    out
+}
+
+/// A bridge-client process driven as an IDE drives it: JSON lines in, JSON lines out.
+pub struct Ide {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    /// bridge-client's stderr.
+    pub stderr: Log,
+}
+
+impl Ide {
+    /// Starts `bridge-client URL EXTRA_ARGS...`.
+    pub fn connect(url: &str, extra_args: &[&str]) -> Result<Ide> {
+        Ide::spawn(Command::new(bin("bridge-client")).arg(url).args(extra_args))
+    }
+
+    /// Starts any stdio MCP server command as the "IDE's server".
+    pub fn spawn(cmd: &mut Command) -> Result<Ide> {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting the stdio server")?;
+        let stderr = Log::default();
+        stderr.drain_from(child.stderr.take().context("stderr")?, "client");
+        let stdout = child.stdout.take().context("stdout")?;
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Ide {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            stderr,
+        })
+    }
+
+    /// Writes one raw line to bridge-client's stdin.
+    pub fn send_raw(&mut self, line: &[u8]) -> Result<()> {
+        let stdin = self.stdin.as_mut().context("stdin already closed")?;
+        stdin.write_all(line)?;
+        stdin.write_all(b"\n")?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    /// Writes one JSON-RPC message.
+    pub fn send(&mut self, msg: &Value) -> Result<()> {
+        self.send_raw(msg.to_string().as_bytes())
+    }
+
+    /// Sends a request and waits for the response with the same id, collecting anything else
+    /// that arrives meanwhile into `others`.
+    pub fn request(&mut self, id: Value, method: &str, params: Value) -> Result<Value> {
+        self.send(
+            &serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}),
+        )?;
+        self.recv_until(Duration::from_secs(20), |m| {
+            m.get("id") == Some(&id) && m.get("method").is_none()
+        })
+    }
+
+    /// The next message from bridge-client's stdout.
+    pub fn recv(&mut self, limit: Duration) -> Result<Value> {
+        let line = match self.lines.recv_timeout(limit) {
+            Ok(line) => line,
+            Err(RecvTimeoutError::Timeout) => bail!(
+                "no message within {limit:?}; bridge-client stderr:\n{}",
+                self.stderr.text()
+            ),
+            Err(RecvTimeoutError::Disconnected) => bail!(
+                "bridge-client closed stdout; stderr:\n{}",
+                self.stderr.text()
+            ),
+        };
+        serde_json::from_str(&line).with_context(|| format!("stdout line is not JSON: {line:?}"))
+    }
+
+    /// Receives until a message matches, returning it; other messages are dropped.
+    pub fn recv_until(
+        &mut self,
+        limit: Duration,
+        mut pred: impl FnMut(&Value) -> bool,
+    ) -> Result<Value> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let msg = self.recv(left)?;
+            if pred(&msg) {
+                return Ok(msg);
+            }
+        }
+    }
+
+    /// Asserts no message arrives for `quiet`.
+    pub fn expect_silence(&mut self, quiet: Duration) -> Result<()> {
+        match self.lines.recv_timeout(quiet) {
+            Ok(line) => bail!("unexpected message: {line}"),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// The old-era handshake: `initialize` then `notifications/initialized`.
+    pub fn initialize(&mut self) -> Result<Value> {
+        let resp = self.request(
+            serde_json::json!(0),
+            "initialize",
+            serde_json::json!({
+                "protocolVersion": "2025-06-18",
+                "capabilities": {"sampling": {}},
+                "clientInfo": {"name": "mcp-bridge-tests", "version": "0"}
+            }),
+        )?;
+        self.send(&serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))?;
+        Ok(resp)
+    }
+
+    /// Closes stdin (EOF), as an IDE does when it is done.
+    pub fn close_stdin(&mut self) {
+        self.stdin.take();
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(&mut self, limit: Duration) -> Result<ExitStatus> {
+        wait_child(&mut self.child, limit)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Ide {
+    fn drop(&mut self) {
+        self.stdin.take();
+        if wait_child(&mut self.child, Duration::from_secs(3)).is_err() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs a peer driver script to completion and returns its JSON summary (its last stdout line).
+pub fn run_driver(cmd: &mut Command, limit: Duration) -> Result<Value> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting the driver")?;
+    let out_log = Log::default();
+    let out_thread = out_log.drain_from(child.stdout.take().context("stdout")?, "driver");
+    let err_log = Log::default();
+    let err_thread = err_log.drain_from(child.stderr.take().context("stderr")?, "driver-err");
+    let status = match wait_child(&mut child, limit) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{e}: driver hung; stderr:\n{}", err_log.text());
+        }
+    };
+    // The pipes close once the driver (and anything it started) has exited.
+    let _ = wait_until(Duration::from_secs(5), || {
+        out_thread.is_finished() && err_thread.is_finished()
+    });
+    let out = out_log.text();
+    if !status.success() {
+        bail!(
+            "driver failed ({status}); stdout:\n{out}\nstderr:\n{}",
+            err_log.text()
+        );
+    }
+    let last = out
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    let summary: Value = serde_json::from_str(last).with_context(|| {
+        format!(
+            "driver's last line is not JSON: {last:?}; stderr:\n{}",
+            err_log.text()
+        )
+    })?;
+    if summary.get("ok") != Some(&Value::Bool(true)) {
+        bail!(
+            "driver reported failure: {summary}; stderr:\n{}",
+            err_log.text()
+        );
+    }
+    println!("driver summary: {summary}");
+    Ok(summary)
+}
