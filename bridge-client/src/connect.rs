@@ -1,22 +1,87 @@
 //! Opening the WebSocket to the relay: the upgrade request (headers, token, subprotocol) and
 //! errors that say what failed in words a user can act on.
 
+use std::time::Duration;
+
 use http::{HeaderName, HeaderValue};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Error as WsError;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use shared::SUBPROTOCOL_MCP;
+use shared::conn::{self, Conn, ConnEvent};
+use shared::tunnel::{self, Control, HEADER_LAST_SEQ, HEADER_SESSION, SUBPROTOCOL_V1};
 
 use crate::{ClientError, Options};
 
-/// The connected WebSocket.
-pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// How long the relay may take to send its welcome after the upgrade.
+const WELCOME_WAIT: Duration = Duration::from_secs(10);
+
+/// What the relay said when the connection opened.
+#[derive(Debug, Clone)]
+pub(crate) struct Welcome {
+    pub(crate) session: String,
+    pub(crate) resumed: bool,
+    pub(crate) last_seq: u64,
+    pub(crate) resume_window: Duration,
+}
+
+/// Connects, upgrades with subprotocol `mcp-bridge.v1` (resuming `resume` = (session id, last
+/// sequence received) when given), and waits for the relay's welcome.
+pub(crate) async fn connect(
+    opts: &Options,
+    resume: Option<(&str, u64)>,
+) -> Result<(Conn, Welcome), ClientError> {
+    let ws = upgrade(opts, resume).await?;
+    let mut conn = conn::spawn(ws, opts.heartbeat);
+    let first = tokio::time::timeout(WELCOME_WAIT, conn.rx.recv()).await;
+    let handshake = |reason: String| ClientError::Handshake {
+        url: opts.url.clone(),
+        reason,
+    };
+    match first {
+        Ok(Some(ConnEvent::Message(Message::Binary(frame)))) => match tunnel::decode(frame) {
+            Ok(tunnel::Frame::Control(Control::Welcome {
+                session,
+                resumed,
+                last_seq,
+                resume_window_ms,
+                ..
+            })) => Ok((
+                conn,
+                Welcome {
+                    session,
+                    resumed,
+                    last_seq,
+                    resume_window: Duration::from_millis(resume_window_ms),
+                },
+            )),
+            Ok(tunnel::Frame::Control(Control::End { reason })) => Err(ClientError::Refused {
+                url: opts.url.clone(),
+                status: 410,
+                reason,
+            }),
+            Ok(other) => Err(handshake(format!("expected a welcome, got {other:?}"))),
+            Err(e) => Err(handshake(format!("bad first frame: {e}"))),
+        },
+        Ok(Some(ConnEvent::Closed(why))) => Err(handshake(format!(
+            "the relay closed before its welcome: {why}"
+        ))),
+        Ok(_) => Err(handshake("the relay closed before its welcome".to_owned())),
+        Err(_) => Err(handshake(format!(
+            "no welcome from the relay within {} s",
+            WELCOME_WAIT.as_secs()
+        ))),
+    }
+}
 
 /// Connects and upgrades; every failure names the URL.
-pub(crate) async fn connect(opts: &Options) -> Result<Ws, ClientError> {
+async fn upgrade(
+    opts: &Options,
+    resume: Option<(&str, u64)>,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    ClientError,
+> {
     let url = opts.url.clone();
     let mut req = url
         .as_str()
@@ -31,8 +96,14 @@ pub(crate) async fn connect(opts: &Options) -> Result<Ws, ClientError> {
     }
     headers.insert(
         http::header::SEC_WEBSOCKET_PROTOCOL,
-        HeaderValue::from_static(SUBPROTOCOL_MCP),
+        HeaderValue::from_static(SUBPROTOCOL_V1),
     );
+    if let Some((session, last_seq)) = resume {
+        if let Ok(v) = HeaderValue::from_str(session) {
+            headers.insert(HEADER_SESSION, v);
+        }
+        headers.insert(HEADER_LAST_SEQ, HeaderValue::from(last_seq));
+    }
     if let Some(token) = &opts.token {
         let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
             .map_err(|_| ClientError::BadToken)?;
@@ -42,8 +113,8 @@ pub(crate) async fn connect(opts: &Options) -> Result<Ws, ClientError> {
     let config = WebSocketConfig::default()
         .read_buffer_size(64 * 1024)
         .write_buffer_size(0)
-        .max_message_size(Some(opts.max_message_size + 1024))
-        .max_frame_size(Some(opts.max_message_size + 1024));
+        .max_message_size(Some(opts.max_message_size + tunnel::DATA_HEADER + 1024))
+        .max_frame_size(Some(opts.max_message_size + tunnel::DATA_HEADER + 1024));
     match tokio_tungstenite::connect_async_with_config(req, Some(config), true).await {
         Ok((ws, _resp)) => Ok(ws),
         Err(WsError::Http(resp)) => {

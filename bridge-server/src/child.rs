@@ -57,6 +57,7 @@ impl ToolProcess {
         if let Some(cwd) = &tool.cwd {
             cmd.current_dir(cwd);
         }
+        die_with_parent(&mut cmd);
         let mut child = cmd.spawn().map_err(|source| SpawnError {
             tool: tool.name.clone(),
             command: tool.command.clone(),
@@ -75,15 +76,26 @@ impl ToolProcess {
     }
 }
 
-/// Ends a tool: closes its stdin (if the caller has not), waits `grace`, sends SIGTERM to its
-/// process group, waits `grace` again, then SIGKILLs the group. Always reaps; returns how it
+/// Asks the kernel to SIGKILL the tool if the relay dies without ending it (a crash, SIGKILL,
+/// the OOM killer), so a relay's death never leaves orphaned tools behind.
+#[allow(unsafe_code)]
+fn die_with_parent(cmd: &mut Command) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl(2), which is
+    // async-signal-safe; it touches no memory shared with the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+        });
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cmd;
+}
+
+/// Ends a tool whose stdin the caller has closed: waits `grace` for it to exit, sends SIGTERM to
+/// its process group, waits `grace` again, then SIGKILLs the group. Always reaps; returns how it
 /// exited.
-pub(crate) async fn terminate(
-    mut child: Child,
-    stdin: Option<ChildStdin>,
-    grace: Duration,
-) -> std::io::Result<ExitStatus> {
-    drop(stdin);
+pub(crate) async fn terminate(child: &mut Child, grace: Duration) -> std::io::Result<ExitStatus> {
     let pgid = child
         .id()
         .and_then(|p| i32::try_from(p).ok())

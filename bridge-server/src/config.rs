@@ -37,8 +37,20 @@ pub struct Limits {
     /// After a session ends: how long a tool gets to exit once its stdin is closed, and again
     /// after SIGTERM, before it is killed.
     pub kill_grace: Duration,
-    /// How long shutdown waits for sessions to close before ending them by force.
+    /// How long shutdown lets calls in flight finish before ending sessions by force.
     pub shutdown_grace: Duration,
+    /// How long a session and its tool are kept while the client is away.
+    pub resume_window: Duration,
+    /// Bound on messages kept for a client that has not acknowledged them (count).
+    pub resume_buffer_messages: usize,
+    /// Bound on messages kept for a client that has not acknowledged them (bytes).
+    pub resume_buffer_bytes: usize,
+    /// WebSocket ping interval and dead-peer timeout.
+    pub heartbeat: shared::conn::Heartbeat,
+    /// A session with no message either way for this long is ended (`None`: never).
+    pub idle_timeout: Option<Duration>,
+    /// Most sessions the relay holds at once, over all tools.
+    pub max_sessions: usize,
 }
 
 /// One hosted MCP tool: a command the relay starts once per session, speaking MCP on stdio.
@@ -61,6 +73,10 @@ pub struct ToolConfig {
     /// Largest JSON-RPC message, in bytes, accepted from or sent to this tool.
     #[serde(default = "default_max_message_size")]
     pub max_message_size: usize,
+    /// Most sessions of this tool at once (each is a process); unlimited but for the relay's
+    /// `max_sessions` when unset.
+    #[serde(default)]
+    pub max_sessions: Option<usize>,
 }
 
 fn default_max_message_size() -> usize {
@@ -84,6 +100,13 @@ struct RawLimits {
     header_read_timeout_ms: Option<u64>,
     kill_grace_ms: Option<u64>,
     shutdown_grace_ms: Option<u64>,
+    resume_window_ms: Option<u64>,
+    resume_buffer_messages: Option<usize>,
+    resume_buffer_bytes: Option<usize>,
+    heartbeat_interval_ms: Option<u64>,
+    heartbeat_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    max_sessions: Option<usize>,
 }
 
 impl Default for Limits {
@@ -92,6 +115,12 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             kill_grace: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(10),
+            resume_window: Duration::from_secs(60),
+            resume_buffer_messages: 1024,
+            resume_buffer_bytes: 16 * 1024 * 1024,
+            heartbeat: shared::conn::Heartbeat::default(),
+            idle_timeout: Some(Duration::from_secs(30 * 60)),
+            max_sessions: 1024,
         }
     }
 }
@@ -146,6 +175,7 @@ impl Config {
                 env: BTreeMap::new(),
                 cwd: None,
                 max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+                max_sessions: None,
             }],
         }
     }
@@ -198,7 +228,51 @@ impl Config {
             ),
             kill_grace: ms(raw.limits.kill_grace_ms, defaults.kill_grace),
             shutdown_grace: ms(raw.limits.shutdown_grace_ms, defaults.shutdown_grace),
+            resume_window: ms(raw.limits.resume_window_ms, defaults.resume_window),
+            resume_buffer_messages: raw
+                .limits
+                .resume_buffer_messages
+                .unwrap_or(defaults.resume_buffer_messages),
+            resume_buffer_bytes: raw
+                .limits
+                .resume_buffer_bytes
+                .unwrap_or(defaults.resume_buffer_bytes),
+            heartbeat: shared::conn::Heartbeat {
+                interval: ms(
+                    raw.limits.heartbeat_interval_ms,
+                    defaults.heartbeat.interval,
+                ),
+                timeout: ms(raw.limits.heartbeat_timeout_ms, defaults.heartbeat.timeout),
+            },
+            idle_timeout: match raw.limits.idle_timeout_ms {
+                Some(0) => None,
+                Some(n) => Some(Duration::from_millis(n)),
+                None => defaults.idle_timeout,
+            },
+            max_sessions: raw.limits.max_sessions.unwrap_or(defaults.max_sessions),
         };
+        if limits.heartbeat.interval.is_zero() {
+            return Err(invalid(
+                "limits.heartbeat_interval_ms".into(),
+                "must be above 0".into(),
+            ));
+        }
+        if limits.heartbeat.timeout <= limits.heartbeat.interval {
+            return Err(invalid(
+                "limits.heartbeat_timeout_ms".into(),
+                format!(
+                    "{} ms must be longer than heartbeat_interval_ms ({} ms), or live peers would be cut",
+                    limits.heartbeat.timeout.as_millis(),
+                    limits.heartbeat.interval.as_millis()
+                ),
+            ));
+        }
+        if limits.resume_buffer_messages == 0 {
+            return Err(invalid(
+                "limits.resume_buffer_messages".into(),
+                "must be at least 1".into(),
+            ));
+        }
         if raw.tools.is_empty() {
             return Err(invalid(
                 "tool".into(),

@@ -2,8 +2,9 @@
 //! relay hosts, so a fresh machine has something real to talk to.
 //!
 //! It speaks the handshake era of MCP (`initialize`, `ping`; `server/discover` is answered with
-//! "method not found", which makes 2026-era clients fall back) and offers four tools: `echo`,
-//! `add`, `slow` (progress notifications, cancellable) and `sample` (asks the client to sample).
+//! "method not found", which makes 2026-era clients fall back) and offers five tools: `echo`,
+//! `add`, `slow` (progress notifications, cancellable), `sample` (asks the client to sample) and
+//! `crash` (exits at once, to exercise failure handling).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -235,7 +236,7 @@ impl Server {
                     .get("steps")
                     .and_then(Value::as_u64)
                     .unwrap_or(3)
-                    .min(1000);
+                    .min(1_000_000);
                 let delay = args
                     .get("delay_ms")
                     .and_then(Value::as_u64)
@@ -266,6 +267,11 @@ impl Server {
                     Ok(answer) => Ok(text_result(&format!("client said: {answer}"), false)),
                     Err(message) => Ok(text_result(&message, true)),
                 }
+            }
+            "crash" => {
+                let code = args.get("code").and_then(Value::as_i64).unwrap_or(70);
+                tracing::warn!("crash tool called: exiting with status {code}");
+                std::process::exit(i32::try_from(code).unwrap_or(70));
             }
             _ => Err((jsonrpc::INVALID_PARAMS, format!("unknown tool: {name}"))),
         }
@@ -344,6 +350,11 @@ fn tool_list() -> Value {
                 "steps": {"type": "integer", "minimum": 0, "default": 3},
                 "delay_ms": {"type": "integer", "minimum": 0, "default": 50}
             }}
+        },
+        {
+            "name": "crash",
+            "description": "Ends the demo tool's process at once with exit status `code` (default 70), to see how a client copes with a crashing tool.",
+            "inputSchema": {"type": "object", "properties": {"code": {"type": "integer", "default": 70}}}
         },
         {
             "name": "sample",

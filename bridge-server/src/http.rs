@@ -21,10 +21,16 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 use tracing::{error, info, info_span, warn, Instrument};
 
+use std::time::Duration;
+
+use shared::tunnel::{self, Control, HEADER_LAST_SEQ, HEADER_SESSION, SUBPROTOCOL_V1};
 use shared::SUBPROTOCOL_MCP;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::child::ToolProcess;
 use crate::config::ToolConfig;
+use crate::session::{self, Attach, ResumeRefusal, Wire};
 use crate::Relay;
 
 pub(crate) type Body = Full<Bytes>;
@@ -62,7 +68,8 @@ pub(crate) async fn handle(
     Ok(response)
 }
 
-/// Checks the upgrade request, starts the tool, answers 101 and hands the socket to a session.
+/// Checks the upgrade request, then either resumes a session or starts a tool for a new one,
+/// answers 101 and hands the socket over. Every refusal is an HTTP status with a reason.
 fn upgrade(
     mut req: Request<Incoming>,
     tool: Arc<ToolConfig>,
@@ -95,22 +102,130 @@ fn upgrade(
         return resp;
     }
     let offered = headers.get(SEC_WEBSOCKET_PROTOCOL);
-    let protocol = match offered {
-        None => None,
-        Some(v) if header_has_token(Some(v), SUBPROTOCOL_MCP) => Some(SUBPROTOCOL_MCP),
+    let (wire, protocol) = match offered {
+        None => (Wire::Plain, None),
+        Some(v) if header_has_token(Some(v), SUBPROTOCOL_V1) => (Wire::V1, Some(SUBPROTOCOL_V1)),
+        Some(v) if header_has_token(Some(v), SUBPROTOCOL_MCP) => (Wire::Plain, Some(SUBPROTOCOL_MCP)),
         Some(v) => {
             return text(
                 StatusCode::BAD_REQUEST,
                 &format!(
-                    "unsupported WebSocket subprotocol `{}`: this relay speaks `{SUBPROTOCOL_MCP}`",
+                    "unsupported WebSocket subprotocol `{}`: this relay speaks `{SUBPROTOCOL_V1}` and `{SUBPROTOCOL_MCP}`",
                     String::from_utf8_lossy(v.as_bytes())
                 ),
             )
         }
     };
+    let resume = match (wire, headers.get(HEADER_SESSION)) {
+        (Wire::V1, Some(id)) => {
+            let id = String::from_utf8_lossy(id.as_bytes()).into_owned();
+            let last_seq = headers
+                .get(HEADER_LAST_SEQ)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            let Some(last_seq) = last_seq else {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    &format!("a resume needs the `{HEADER_LAST_SEQ}` header (a number)"),
+                );
+            };
+            Some((id, last_seq))
+        }
+        _ => None,
+    };
+
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(Some(ws_hard_limit(tool.max_message_size)))
+        .max_frame_size(Some(ws_hard_limit(tool.max_message_size)));
+    let heartbeat = relay.limits.heartbeat;
+    let on_upgrade = hyper::upgrade::on(&mut req);
+
+    if let Some((id, last_seq)) = resume {
+        let attach = match relay.registry.attach_handle(&id, &tool.name) {
+            Ok(attach) => attach,
+            Err(refusal) => {
+                let (status, reason) = match refusal {
+                    ResumeRefusal::Ended(why) => {
+                        (StatusCode::GONE, format!("session ended: {why}"))
+                    }
+                    ResumeRefusal::Unknown => (
+                        StatusCode::NOT_FOUND,
+                        "unknown session: the relay may have restarted, or the session lives on another node"
+                            .to_owned(),
+                    ),
+                    ResumeRefusal::WrongTool => (
+                        StatusCode::NOT_FOUND,
+                        format!("unknown session for tool `{}`", tool.name),
+                    ),
+                };
+                info!(%peer, tool = %tool.name, %reason, "refused a resume");
+                return text(status, &reason);
+            }
+        };
+        let span = info_span!("session", id = %short(&id), tool = %tool.name, %peer);
+        let registry = relay.registry.clone();
+        relay.tracker.spawn(
+            async move {
+                let Ok(upgraded) = on_upgrade.await else {
+                    return;
+                };
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(ws_config),
+                )
+                .await;
+                let conn = shared::conn::spawn(ws, heartbeat);
+                if let Err(e) = attach.send(Attach { conn, last_seq }).await {
+                    // The session ended between the check and now: say why on this connection.
+                    let reason = registry
+                        .ended_reason(&id)
+                        .unwrap_or_else(|| "session ended".to_owned());
+                    let conn = e.0.conn;
+                    let end = tunnel::encode_control(&Control::End { reason });
+                    conn.close(vec![Message::Binary(end)], None, Duration::from_secs(1))
+                        .await;
+                }
+            }
+            .instrument(span),
+        );
+        return switching(&key, protocol);
+    }
+
+    if relay.shutdown.drain.is_cancelled() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the relay is shutting down; connect to another node",
+        );
+    }
+    let (total, of_tool) = relay.registry.counts(&tool.name);
+    if total >= relay.limits.max_sessions {
+        warn!(%peer, "refused: relay session limit reached");
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!(
+                "the relay holds its maximum of {} sessions; try again later",
+                relay.limits.max_sessions
+            ),
+        );
+    }
+    if let Some(max) = tool.max_sessions {
+        if of_tool >= max {
+            warn!(%peer, tool = %tool.name, "refused: tool session limit reached");
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!(
+                    "tool `{}` has its maximum of {max} sessions; try again later",
+                    tool.name
+                ),
+            );
+        }
+    }
 
     let session_id = crate::new_session_id();
-    let span = info_span!("session", id = %session_id, tool = %tool.name, %peer);
+    let span = info_span!("session", id = %short(&session_id), tool = %tool.name, %peer);
     let tool_proc = match ToolProcess::spawn(&tool) {
         Ok(p) => p,
         Err(e) => {
@@ -121,16 +236,18 @@ fn upgrade(
             );
         }
     };
-    info!(parent: &span, pid = tool_proc.pid(), "session started");
-
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    let ws_config = WebSocketConfig::default()
-        .read_buffer_size(16 * 1024)
-        .write_buffer_size(0)
-        .max_message_size(Some(ws_hard_limit(tool.max_message_size)))
-        .max_frame_size(Some(ws_hard_limit(tool.max_message_size)));
+    info!(parent: &span, pid = tool_proc.pid(), ?wire, "session started");
+    let (attach_tx, attach_rx) = mpsc::channel(4);
+    relay.registry.insert(&session_id, &tool.name, attach_tx);
+    let params = session::Params {
+        id: session_id,
+        tool,
+        wire,
+        limits: relay.limits.clone(),
+        shutdown: relay.shutdown.clone(),
+        registry: relay.registry.clone(),
+    };
     let kill_grace = relay.limits.kill_grace;
-    let shutdown = relay.shutdown.child_token();
     relay.tracker.spawn(
         async move {
             match on_upgrade.await {
@@ -141,18 +258,31 @@ fn upgrade(
                         Some(ws_config),
                     )
                     .await;
-                    crate::session::run(ws, tool_proc, tool, kill_grace, shutdown).await;
+                    let conn = shared::conn::spawn(ws, heartbeat);
+                    session::run(params, tool_proc, conn, attach_rx).await;
                 }
                 Err(e) => {
                     warn!("WebSocket upgrade failed: {e}");
-                    let _ =
-                        crate::child::terminate(tool_proc.child, tool_proc.stdin, kill_grace).await;
+                    params.registry.end_quietly(&params.id);
+                    let mut tool_proc = tool_proc;
+                    drop(tool_proc.stdin.take());
+                    let _ = crate::child::terminate(&mut tool_proc.child, kill_grace).await;
                 }
             }
         }
         .instrument(span),
     );
+    switching(&key, protocol)
+}
 
+/// The first 8 hex digits of a session id: enough to follow a session in the logs, too few to
+/// take it over.
+fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+/// The `101 Switching Protocols` answer.
+fn switching(key: &HeaderValue, protocol: Option<&'static str>) -> Response<Body> {
     let mut resp = Response::new(Body::default());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();

@@ -4,7 +4,6 @@
 //! `/mcp/<tool>` gets its own tool process, and messages flow both ways unchanged. The binary is a
 //! thin shell over this crate, so tests can run the relay in-process.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +11,6 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
@@ -26,14 +24,41 @@ pub use child::SpawnError;
 pub use config::{Config, ConfigError, Limits, ToolConfig};
 
 /// State shared by every connection of one relay.
-#[derive(Debug)]
 pub(crate) struct Relay {
     pub(crate) tools: Vec<Arc<ToolConfig>>,
     pub(crate) limits: Limits,
-    /// Cancelled when the relay shuts down; each session holds a child token.
-    pub(crate) shutdown: CancellationToken,
+    /// Drain, then force: see [`ShutdownHandle`].
+    pub(crate) shutdown: session::Shutdown,
+    /// Live sessions (for resume and limits) and why recent ones ended.
+    pub(crate) registry: Arc<session::Registry>,
     /// Every connection and session task, so shutdown can wait for them.
     pub(crate) tracker: TaskTracker,
+}
+
+/// Tells a running relay to stop: [`ShutdownHandle::drain`] stops accepting, tells clients, and
+/// lets calls in flight finish (up to the configured grace); [`ShutdownHandle::force`] ends every
+/// session and tool at once. Clone it freely.
+#[derive(Clone, Debug, Default)]
+pub struct ShutdownHandle {
+    inner: session::Shutdown,
+}
+
+impl ShutdownHandle {
+    /// A handle for a relay not yet started.
+    pub fn new() -> ShutdownHandle {
+        ShutdownHandle::default()
+    }
+
+    /// Graceful: stop accepting, let calls in flight finish, then end.
+    pub fn drain(&self) {
+        self.inner.drain.cancel();
+    }
+
+    /// Immediate: end every session and tool now.
+    pub fn force(&self) {
+        self.inner.drain.cancel();
+        self.inner.force.cancel();
+    }
 }
 
 /// A new session id: 128 random bits, as 32 hex digits.
@@ -51,21 +76,22 @@ pub(crate) fn new_session_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Serves `listener` with `config` until `shutdown` resolves, then closes every session (telling
-/// clients), ends every tool process and returns. The caller binds the listener, so it chooses
-/// the port (tests use port 0).
+/// Serves `listener` with `config` until `shutdown` is told to drain, then drains: no new
+/// connections, clients told, calls in flight given the configured grace, then every session
+/// and tool ended. Returns when all are gone. The caller binds the listener, so it chooses the
+/// port (tests use port 0).
 pub async fn run(
     listener: TcpListener,
     config: Config,
-    shutdown: impl Future<Output = ()>,
+    shutdown: ShutdownHandle,
 ) -> std::io::Result<()> {
     let relay = Arc::new(Relay {
         tools: config.tools.into_iter().map(Arc::new).collect(),
         limits: config.limits,
-        shutdown: CancellationToken::new(),
+        shutdown: shutdown.inner.clone(),
+        registry: Arc::default(),
         tracker: TaskTracker::new(),
     });
-    tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -77,11 +103,11 @@ pub async fn run(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = relay.shutdown.drain.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
         let relay2 = relay.clone();
-        let conn_shutdown = relay.shutdown.clone();
+        let conn_shutdown = relay.shutdown.drain.clone();
         let header_timeout = relay.limits.header_read_timeout;
         relay.tracker.spawn(async move {
             let service = service_fn(move |req| http::handle(req, relay2.clone(), peer));
@@ -104,15 +130,29 @@ pub async fn run(
             }
         });
     }
-    info!("shutting down: closing sessions");
     drop(listener);
-    relay.shutdown.cancel();
+    let grace = relay.limits.shutdown_grace;
+    info!(
+        grace_s = grace.as_secs_f64(),
+        "draining: no new sessions; letting calls in flight finish"
+    );
     relay.tracker.close();
-    if tokio::time::timeout(relay.limits.shutdown_grace, relay.tracker.wait())
+    tokio::select! {
+        () = relay.tracker.wait() => {}
+        () = tokio::time::sleep(grace) => {
+            warn!("calls still in flight after the grace period; ending them");
+            relay.shutdown.force.cancel();
+        }
+        () = relay.shutdown.force.cancelled() => {}
+    }
+    // Sessions end their tools (close stdin, TERM, KILL), which takes up to twice the kill grace.
+    let force_wait = relay.limits.kill_grace * 2 + Duration::from_secs(2);
+    if tokio::time::timeout(force_wait, relay.tracker.wait())
         .await
         .is_err()
     {
-        warn!("some sessions did not finish within the shutdown grace period");
+        warn!("some sessions did not end in time");
     }
+    info!("relay stopped");
     Ok(())
 }

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use bridge_server::Config;
+use bridge_server::{Config, ShutdownHandle};
 
 /// mcp-bridge relay: serves hosted MCP tools to bridge-client (and any WebSocket MCP client).
 ///
@@ -122,18 +122,20 @@ async fn real_main(args: Args) -> anyhow::Result<ExitCode> {
             "bridge-server: built-in demo config; connect with: bridge-client ws://{addr}/mcp/demo"
         );
     }
-    bridge_server::run(listener, config, shutdown_signal()).await?;
+    let shutdown = ShutdownHandle::new();
+    tokio::spawn(on_signals(shutdown.clone()));
+    bridge_server::run(listener, config, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves on the first SIGINT or SIGTERM; a second one ends the process at once.
-async fn shutdown_signal() {
+/// First SIGINT or SIGTERM: drain. Second: end everything now.
+async fn on_signals(shutdown: ShutdownHandle) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
     ) else {
-        std::future::pending::<()>().await;
+        tracing::warn!("cannot install signal handlers; SIGTERM will end the relay abruptly");
         return;
     };
     tokio::select! {
@@ -141,14 +143,13 @@ async fn shutdown_signal() {
         _ = int.recv() => {},
     }
     tracing::info!("signal received: draining (send it again to stop at once)");
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = int.recv() => {},
-        }
-        eprintln!("bridge-server: second signal, exiting now");
-        std::process::exit(130);
-    });
+    shutdown.drain();
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    tracing::warn!("second signal: ending every session now");
+    shutdown.force();
 }
 
 fn init_logging(verbose: u8) {

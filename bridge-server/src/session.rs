@@ -1,269 +1,693 @@
-//! One relay session: a WebSocket peer on one side, one tool process on the other.
+//! One relay session: a tool process on one side, and on the other a client that may come and
+//! go (subprotocol `mcp-bridge.v1`) or stays for the session's life (plain `mcp`).
 //!
-//! Messages are forwarded byte for byte in both directions; the session only classifies them to
-//! keep a table of the client's requests in flight, so that each one gets exactly one answer even
-//! when the tool dies. It does not authenticate, route or spawn: the HTTP layer does that.
+//! The session owns the tool, the buffer of messages the client has not acknowledged, and the
+//! table of the client's requests in flight, so that every request gets exactly one answer even
+//! when the tool dies, the client is away, or the relay shuts down. It does not authenticate,
+//! route or spawn: the HTTP layer does that and hands connections in.
 
-use std::collections::HashSet;
-use std::process::ExitStatus;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
-use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, info, warn};
 
+use shared::conn::{Conn, ConnEvent, ConnTasks};
 use shared::framing::{self, Frame, LineReader};
 use shared::jsonrpc::{self, ClassifyError, Id, Kind};
+use shared::tunnel::{self, Control, Inbox, Outbox, Received, PROTOCOL_VERSION};
 
 use crate::child::{self, ToolProcess};
-use crate::config::ToolConfig;
+use crate::config::{Limits, ToolConfig};
 
-/// Depth of the queues between the WebSocket, the session and the tool's stdio. A full queue
-/// makes the producer wait: a slow reader slows the writer instead of growing memory.
-const QUEUE_DEPTH: usize = 64;
+/// Messages queued for the tool's stdin before the session stops reading from the client.
+const TOOL_QUEUE: usize = 64;
 
 /// After the tool's stdout closes, how long to wait for its exit status before ending it.
 const EXIT_STATUS_WAIT: Duration = Duration::from_millis(300);
 
-/// How long to wait for the client to answer our close frame.
+/// How long to wait for queued frames and the close frame to reach a departing client.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
-/// The client's requests that the tool has not answered yet.
-type Pending = Arc<Mutex<HashSet<Id>>>;
+/// Send a standalone ack after this many unacknowledged messages, or after [`ACK_DELAY`].
+const ACK_EVERY: u64 = 32;
+const ACK_DELAY: Duration = Duration::from_millis(5);
 
-fn lock(p: &Pending) -> std::sync::MutexGuard<'_, HashSet<Id>> {
-    p.lock().unwrap_or_else(PoisonError::into_inner)
+/// How many ended sessions are remembered, so a returning client learns why its session ended.
+const TOMBSTONES: usize = 4096;
+
+/// The framing of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wire {
+    /// Subprotocol `mcp`: one JSON-RPC message per text frame; the session ends with the connection.
+    Plain,
+    /// Subprotocol `mcp-bridge.v1`: numbered data frames, acks, control messages, resume.
+    V1,
 }
 
-/// Why a session ended.
-#[derive(Debug)]
-enum End {
-    /// The client closed the WebSocket or the connection dropped.
-    ClientGone(String),
-    /// The tool closed its stdout (usually: it exited).
-    ToolGone,
-    /// The relay is shutting down.
-    Shutdown,
+/// A client connection being handed to an existing session.
+pub(crate) struct Attach {
+    pub(crate) conn: Conn,
+    /// The highest sequence number the client says it received from the relay.
+    pub(crate) last_seq: u64,
+}
+
+/// Relay-wide table of live sessions, and the reasons recent ones ended.
+#[derive(Default)]
+pub(crate) struct Registry {
+    live: Mutex<HashMap<String, Entry>>,
+    ended: Mutex<VecDeque<(String, String)>>,
+}
+
+struct Entry {
+    tool: String,
+    attach: mpsc::Sender<Attach>,
+}
+
+/// Why a resume cannot happen.
+pub(crate) enum ResumeRefusal {
+    /// The session ended; the reason is known.
+    Ended(String),
+    /// Never heard of it (the relay restarted, or it ended long ago, or another node has it).
+    Unknown,
+    /// It exists but for another tool.
+    WrongTool,
+}
+
+impl Registry {
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sessions held now, over all tools and for one tool.
+    pub(crate) fn counts(&self, tool: &str) -> (usize, usize) {
+        let live = self.live();
+        let of_tool = live.values().filter(|e| e.tool == tool).count();
+        (live.len(), of_tool)
+    }
+
+    pub(crate) fn insert(&self, id: &str, tool: &str, attach: mpsc::Sender<Attach>) {
+        self.live().insert(
+            id.to_owned(),
+            Entry {
+                tool: tool.to_owned(),
+                attach,
+            },
+        );
+    }
+
+    /// The way to hand a connection to session `id` of `tool`.
+    pub(crate) fn attach_handle(
+        &self,
+        id: &str,
+        tool: &str,
+    ) -> Result<mpsc::Sender<Attach>, ResumeRefusal> {
+        if let Some(entry) = self.live().get(id) {
+            return if entry.tool == tool {
+                Ok(entry.attach.clone())
+            } else {
+                Err(ResumeRefusal::WrongTool)
+            };
+        }
+        let ended = self.ended.lock().unwrap_or_else(PoisonError::into_inner);
+        match ended.iter().rev().find(|(sid, _)| sid == id) {
+            Some((_, reason)) => Err(ResumeRefusal::Ended(reason.clone())),
+            None => Err(ResumeRefusal::Unknown),
+        }
+    }
+
+    /// The reason session `id` ended, if it did.
+    pub(crate) fn ended_reason(&self, id: &str) -> Option<String> {
+        let ended = self.ended.lock().unwrap_or_else(PoisonError::into_inner);
+        ended
+            .iter()
+            .rev()
+            .find(|(sid, _)| sid == id)
+            .map(|(_, r)| r.clone())
+    }
+
+    /// Forgets a session that never started (its upgrade failed).
+    pub(crate) fn end_quietly(&self, id: &str) {
+        self.live().remove(id);
+    }
+
+    fn end(&self, id: &str, reason: &str) {
+        self.live().remove(id);
+        let mut ended = self.ended.lock().unwrap_or_else(PoisonError::into_inner);
+        if ended.len() >= TOMBSTONES {
+            ended.pop_front();
+        }
+        ended.push_back((id.to_owned(), reason.to_owned()));
+    }
+}
+
+/// The relay's two shutdown stages, shared by every session.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Shutdown {
+    /// Stop taking new work; let calls in flight finish.
+    pub(crate) drain: CancellationToken,
+    /// End everything now.
+    pub(crate) force: CancellationToken,
+}
+
+/// What a session needs besides its tool and first connection.
+pub(crate) struct Params {
+    pub(crate) id: String,
+    pub(crate) tool: Arc<ToolConfig>,
+    pub(crate) wire: Wire,
+    pub(crate) limits: Limits,
+    pub(crate) shutdown: Shutdown,
+    pub(crate) registry: Arc<crate::session::Registry>,
+}
+
+/// Something the tool's stdout reader hands over.
+struct ToolMsg {
+    bytes: Bytes,
+    /// For a response: the client request it answers.
+    answers: Option<Id>,
 }
 
 /// Runs a session to its end. Owns the tool process and always reaps it.
-pub(crate) async fn run<S>(
-    ws: WebSocketStream<S>,
+pub(crate) async fn run(
+    p: Params,
     mut tool_proc: ToolProcess,
-    tool: Arc<ToolConfig>,
-    kill_grace: Duration,
-    shutdown: CancellationToken,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let started = tokio::time::Instant::now();
-    let (sink, mut stream) = ws.split();
-    let pending: Pending = Arc::default();
-    let (to_ws, to_ws_rx) = mpsc::channel::<Message>(QUEUE_DEPTH);
-    let (to_tool, to_tool_rx) = mpsc::channel::<Bytes>(QUEUE_DEPTH);
-
-    let ws_writer = tokio::spawn(write_ws(sink, to_ws_rx).in_current_span());
+    first: Conn,
+    mut attach_rx: mpsc::Receiver<Attach>,
+) {
+    let started = Instant::now();
+    let (to_tool, to_tool_rx) = mpsc::channel::<Bytes>(TOOL_QUEUE);
+    let (tool_tx, mut tool_rx) = mpsc::channel::<ToolMsg>(TOOL_QUEUE);
     if let Some(stdin) = tool_proc.stdin.take() {
-        tokio::spawn(write_tool(stdin, to_tool_rx).in_current_span());
+        tokio::spawn(write_tool(stdin, to_tool_rx));
     }
     if let Some(stderr) = tool_proc.stderr.take() {
-        tokio::spawn(log_stderr(stderr).in_current_span());
+        tokio::spawn(log_stderr(stderr));
     }
-    let mut stdout_reader = match tool_proc.stdout.take() {
-        Some(stdout) => tokio::spawn(
-            read_tool(
-                stdout,
-                tool.clone(),
-                to_ws.clone(),
-                to_tool.clone(),
-                pending.clone(),
-            )
-            .in_current_span(),
-        ),
-        None => tokio::spawn(async {}),
-    };
+    if let Some(stdout) = tool_proc.stdout.take() {
+        tokio::spawn(read_tool(stdout, p.tool.clone(), tool_tx, to_tool.clone()));
+    }
 
-    let end = loop {
+    let mut s = State {
+        outbox: Outbox::new(
+            p.limits.resume_buffer_messages,
+            p.limits.resume_buffer_bytes,
+        ),
+        inbox: Inbox::default(),
+        to_tool_q: VecDeque::new(),
+        pending: HashSet::new(),
+        tool_gone: None,
+        draining: false,
+        last_activity: Instant::now(),
+        ack_at: None,
+        p: &p,
+    };
+    let mut link = Link::default();
+    link.set(first);
+    if p.wire == Wire::V1 {
+        s.welcome(&link, false).await;
+    }
+    let mut detached_at: Option<Instant> = None;
+    let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+
+    let end_reason: String = loop {
+        if let Some(gone) = &s.tool_gone {
+            if s.pending.is_empty() && link.is_up() && s.outbox.all_sent() {
+                break gone.clone();
+            }
+        }
+        if s.draining && s.pending.is_empty() {
+            break "the relay is shutting down".to_owned();
+        }
+        if detached_at.is_some() && !s.outbox.has_room(1) {
+            break format!(
+                "the tool's output while the client was away exceeded the resume buffer ({} messages / {})",
+                p.limits.resume_buffer_messages,
+                shared::human_bytes(p.limits.resume_buffer_bytes)
+            );
+        }
+        let resume_deadline = detached_at.map_or(far, |t| t + p.limits.resume_window);
+        let idle_deadline = match p.limits.idle_timeout {
+            Some(idle) if s.pending.is_empty() => s.last_activity + idle,
+            _ => far,
+        };
+        let ack_deadline = s.ack_at.unwrap_or(far);
+        let ack_now = s.ack_at.is_some_and(|t| t <= Instant::now());
+        let want_send = link.is_up() && (!s.outbox.all_sent() || ack_now);
+        let can_read_client = s.to_tool_q.len() < TOOL_QUEUE;
+        let can_read_tool = s.tool_gone.is_none() && (!link.is_up() || s.outbox.has_room(1));
+
         tokio::select! {
-            msg = stream.next() => match msg {
-                Some(Ok(msg)) => {
-                    if let Some(reason) = on_client_message(msg, &tool, &to_ws, &to_tool, &pending, &shutdown).await {
-                        break End::ClientGone(reason);
+            biased;
+            () = p.shutdown.force.cancelled() => break "the relay is shutting down".to_owned(),
+            () = p.shutdown.drain.cancelled(), if !s.draining => {
+                s.draining = true;
+                if p.wire == Wire::V1 {
+                    link.send_control(&Control::Drain { reason: "the relay is shutting down".into() }).await;
+                }
+            }
+            attach = attach_rx.recv() => {
+                let Some(attach) = attach else { continue };
+                drop(link.take());
+                match s.outbox.rewind(attach.last_seq) {
+                    Ok(()) => {
+                        link.set(attach.conn);
+                        s.inbox.reset_acked();
+                        s.ack_at = None;
+                        s.welcome(&link, true).await;
+                        if s.draining {
+                            link.send_control(&Control::Drain { reason: "the relay is shutting down".into() }).await;
+                        }
+                        info!(
+                            away_ms = detached_at.map(|t| t.elapsed().as_millis() as u64).unwrap_or(0),
+                            replay = s.outbox.len(),
+                            "client resumed the session"
+                        );
+                        detached_at = None;
+                    }
+                    Err(e) => {
+                        warn!("refusing a resume: {e}");
+                        end_conn(attach.conn, p.wire, &format!("cannot resume: {e}")).await;
+                        detached_at.get_or_insert_with(Instant::now);
                     }
                 }
-                Some(Err(e)) => break End::ClientGone(format!("connection error: {e}")),
-                None => break End::ClientGone("connection closed".into()),
+            }
+            msg = tool_rx.recv(), if can_read_tool => match msg {
+                Some(msg) => {
+                    s.last_activity = Instant::now();
+                    if let Some(id) = &msg.answers {
+                        s.pending.remove(id);
+                    }
+                    s.outbox.push(msg.bytes);
+                }
+                None => {
+                    let what = tool_exit(&mut tool_proc, &p).await;
+                    warn!("tool `{}` {what}", p.tool.name);
+                    let message = format!("tool `{}` {what} before answering", p.tool.name);
+                    s.fail_pending(jsonrpc::TOOL_EXITED, &message);
+                    s.tool_gone = Some(format!("tool `{}` {what}", p.tool.name));
+                }
             },
-            _ = &mut stdout_reader => break End::ToolGone,
-            _ = shutdown.cancelled() => break End::Shutdown,
+            permit = reserve(link.tx.clone()), if want_send => {
+                if let Some(permit) = permit {
+                    if s.outbox.all_sent() {
+                        permit.send(Message::Binary(tunnel::encode_ack(s.inbox.last())));
+                        s.inbox.acked();
+                        s.ack_at = None;
+                    } else {
+                        s.send_next(permit);
+                    }
+                }
+            }
+            () = tokio::time::sleep_until(ack_deadline), if s.ack_at.is_some() && !ack_now => {
+                // Wakes the loop so the send branch writes the ack.
+            }
+            ev = recv(&mut link.rx), if can_read_client => match ev {
+                Some(ConnEvent::Message(Message::Close(_))) => {}
+                Some(ConnEvent::Message(msg)) => {
+                    s.last_activity = Instant::now();
+                    match s.on_client(msg) {
+                        Ok(()) => {}
+                        Err(ClientStep::Ended(reason)) => break reason,
+                        Err(ClientStep::Broken(reason)) => {
+                            warn!("{reason}; dropping the connection");
+                            drop(link.take());
+                            if p.wire == Wire::Plain {
+                                break reason;
+                            }
+                            detached_at = Some(Instant::now());
+                        }
+                    }
+                }
+                Some(ConnEvent::Closed(why)) => {
+                    drop(link.take());
+                    if p.wire == Wire::Plain {
+                        break format!("client left ({why})");
+                    }
+                    info!(%why, window_s = p.limits.resume_window.as_secs(), "client away; keeping the session for a resume");
+                    detached_at = Some(Instant::now());
+                }
+                None => {
+                    drop(link.take());
+                    if p.wire == Wire::Plain {
+                        break "client left".to_owned();
+                    }
+                    detached_at = Some(Instant::now());
+                }
+            },
+            permit = to_tool.reserve(), if !s.to_tool_q.is_empty() => {
+                match permit {
+                    Ok(permit) => {
+                        if let Some(msg) = s.to_tool_q.pop_front() {
+                            permit.send(msg);
+                        }
+                    }
+                    // stdin is gone: the tool is exiting, and its stdout closing ends the wait.
+                    Err(_) => s.to_tool_q.clear(),
+                }
+            }
+            () = tokio::time::sleep_until(resume_deadline), if detached_at.is_some() => {
+                break format!(
+                    "the client was away longer than the resume window ({})",
+                    shared::human_duration(p.limits.resume_window)
+                );
+            }
+            () = tokio::time::sleep_until(idle_deadline), if idle_deadline < far => {
+                break format!(
+                    "idle for {} with no message either way",
+                    shared::human_duration(p.limits.idle_timeout.unwrap_or_default())
+                );
+            }
         }
     };
 
-    let grace = kill_grace;
+    // Answer what is still in flight, tell the client (if it is here), end the tool.
+    let code = if s.tool_gone.is_some() {
+        jsonrpc::TOOL_EXITED
+    } else {
+        jsonrpc::RELAY_UNAVAILABLE
+    };
+    s.fail_pending(code, &format!("{end_reason}; the request was not answered"));
     drop(to_tool);
-    match end {
-        End::ClientGone(reason) => {
-            debug!(%reason, "client left");
-            stdout_reader.abort();
-            let status = child::terminate(tool_proc.child, None, grace).await;
-            log_exit(&tool, status.as_ref().ok(), "session closed by client");
-        }
-        End::ToolGone => {
-            let status = match tokio::time::timeout(EXIT_STATUS_WAIT, tool_proc.child.wait()).await
-            {
-                Ok(Ok(status)) => Some(status),
-                _ => None,
-            };
-            let what = match &status {
-                Some(status) => child::describe_exit(status),
-                None => "closed its stdout".to_owned(),
-            };
-            let status = match status {
-                Some(s) => Some(s),
-                None => child::terminate(tool_proc.child, None, grace).await.ok(),
-            };
-            log_exit(&tool, status.as_ref(), "tool ended the session");
-            let message = format!("tool `{}` {what} before answering", tool.name);
-            fail_pending(&pending, &to_ws, jsonrpc::TOOL_EXITED, &message).await;
-            let reason = format!("tool `{}` {what}", tool.name);
-            close(&to_ws, CloseCode::Error, &reason).await;
-            drain_close(&mut stream).await;
-        }
-        End::Shutdown => {
-            let message = "the relay is shutting down; retry on a new session";
-            fail_pending(&pending, &to_ws, jsonrpc::RELAY_UNAVAILABLE, message).await;
-            close(&to_ws, CloseCode::Away, "relay is shutting down").await;
-            stdout_reader.abort();
-            let status = child::terminate(tool_proc.child, None, grace).await;
-            log_exit(&tool, status.as_ref().ok(), "relay shutdown");
-            drain_close(&mut stream).await;
+    p.registry.end(&p.id, &end_reason);
+    if let Some(conn) = link.take() {
+        // Flush what the client has not been sent yet (answers, errors), then the end notice.
+        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            while !s.outbox.all_sent() {
+                match conn.tx.clone().reserve_owned().await {
+                    Ok(permit) => s.send_next(permit),
+                    Err(_) => break,
+                }
+            }
+        })
+        .await;
+        end_conn(conn, p.wire, &end_reason).await;
+    }
+    if s.tool_gone.is_none() {
+        match child::terminate(&mut tool_proc.child, p.limits.kill_grace).await {
+            Ok(status) => debug!("tool {}", child::describe_exit(&status)),
+            Err(e) => warn!("could not reap the tool: {e}"),
         }
     }
-    drop(to_ws);
-    let _ = tokio::time::timeout(CLOSE_WAIT, ws_writer).await;
     info!(
+        reason = %end_reason,
         duration_ms = started.elapsed().as_millis() as u64,
         "session ended"
     );
 }
 
-fn log_exit(tool: &ToolConfig, status: Option<&ExitStatus>, why: &str) {
-    match status {
-        Some(status) if status.success() => info!(tool = %tool.name, why, "tool exited cleanly"),
-        Some(status) => info!(tool = %tool.name, why, "tool {}", child::describe_exit(status)),
-        None => warn!(tool = %tool.name, why, "could not learn how the tool exited"),
+/// Learns how the tool ended after its stdout closed; ends it if it is still running.
+async fn tool_exit(tool_proc: &mut ToolProcess, p: &Params) -> String {
+    match tokio::time::timeout(EXIT_STATUS_WAIT, tool_proc.child.wait()).await {
+        Ok(Ok(status)) => child::describe_exit(&status),
+        _ => match child::terminate(&mut tool_proc.child, p.limits.kill_grace).await {
+            // Closed its stdout but kept running: it can no longer answer, so it was ended.
+            Ok(status) => format!("closed its stdout and {}", child::describe_exit(&status)),
+            Err(_) => "closed its stdout".to_owned(),
+        },
     }
 }
 
-/// Handles one WebSocket message from the client. Returns `Some(reason)` when the client is gone.
-async fn on_client_message(
-    msg: Message,
-    tool: &ToolConfig,
-    to_ws: &mpsc::Sender<Message>,
-    to_tool: &mpsc::Sender<Bytes>,
-    pending: &Pending,
-    shutdown: &CancellationToken,
-) -> Option<String> {
-    let bytes: Bytes = match msg {
-        Message::Text(text) => text.into(),
-        Message::Binary(bin) => bin,
-        Message::Close(frame) => {
-            return Some(match frame {
-                Some(f) => format!("client closed ({}): {}", u16::from(f.code), f.reason),
-                None => "client closed".into(),
-            })
-        }
-        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return None,
-    };
-    if bytes.len() > tool.max_message_size {
-        let head = bytes.slice(..bytes.len().min(framing::OVERSIZE_HEAD));
-        let info = jsonrpc::scan_head(&head);
-        let message = format!(
-            "message of {} exceeds the relay's limit of {} for tool `{}`",
-            shared::human_bytes(bytes.len()),
-            shared::human_bytes(tool.max_message_size),
-            tool.name
-        );
-        warn!("{message}");
-        if info.id.is_some() && !info.is_response {
-            reply(
-                to_ws,
-                info.id.as_ref(),
-                jsonrpc::MESSAGE_TOO_LARGE,
-                &message,
-            )
-            .await;
-        }
-        return None;
+/// The client connection, when there is one.
+#[derive(Default)]
+struct Link {
+    tx: Option<mpsc::Sender<Message>>,
+    rx: Option<mpsc::Receiver<ConnEvent>>,
+    tasks: Option<ConnTasks>,
+}
+
+impl Link {
+    fn set(&mut self, conn: Conn) {
+        self.tx = Some(conn.tx);
+        self.rx = Some(conn.rx);
+        self.tasks = Some(conn.tasks);
     }
-    match jsonrpc::classify(&bytes) {
-        Ok(Kind::Request { id, .. }) => {
-            lock(pending).insert(id);
+
+    fn take(&mut self) -> Option<Conn> {
+        match (self.tx.take(), self.rx.take(), self.tasks.take()) {
+            (Some(tx), Some(rx), Some(tasks)) => Some(Conn { tx, rx, tasks }),
+            _ => None,
         }
-        Ok(Kind::Notification { method }) => {
-            if method == "notifications/cancelled" {
-                if let Some(id) = jsonrpc::cancelled_request_id(&bytes) {
-                    lock(pending).remove(&id);
+    }
+
+    fn is_up(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    async fn send_control(&self, c: &Control) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Message::Binary(tunnel::encode_control(c))).await;
+        }
+    }
+}
+
+/// Sends the end notice (v1) and a close frame, then drops the connection.
+async fn end_conn(conn: Conn, wire: Wire, reason: &str) {
+    let mut last = Vec::new();
+    if wire == Wire::V1 {
+        last.push(Message::Binary(tunnel::encode_control(&Control::End {
+            reason: reason.to_owned(),
+        })));
+    }
+    let code = if reason.starts_with("tool `") {
+        CloseCode::Error
+    } else if reason.contains("shutting down") {
+        CloseCode::Away
+    } else {
+        CloseCode::Normal
+    };
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from(truncate_reason(reason)),
+    };
+    conn.close(last, Some(frame), CLOSE_WAIT).await;
+}
+
+/// Why handling a client message stopped the connection or the session.
+enum ClientStep {
+    /// The client ended the session on purpose.
+    Ended(String),
+    /// The connection broke the protocol; resume may still work.
+    Broken(String),
+}
+
+/// The per-session bookkeeping that the loop's branches share.
+struct State<'a> {
+    p: &'a Params,
+    /// Tool → client messages the client has not acknowledged (also the send queue).
+    outbox: Outbox,
+    /// Client → tool sequence numbers.
+    inbox: Inbox,
+    /// Client → tool messages waiting for room in the tool's stdin queue.
+    to_tool_q: VecDeque<Bytes>,
+    /// Client requests the tool has not answered.
+    pending: HashSet<Id>,
+    /// Set when the tool has exited: how, in words.
+    tool_gone: Option<String>,
+    draining: bool,
+    last_activity: Instant,
+    /// When a standalone ack is due.
+    ack_at: Option<Instant>,
+}
+
+impl State<'_> {
+    async fn welcome(&self, link: &Link, resumed: bool) {
+        link.send_control(&Control::Welcome {
+            version: PROTOCOL_VERSION,
+            session: self.p.id.clone(),
+            resumed,
+            last_seq: self.inbox.last(),
+            resume_window_ms: self.p.limits.resume_window.as_millis() as u64,
+        })
+        .await;
+    }
+
+    /// Writes the next unsent outbox message into a reserved slot of the connection.
+    fn send_next(&mut self, permit: mpsc::OwnedPermit<Message>) {
+        let Some((seq, payload)) = self.outbox.next_to_send() else {
+            return;
+        };
+        let msg = match self.p.wire {
+            Wire::V1 => {
+                let frame = tunnel::encode_data(seq, self.inbox.last(), payload);
+                self.inbox.acked();
+                self.ack_at = None;
+                Message::Binary(frame)
+            }
+            Wire::Plain => match Utf8Bytes::try_from(payload.clone()) {
+                Ok(text) => Message::Text(text),
+                Err(_) => Message::Binary(payload.clone()),
+            },
+        };
+        permit.send(msg);
+        self.outbox.mark_sent(seq);
+        if self.p.wire == Wire::Plain {
+            // No acks on a plain connection: what is written is gone.
+            let _ = self.outbox.ack(seq);
+        }
+    }
+
+    /// Queues an error response for the client.
+    fn reply(&mut self, id: Option<&Id>, code: i64, message: &str) {
+        let body = jsonrpc::error_response(id, code, message, None);
+        self.outbox.push(Bytes::from(body));
+    }
+
+    fn fail_pending(&mut self, code: i64, message: &str) {
+        let mut ids: Vec<Id> = self.pending.drain().collect();
+        ids.sort_by_key(|id| id.to_string());
+        for id in ids {
+            self.reply(Some(&id), code, message);
+        }
+    }
+
+    /// Handles one message from the client connection.
+    fn on_client(&mut self, msg: Message) -> Result<(), ClientStep> {
+        let raw: Bytes = match msg {
+            Message::Text(t) => t.into(),
+            Message::Binary(b) => b,
+            _ => return Ok(()),
+        };
+        let payload = match self.p.wire {
+            Wire::Plain => raw,
+            Wire::V1 => match tunnel::decode(raw) {
+                Ok(tunnel::Frame::Data { seq, ack, payload }) => {
+                    self.on_ack(ack)?;
+                    match self.inbox.receive(seq) {
+                        Received::New => {}
+                        Received::Duplicate => return Ok(()),
+                        Received::Gap { expected } => {
+                            return Err(ClientStep::Broken(format!(
+                                "client skipped from {expected} to {seq}"
+                            )))
+                        }
+                    }
+                    if self.inbox.unacked() >= ACK_EVERY {
+                        self.ack_at = Some(Instant::now());
+                    } else if self.ack_at.is_none() {
+                        self.ack_at = Some(Instant::now() + ACK_DELAY);
+                    }
+                    payload
+                }
+                Ok(tunnel::Frame::Ack { ack }) => return self.on_ack(ack),
+                Ok(tunnel::Frame::Control(Control::End { reason })) => {
+                    return Err(ClientStep::Ended(format!(
+                        "client ended the session ({reason})"
+                    )))
+                }
+                Ok(tunnel::Frame::Control(other)) => {
+                    debug!("ignoring control message from client: {other:?}");
+                    return Ok(());
+                }
+                Err(e) => return Err(ClientStep::Broken(format!("bad frame from client: {e}"))),
+            },
+        };
+        self.on_client_message(payload);
+        Ok(())
+    }
+
+    fn on_ack(&mut self, ack: u64) -> Result<(), ClientStep> {
+        self.outbox
+            .ack(ack)
+            .map_err(|e| ClientStep::Broken(e.to_string()))
+    }
+
+    /// Classifies a JSON-RPC message from the client; queues it for the tool or answers it.
+    fn on_client_message(&mut self, bytes: Bytes) {
+        let tool = &self.p.tool;
+        if bytes.len() > tool.max_message_size {
+            let info = jsonrpc::scan_head(&bytes[..bytes.len().min(framing::OVERSIZE_HEAD)]);
+            let message = format!(
+                "message of {} exceeds the relay's limit of {} for tool `{}`",
+                shared::human_bytes(bytes.len()),
+                shared::human_bytes(tool.max_message_size),
+                tool.name
+            );
+            warn!("{message}");
+            if info.id.is_some() && !info.is_response {
+                self.reply(info.id.as_ref(), jsonrpc::MESSAGE_TOO_LARGE, &message);
+            }
+            return;
+        }
+        match jsonrpc::classify(&bytes) {
+            Ok(Kind::Request { id, .. }) => {
+                if let Some(gone) = &self.tool_gone {
+                    let message = format!("{gone}; the request was not delivered");
+                    self.reply(Some(&id), jsonrpc::TOOL_EXITED, &message);
+                    return;
+                }
+                self.pending.insert(id);
+            }
+            Ok(Kind::Notification { method }) => {
+                if method == "notifications/cancelled" {
+                    if let Some(id) = jsonrpc::cancelled_request_id(&bytes) {
+                        self.pending.remove(&id);
+                    }
                 }
             }
-        }
-        Ok(Kind::Response { .. }) => {}
-        Err(ClassifyError::Batch) => {
-            let ids = jsonrpc::batch_request_ids(&bytes);
-            warn!(
-                requests = ids.len(),
-                "client sent a JSON-RPC batch; answered with errors"
-            );
-            if !ids.is_empty() {
-                let body = jsonrpc::batch_error_response(
-                    &ids,
-                    jsonrpc::INVALID_REQUEST,
-                    jsonrpc::BATCH_UNSUPPORTED,
+            Ok(Kind::Response { .. }) => {}
+            Err(ClassifyError::Batch) => {
+                let ids = jsonrpc::batch_request_ids(&bytes);
+                warn!(
+                    requests = ids.len(),
+                    "client sent a JSON-RPC batch; answered with errors"
                 );
-                send_text(to_ws, body).await;
+                if !ids.is_empty() {
+                    let body = jsonrpc::batch_error_response(
+                        &ids,
+                        jsonrpc::INVALID_REQUEST,
+                        jsonrpc::BATCH_UNSUPPORTED,
+                    );
+                    self.outbox.push(Bytes::from(body));
+                }
+                return;
             }
-            return None;
-        }
-        Err(e) => {
-            let info = jsonrpc::scan_head(&bytes);
-            let code = match e {
-                ClassifyError::Parse(_) => jsonrpc::PARSE_ERROR,
-                _ => jsonrpc::INVALID_REQUEST,
-            };
-            debug!(error = %e, "client sent an unusable message");
-            reply(to_ws, info.id.as_ref(), code, &e.to_string()).await;
-            return None;
-        }
-    }
-    tokio::select! {
-        sent = to_tool.send(bytes) => {
-            if sent.is_err() {
-                // The tool's stdin is gone; the stdout reader will end the session shortly
-                // and answer what is pending.
-                debug!("tool stdin closed; message not delivered");
+            Err(e) => {
+                let info = jsonrpc::scan_head(&bytes);
+                let code = match e {
+                    ClassifyError::Parse(_) => jsonrpc::PARSE_ERROR,
+                    _ => jsonrpc::INVALID_REQUEST,
+                };
+                debug!(error = %e, "client sent an unusable message");
+                self.reply(info.id.as_ref(), code, &e.to_string());
+                return;
             }
         }
-        _ = shutdown.cancelled() => {}
+        if self.tool_gone.is_none() {
+            self.to_tool_q.push_back(bytes);
+        }
     }
-    None
 }
 
-/// Reads the tool's stdout and forwards each JSON-RPC line to the client.
+/// A slot in the connection's queue; never resolves while there is no connection.
+async fn reserve(tx: Option<mpsc::Sender<Message>>) -> Option<mpsc::OwnedPermit<Message>> {
+    match tx {
+        Some(tx) => tx.reserve_owned().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv(rx: &mut Option<mpsc::Receiver<ConnEvent>>) -> Option<ConnEvent> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads the tool's stdout and hands each JSON-RPC line to the session.
 async fn read_tool(
     stdout: ChildStdout,
     tool: Arc<ToolConfig>,
-    to_ws: mpsc::Sender<Message>,
+    tx: mpsc::Sender<ToolMsg>,
     to_tool: mpsc::Sender<Bytes>,
-    pending: Pending,
 ) {
     let mut reader = LineReader::new(stdout, tool.max_message_size);
     loop {
@@ -275,19 +699,20 @@ async fn read_tool(
                 return;
             }
         };
-        match frame {
+        let msg = match frame {
             Frame::Line(line) => match jsonrpc::classify(&line) {
-                Ok(kind) => {
-                    if let Kind::Response { id: Some(id) } = &kind {
-                        lock(&pending).remove(id);
-                    }
-                    if !send_text(&to_ws, line).await {
-                        return;
-                    }
-                }
+                Ok(Kind::Response { id }) => ToolMsg {
+                    bytes: line,
+                    answers: id,
+                },
+                Ok(_) => ToolMsg {
+                    bytes: line,
+                    answers: None,
+                },
                 Err(e) => {
                     let shown = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
                     warn!(error = %e, line = %shown, "tool wrote a line that is not a JSON-RPC message to stdout; skipped");
+                    continue;
                 }
             },
             Frame::Oversize { head, len } => {
@@ -301,8 +726,16 @@ async fn read_tool(
                 warn!("{message}");
                 match info.id {
                     Some(id) if info.is_response => {
-                        lock(&pending).remove(&id);
-                        reply(&to_ws, Some(&id), jsonrpc::MESSAGE_TOO_LARGE, &message).await;
+                        let body = jsonrpc::error_response(
+                            Some(&id),
+                            jsonrpc::MESSAGE_TOO_LARGE,
+                            &message,
+                            None,
+                        );
+                        ToolMsg {
+                            bytes: Bytes::from(body),
+                            answers: Some(id),
+                        }
                     }
                     Some(id) if info.has_method => {
                         let body = jsonrpc::error_response(
@@ -312,10 +745,14 @@ async fn read_tool(
                             None,
                         );
                         let _ = to_tool.send(Bytes::from(body)).await;
+                        continue;
                     }
-                    _ => {}
+                    _ => continue,
                 }
             }
+        };
+        if tx.send(msg).await.is_err() {
+            return;
         }
     }
 }
@@ -348,66 +785,10 @@ async fn log_stderr(stderr: ChildStderr) {
                 info!(target: "tool", "tool stderr: {}", String::from_utf8_lossy(&line));
             }
             Frame::Oversize { len, .. } => {
-                info!(target: "tool", "(a stderr line of {len} bytes, not shown)");
+                info!(target: "tool", "tool stderr: (a line of {len} bytes, not shown)");
             }
         }
     }
-}
-
-/// Sends queued messages to the client, flushing whenever the queue runs dry.
-async fn write_ws<S>(
-    mut sink: futures_util::stream::SplitSink<WebSocketStream<S>, Message>,
-    mut rx: mpsc::Receiver<Message>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    while let Some(msg) = rx.recv().await {
-        let closing = matches!(msg, Message::Close(_));
-        if let Err(e) = sink.feed(msg).await {
-            debug!("sending to the client failed: {e}");
-            return;
-        }
-        if closing || rx.is_empty() {
-            if let Err(e) = sink.flush().await {
-                debug!("flushing to the client failed: {e}");
-                return;
-            }
-        }
-        if closing {
-            return;
-        }
-    }
-    let _ = sink.close().await;
-}
-
-/// Queues a text frame; false when the writer is gone.
-async fn send_text(to_ws: &mpsc::Sender<Message>, body: impl Into<Bytes>) -> bool {
-    match Utf8Bytes::try_from(body.into()) {
-        Ok(text) => to_ws.send(Message::Text(text)).await.is_ok(),
-        Err(_) => {
-            warn!("dropped a message that is not UTF-8");
-            true
-        }
-    }
-}
-
-async fn reply(to_ws: &mpsc::Sender<Message>, id: Option<&Id>, code: i64, message: &str) {
-    send_text(to_ws, jsonrpc::error_response(id, code, message, None)).await;
-}
-
-async fn fail_pending(pending: &Pending, to_ws: &mpsc::Sender<Message>, code: i64, message: &str) {
-    let ids: Vec<Id> = lock(pending).drain().collect();
-    for id in ids {
-        reply(to_ws, Some(&id), code, message).await;
-    }
-}
-
-async fn close(to_ws: &mpsc::Sender<Message>, code: CloseCode, reason: &str) {
-    let frame = CloseFrame {
-        code,
-        reason: Utf8Bytes::from(truncate_reason(reason)),
-    };
-    let _ = to_ws.send(Message::Close(Some(frame))).await;
 }
 
 /// Close reasons are limited to 123 bytes by RFC 6455.
@@ -417,20 +798,4 @@ fn truncate_reason(reason: &str) -> String {
         end -= 1;
     }
     reason[..end].to_owned()
-}
-
-/// Reads until the client answers our close frame (or a short timeout), so the TCP connection
-/// ends with a proper WebSocket close handshake.
-async fn drain_close<S>(stream: &mut futures_util::stream::SplitStream<WebSocketStream<S>>)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let _ = tokio::time::timeout(CLOSE_WAIT, async {
-        while let Some(Ok(msg)) = stream.next().await {
-            if matches!(msg, Message::Close(_)) {
-                break;
-            }
-        }
-    })
-    .await;
 }

@@ -21,11 +21,11 @@ pub const INVALID_PARAMS: i64 = -32602;
 /// Internal error.
 pub const INTERNAL_ERROR: i64 = -32603;
 /// The tool process exited or crashed before it answered.
-pub const TOOL_EXITED: i64 = -32001;
+pub const TOOL_EXITED: i64 = -32010;
 /// The connection to the relay was lost or could not be made; the request's fate is unknown.
-pub const RELAY_UNAVAILABLE: i64 = -32002;
+pub const RELAY_UNAVAILABLE: i64 = -32011;
 /// A message exceeded the bridge's size limit.
-pub const MESSAGE_TOO_LARGE: i64 = -32003;
+pub const MESSAGE_TOO_LARGE: i64 = -32012;
 
 /// A JSON-RPC id, normalized so that it can key a table of requests in flight.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

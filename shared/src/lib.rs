@@ -4,8 +4,10 @@
 //!
 //! Nothing here does network or process I/O of its own; the client and the relay own that.
 
+pub mod conn;
 pub mod framing;
 pub mod jsonrpc;
+pub mod tunnel;
 
 /// Default cap on one JSON-RPC message (one stdio line or one WebSocket message): 4 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
@@ -30,9 +32,29 @@ pub fn human_bytes(n: usize) -> String {
     }
 }
 
+/// Formats a duration for messages: "400 ms", "60 s", "1.5 s".
+pub fn human_duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else if ms % 1000 == 0 {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::human_bytes;
+    use super::{human_bytes, human_duration};
+
+    #[test]
+    fn human_duration_reads_well() {
+        use std::time::Duration;
+        assert_eq!(human_duration(Duration::from_millis(400)), "400 ms");
+        assert_eq!(human_duration(Duration::from_secs(60)), "60 s");
+        assert_eq!(human_duration(Duration::from_millis(1500)), "1.5 s");
+    }
 
     #[test]
     fn human_bytes_reads_well() {

@@ -2,7 +2,8 @@
 """A real MCP client (Python SDK `mcp` 2.3.0) that drives a stdio server through a scenario.
 
 Usage:
-    .peers/venv/bin/python tests/peers/py_client.py --scenario everything|time|demo \
+    .peers/venv/bin/python tests/peers/py_client.py \
+        --scenario everything|time|demo|restart-everything|restart-time \
         [--mode auto|legacy] [--timeout 60] -- CMD ARGS...
 
 CMD ARGS is the server command line (the real server, or the bridge wrapping it).
@@ -11,6 +12,9 @@ Progress and diagnostics go to stderr; the LAST line on stdout is one JSON summa
 or on the first failed check
     {"ok": false, "failed": "<check>", "error": "<message>", "checks": [...passed so far]}
 Exit codes: 0 success, 1 a check failed, 2 bad usage / SDK missing, 3 overall timeout.
+
+The restart-* scenarios print one extra stdout line, exactly {"event": "ready"}, at the point where
+the harness should kill and restart the relay; they then wait for the line `go` on stdin.
 
 If `mcp` is not importable by the running interpreter, the script re-executes itself with
 <repo>/.peers/venv/bin/python (see scripts/install-peers.sh).
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -624,7 +629,247 @@ async def scenario_demo(args: argparse.Namespace, rep: Report, params: StdioServ
         rep.info["server_request_ids"] = server_ids
 
 
-SCENARIOS = {"everything": scenario_everything, "time": scenario_time, "demo": scenario_demo}
+# --------------------------------------------------------------------------- relay restart scenarios
+READY_LINE = json.dumps({"event": "ready"})  # exactly {"event": "ready"}
+RELAY_UNAVAILABLE = -32011  # bridge-client: the relay connection was lost / could not be made
+
+
+class _StdinLines:
+    """Reads stdin lines on a daemon thread (never blocks the event loop, never blocks exit)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str | None] = []  # None = EOF
+        self._lock = threading.Lock()
+        self._started = False
+
+    def _run(self) -> None:
+        while True:
+            try:
+                line = sys.stdin.readline()
+            except Exception:  # noqa: BLE001 - a closed/broken stdin counts as EOF
+                line = ""
+            with self._lock:
+                self.lines.append(line if line else None)
+            if not line:
+                return
+
+    async def next_line(self) -> str | None:
+        if not self._started:
+            self._started = True
+            threading.Thread(target=self._run, name="py_client-stdin", daemon=True).start()
+        while True:
+            with self._lock:
+                if self.lines:
+                    return self.lines.pop(0) if self.lines[0] is not None else None
+            await anyio.sleep(0.02)
+
+
+async def ready_and_wait_for_go(rep: Report, args: argparse.Namespace) -> float:
+    """Print the ready event on stdout, wait for the harness to write `go` on stdin; returns the time of go."""
+    rep.begin("wait_for_go")
+    sys.stdout.write(READY_LINE + "\n")
+    sys.stdout.flush()
+    log(f"printed {READY_LINE} on stdout; waiting up to {args.go_timeout:.0f} s for 'go' on stdin")
+    stdin = _StdinLines()
+    with anyio.move_on_after(args.go_timeout) as waited:
+        while True:
+            line = await stdin.next_line()
+            expect(line is not None, "wait_for_go", "stdin closed before the line 'go' arrived")
+            if line.strip() == "go":
+                break
+            log(f"ignoring stdin line {line.rstrip()!r} (waiting for 'go')")
+    expect(not waited.cancelled_caught, "wait_for_go", f"no 'go' on stdin within {args.go_timeout:.0f} s of ready")
+    rep.ok("wait_for_go")
+    return time.monotonic()
+
+
+def _unavailable(e: MCPError) -> bool:
+    return e.code == RELAY_UNAVAILABLE or bool(re.search(r"unavailable|relay", e.message or "", re.I))
+
+
+async def after_restart(rep: Report, args: argparse.Namespace, check: str, fn: Any) -> Any:
+    """Run one request after the restart: per-attempt timeout, retried (up to --retries, 0.5 s apart)
+    only while the bridge says the relay is unavailable. Adds the retries to `retries_after_restart`."""
+    rep.begin(check)
+    attempt = 0
+    while True:
+        try:
+            with anyio.fail_after(args.call_timeout):
+                result = await fn()
+            break
+        except TimeoutError:
+            raise CheckFailed(check, f"no answer within {args.call_timeout:.0f} s (attempt {attempt + 1})") from None
+        except MCPError as e:
+            if not _unavailable(e) or attempt >= args.retries:
+                raise CheckFailed(check, f"JSON-RPC error {e.code}: {e.message} (attempt {attempt + 1}, "
+                                         f"{attempt} retries)") from None
+            attempt += 1
+            rep.info["retries_after_restart"] = rep.info.get("retries_after_restart", 0) + 1
+            rep.info.setdefault("retry_errors", []).append(f"{check}: {e.code} {e.message}")
+            log(f"   {check}: relay unavailable ({e.code} {e.message}); retry {attempt}/{args.retries} in 0.5 s")
+            await anyio.sleep(0.5)
+    return result
+
+
+async def scenario_restart_everything(args: argparse.Namespace, rep: Report, params: StdioServerParameters) -> None:
+    """server-everything through the bridge while the harness kills and restarts the relay."""
+    peer = Peer(uuid.uuid4().hex[:8])
+    wire = Wire(params)
+    rep.info["retries_after_restart"] = 0
+    async with make_client(args, peer, wire, callbacks=True) as client:
+        check_connected(rep, client, args.expect_era or "legacy")
+
+        rep.begin("echo")
+        r = await client.call_tool("echo", {"message": f"before restart {peer.nonce}"})
+        expect(not r.is_error and first_text(r, "echo") == f"Echo: before restart {peer.nonce}", "echo",
+               f"got {short(texts(r))}")
+        rep.ok()
+
+        rep.begin("inflight_started")
+        first_progress = anyio.Event()
+        done = anyio.Event()
+        outcome: dict[str, Any] = {}
+
+        async def on_progress(p: float, total: float | None, message: str | None) -> None:
+            outcome["progress"] = outcome.get("progress", 0) + 1
+            if not first_progress.is_set():
+                log(f"   in-flight call: first progress {p}/{total}")
+            first_progress.set()
+
+        async def inflight(scope: anyio.CancelScope) -> None:
+            with scope:
+                try:
+                    # The SDK's own read timeout raises MCPError -32001 (bridge codes are -32010..-32012, distinct)
+                    # "tool exited": keep it out of the way and time the call ourselves.
+                    outcome["result"] = await client.call_tool(
+                        "trigger-long-running-operation", {"duration": 30, "steps": 30},
+                        read_timeout_seconds=3600, progress_callback=on_progress)
+                except MCPError as e:
+                    outcome["error"] = e
+                except Exception as e:  # noqa: BLE001 - reported as the check's outcome
+                    outcome["exception"] = e
+                outcome["at"] = time.monotonic()
+                done.set()
+
+        scope = anyio.CancelScope()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(inflight, scope)
+            with anyio.move_on_after(10):
+                while not (first_progress.is_set() or done.is_set()):
+                    await anyio.sleep(0.02)
+            expect(first_progress.is_set(), "inflight_started",
+                   f"no progress from trigger-long-running-operation within 10 s (outcome so far: {outcome})")
+            rep.ok("inflight_started", "first progress received; the call is running at the tool")
+
+            go_at = await ready_and_wait_for_go(rep, args)
+
+            rep.begin("inflight_failed")
+            with anyio.move_on_after(args.inflight_timeout):
+                await done.wait()
+            if not done.is_set():
+                scope.cancel()  # sends notifications/cancelled; the session goes on
+        after = round(outcome["at"] - go_at, 2) if "at" in outcome else None
+        rep.info["inflight_progress_count"] = outcome.get("progress", 0)
+        rep.info["inflight_outcome_s_after_go"] = after  # negative: it failed before go (at the kill)
+        expect(done.is_set(), "inflight_failed",
+               f"the in-flight call was still pending {args.inflight_timeout:.0f} s after go "
+               f"(no error for a request lost with the relay)")
+        if "error" in outcome:
+            e = outcome["error"]
+            rep.info["inflight_error"] = e.message
+            rep.info["inflight_error_code"] = e.code
+            how = f"JSON-RPC error {e.code}: {e.message}"
+        elif "exception" in outcome:
+            e = outcome["exception"]
+            rep.info["inflight_error"] = f"{type(e).__name__}: {e}"
+            raise CheckFailed("inflight_failed", f"the in-flight call raised {type(e).__name__}: {e}")
+        else:
+            r = outcome["result"]
+            expect(r.is_error, "inflight_failed",
+                   f"the in-flight call SUCCEEDED across a relay restart: {short(texts(r))}")
+            rep.info["inflight_error"] = "isError: " + " ".join(texts(r))
+            how = f"isError result: {short(' '.join(texts(r)))}"
+        rep.ok("inflight_failed", f"{how} ({after} s after go)")
+
+        async def echo() -> None:
+            r = await client.call_tool("echo", {"message": f"after restart {peer.nonce}"})
+            expect(not r.is_error and first_text(r, "echo_after_restart") == f"Echo: after restart {peer.nonce}",
+                   "echo_after_restart", f"got {short(texts(r))}")
+
+        await after_restart(rep, args, "echo_after_restart", echo)
+        rep.ok()
+
+        async def get_sum() -> str:
+            r = await client.call_tool("get-sum", {"a": 40, "b": 2.5})
+            t = first_text(r, "get_sum_after_restart")
+            expect(not r.is_error and "is 42.5" in t, "get_sum_after_restart", f"got {t!r}")
+            return t
+
+        t = await after_restart(rep, args, "get_sum_after_restart", get_sum)
+        rep.ok(detail=t)
+
+        async def list_tools() -> set[str]:
+            listed = await client.list_tools()
+            names = {t.name for t in listed.tools}
+            expect({"echo", "get-sum", "trigger-long-running-operation"} <= names, "list_after_restart",
+                   f"got {sorted(names)}")
+            return names
+
+        names = await after_restart(rep, args, "list_after_restart", list_tools)
+        rep.ok(detail=f"{len(names)} tools")
+        rep.info["tools_list_changed_count"] = peer.tools_changed_count
+
+
+async def scenario_restart_time(args: argparse.Namespace, rep: Report, params: StdioServerParameters) -> None:
+    """mcp-server-time through the bridge while the harness kills and restarts the relay."""
+    peer = Peer(uuid.uuid4().hex[:8])
+    wire = Wire(params)
+    rep.info["retries_after_restart"] = 0
+    async with make_client(args, peer, wire, callbacks=False) as client:
+        check_connected(rep, client, args.expect_era or ("modern" if args.mode == "auto" else "legacy"))
+        if client.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            expect(wire.requests("out", "server/discover") and not wire.requests("out", "initialize"), "connect",
+                   "modern era but the wire shows no server/discover (or an initialize)")
+        else:
+            expect(wire.requests("out", "initialize"), "connect", "legacy era but no initialize on the wire")
+
+        def check_now_utc(r: types.CallToolResult, check: str) -> str:
+            expect(not r.is_error, check, f"isError: {short(texts(r))}")
+            data = r.structured_content or json.loads(first_text(r, check))
+            when = datetime.fromisoformat(data["datetime"])
+            skew = abs((when - datetime.now(timezone.utc)).total_seconds())
+            expect(data.get("timezone") == "UTC" and when.utcoffset() == timedelta(0) and skew < 300, check,
+                   f"not now in UTC (skew {skew:.0f} s): {short(data)}")
+            return data["datetime"]
+
+        rep.begin("get_current_time")
+        r = await client.call_tool("get_current_time", {"timezone": "UTC"})
+        rep.ok(detail=check_now_utc(r, "get_current_time"))
+
+        await ready_and_wait_for_go(rep, args)
+
+        async def now() -> str:
+            return check_now_utc(await client.call_tool("get_current_time", {"timezone": "UTC"}),
+                                 "time_after_restart")
+
+        rep.ok(detail=await after_restart(rep, args, "time_after_restart", now))
+
+        async def convert() -> str:
+            r = await client.call_tool("convert_time", {"source_timezone": "UTC", "time": "12:00",
+                                                        "target_timezone": "Asia/Tokyo"})
+            expect(not r.is_error, "convert_after_restart", f"isError: {short(texts(r))}")
+            data = r.structured_content or json.loads(first_text(r, "convert_after_restart"))
+            tgt = datetime.fromisoformat(data["target"]["datetime"])
+            expect((tgt.hour, tgt.minute) == (21, 0) and data.get("time_difference") == "+9.0h",
+                   "convert_after_restart", f"12:00 UTC should be 21:00 in Tokyo (+9.0h): {short(data)}")
+            return f"{data['source']['datetime']} -> {data['target']['datetime']}"
+
+        rep.ok(detail=await after_restart(rep, args, "convert_after_restart", convert))
+
+
+SCENARIOS = {"everything": scenario_everything, "time": scenario_time, "demo": scenario_demo,
+             "restart-everything": scenario_restart_everything, "restart-time": scenario_restart_time}
+RESTART_SCENARIOS = {"restart-everything", "restart-time"}
 
 
 def find_check_failed(exc: BaseException) -> CheckFailed | None:
@@ -649,7 +894,8 @@ def leaf(exc: BaseException) -> BaseException:
 def main() -> int:
     argv = sys.argv[1:]
     if "--" not in argv and not {"-h", "--help"} & set(argv):
-        print("usage: py_client.py --scenario everything|time|demo [--mode auto|legacy] -- CMD ARGS...",
+        print("usage: py_client.py --scenario everything|time|demo|restart-everything|restart-time "
+              "[--mode auto|legacy] -- CMD ARGS...",
               file=sys.stderr)
         return 2
     split = argv.index("--") if "--" in argv else len(argv)
@@ -657,16 +903,25 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenario", required=True, choices=sorted(SCENARIOS))
     ap.add_argument("--mode", choices=["auto", "legacy"], default=None,
-                    help="connect mode (default: auto for time, legacy otherwise)")
+                    help="connect mode (default: auto for time and restart-time, legacy otherwise)")
     ap.add_argument("--expect-era", choices=["modern", "legacy", "any"], default=None,
                     help="era the connection must negotiate (default: time/auto=modern, legacy=legacy)")
-    ap.add_argument("--timeout", type=float, default=60.0, help="overall timeout in seconds (default 60)")
+    ap.add_argument("--timeout", type=float, default=None,
+                    help="overall timeout in seconds (default 60; 120 for the restart-* scenarios)")
     ap.add_argument("--call-timeout", type=float, default=20.0, help="per-request timeout (default 20)")
+    ap.add_argument("--go-timeout", type=float, default=60.0,
+                    help="restart-*: how long to wait for 'go' on stdin after printing ready (default 60)")
+    ap.add_argument("--inflight-timeout", type=float, default=20.0,
+                    help="restart-everything: how long after 'go' the in-flight call may take to fail (default 20)")
+    ap.add_argument("--retries", type=int, default=5,
+                    help="restart-*: retries (0.5 s apart) of a call the bridge answers 'relay unavailable' (default 5)")
     args = ap.parse_args(opts)
     if not cmd:
         ap.error("missing server command after --")
     if args.mode is None:
-        args.mode = "auto" if args.scenario == "time" else "legacy"
+        args.mode = "auto" if args.scenario in ("time", "restart-time") else "legacy"
+    if args.timeout is None:
+        args.timeout = 120.0 if args.scenario in RESTART_SCENARIOS else 60.0
 
     rep = Report(args.scenario, args.mode)
     rep.info["server_cmd"] = cmd

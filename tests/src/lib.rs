@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
+pub mod proxy;
+
 /// The command that installs the test peers; named in every "peers missing" failure.
 pub const SETUP_COMMAND: &str = "scripts/install-peers.sh";
 
@@ -203,11 +205,24 @@ pub struct Relay {
 impl Relay {
     /// Starts the relay with the given tool tables (and any other config text).
     pub fn start(config_body: &str) -> Result<Relay> {
+        Relay::start_with("", config_body, None)
+    }
+
+    /// Starts the relay with extra `[limits]` lines, the tool tables, and optionally a fixed
+    /// listen address (to restart a relay where the previous one was).
+    pub fn start_with(
+        limits: &str,
+        config_body: &str,
+        listen: Option<SocketAddr>,
+    ) -> Result<Relay> {
         let dir = TempDir::new();
         let config = dir.path().join("relay.toml");
+        let listen = listen.map_or("127.0.0.1:0".to_owned(), |a| a.to_string());
         std::fs::write(
             &config,
-            format!("listen = \"127.0.0.1:0\"\n[limits]\nkill_grace_ms = 500\n\n{config_body}"),
+            format!(
+                "listen = \"{listen}\"\n[limits]\nkill_grace_ms = 500\n{limits}\n\n{config_body}"
+            ),
         )?;
         let mut child = Command::new(bin("bridge-server"))
             .arg("--config")
@@ -268,6 +283,27 @@ impl Relay {
         let mut child = self.child.take().context("already stopped")?;
         signal(child.id(), "TERM");
         wait_child(&mut child, Duration::from_secs(15))
+    }
+
+    /// Sends SIGTERM without waiting (the relay drains).
+    pub fn terminate(&self) {
+        signal(self.pid(), "TERM");
+    }
+
+    /// Waits for the relay to exit (after [`Relay::terminate`]).
+    pub fn wait_exit(mut self, limit: Duration) -> Result<ExitStatus> {
+        let mut child = self.child.take().context("already stopped")?;
+        wait_child(&mut child, limit)
+    }
+
+    /// SIGKILLs the relay, as a crash would, and reaps it. Its tools are orphaned and end when
+    /// their stdin closes, like after a real crash; returns their pids so a test can wait for them.
+    pub fn kill(mut self) -> Result<Vec<u32>> {
+        let tools: Vec<u32> = self.children().iter().map(|c| c.0).collect();
+        let mut child = self.child.take().context("already stopped")?;
+        child.kill()?;
+        child.wait()?;
+        Ok(tools)
     }
 }
 
@@ -334,6 +370,17 @@ pub fn children_of(pid: u32) -> Vec<(u32, char)> {
         }
     }
     out
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rfind(')')
+                .map(|i| stat[i + 1..].trim_start().starts_with('Z'))
+        })
+        .is_some_and(|zombie| !zombie)
 }
 
 /// A bridge-client process driven as an IDE drives it: JSON lines in, JSON lines out.
@@ -530,6 +577,84 @@ pub fn run_driver(cmd: &mut Command, limit: Duration) -> Result<Value> {
     if summary.get("ok") != Some(&Value::Bool(true)) {
         bail!(
             "driver reported failure: {summary}; stderr:\n{}",
+            err_log.text()
+        );
+    }
+    println!("driver summary: {summary}");
+    Ok(summary)
+}
+
+/// Runs a driver that pauses mid-scenario: when it prints `{"event": "ready"}` on stdout,
+/// `on_ready` runs (say, to restart the relay), then the driver is told `go` on its stdin.
+/// Returns the driver's JSON summary (its last stdout line).
+pub fn run_driver_interactive(
+    cmd: &mut Command,
+    limit: Duration,
+    mut on_ready: impl FnMut() -> Result<()>,
+) -> Result<Value> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting the driver")?;
+    let err_log = Log::default();
+    err_log.drain_from(child.stderr.take().context("stderr")?, "driver-err");
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let (tx, rx) = mpsc::channel::<String>();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + limit;
+    let mut last = String::new();
+    let outcome = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let is_ready = serde_json::from_str::<Value>(&line)
+                    .ok()
+                    .is_some_and(|v| v.get("event").and_then(Value::as_str) == Some("ready"));
+                if is_ready {
+                    if let Err(e) = on_ready() {
+                        break Err(e);
+                    }
+                    stdin.write_all(b"go\n")?;
+                    stdin.flush()?;
+                } else if !line.trim().is_empty() {
+                    last = line;
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => break Ok(()),
+            Err(RecvTimeoutError::Timeout) => break Err(anyhow!("driver hung past {limit:?}")),
+        }
+    };
+    drop(stdin);
+    let status = match wait_child(&mut child, Duration::from_secs(10)) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e).context(format!("stderr:\n{}", err_log.text()));
+        }
+    };
+    if let Err(e) = outcome {
+        return Err(e).context(format!("stderr:\n{}", err_log.text()));
+    }
+    let summary: Value = serde_json::from_str(&last).with_context(|| {
+        format!(
+            "driver's last line is not JSON: {last:?}; stderr:\n{}",
+            err_log.text()
+        )
+    })?;
+    if !status.success() || summary.get("ok") != Some(&Value::Bool(true)) {
+        bail!(
+            "driver failed ({status}): {summary}; stderr:\n{}",
             err_log.text()
         );
     }

@@ -7,20 +7,26 @@
 use std::process::Command;
 use std::time::Duration;
 
+use anyhow::Context;
 use anyhow::Result;
-use mcp_bridge_tests::{bin, demo_tool, run_driver, tool_table, Peers, Relay};
+use mcp_bridge_tests::{
+    alive, bin, demo_tool, run_driver, run_driver_interactive, tool_table, wait_until, Peers, Relay,
+};
 use serde_json::Value;
 
 const DRIVER_LIMIT: Duration = Duration::from_secs(90);
 
-fn relay(peers: &Peers) -> Result<Relay> {
-    let config = [
+fn config(peers: &Peers) -> String {
+    [
         demo_tool("demo", ""),
         tool_table("everything", &peers.server_everything(), &["stdio"], ""),
         tool_table("time", &peers.venv_bin.join("mcp-server-time"), &[], ""),
     ]
-    .join("\n");
-    Relay::start(&config)
+    .join("\n")
+}
+
+fn relay(peers: &Peers) -> Result<Relay> {
+    Relay::start(&config(peers))
 }
 
 /// The Python SDK client, starting bridge-client as its stdio server.
@@ -230,5 +236,65 @@ fn typescript_sdk_websocket_transport_straight_to_the_relay() -> Result<()> {
         ],
     );
     relay.wait_no_children(Duration::from_secs(10))?;
+    Ok(())
+}
+
+/// The relay is killed (SIGKILL, as in a crash) and restarted mid-session. The Python SDK on the
+/// IDE side keeps its one stdio server (bridge-client) throughout: the call in flight gets an
+/// error, and later calls succeed on a fresh session — with the old-era handshake replayed for
+/// server-everything, and with nothing to replay for mcp-server-time in the 2026-07-28 era.
+#[test]
+fn python_sdk_keeps_working_across_a_relay_restart_in_both_eras() -> Result<()> {
+    let peers = Peers::require();
+    for (scenario, mode, tool) in [
+        ("restart-everything", "legacy", "everything"),
+        ("restart-time", "auto", "time"),
+    ] {
+        let first = relay(&peers)?;
+        let addr = first.addr;
+        let mut current = Some(first);
+        let mut cmd = Command::new(&peers.python);
+        cmd.arg(peers.script("py_client.py"))
+            .args([
+                "--scenario",
+                scenario,
+                "--mode",
+                mode,
+                "--timeout",
+                "80",
+                "--",
+            ])
+            .arg(bin("bridge-client"))
+            .arg(format!("ws://{addr}/mcp/{tool}"));
+        let summary = run_driver_interactive(&mut cmd, Duration::from_secs(120), || {
+            let old = current.take().context("no relay to kill")?;
+            let tools = old.kill()?;
+            // The kernel ends a dead relay's tools (parent-death signal): nothing is left over.
+            wait_until(Duration::from_secs(10), || tools.iter().all(|p| !alive(*p)))
+                .context("tools of the killed relay are still running")?;
+            current = Some(Relay::start_with("", &config(&peers), Some(addr))?);
+            Ok(())
+        })?;
+        println!("{scenario}: {summary}");
+        // Calls made after the relay is back go straight to the new session: no retry needed.
+        assert_eq!(summary["retries_after_restart"], 0, "{summary}");
+        if scenario == "restart-everything" {
+            assert_checks(
+                &summary,
+                &[
+                    "inflight_failed",
+                    "echo_after_restart",
+                    "get_sum_after_restart",
+                    "list_after_restart",
+                ],
+            );
+        } else {
+            assert_eq!(summary["protocol_version"], "2026-07-28", "{summary}");
+            assert_checks(&summary, &["time_after_restart", "convert_after_restart"]);
+        }
+        if let Some(relay) = current.take() {
+            relay.wait_no_children(Duration::from_secs(10))?;
+        }
+    }
     Ok(())
 }
