@@ -48,6 +48,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a replayed `initialize` may take before held messages are sent anyway.
 const REINIT_WAIT: Duration = Duration::from_secs(10);
 
+/// A session that ends sooner than this after opening counts as a quick failure.
+const QUICK_FAILURE: Duration = Duration::from_secs(2);
+const MAX_QUICK_FAILURES: u32 = 2;
+
 /// Send a standalone ack after this many unacknowledged messages, or after [`ACK_DELAY`].
 const ACK_EVERY: u64 = 32;
 const ACK_DELAY: Duration = Duration::from_millis(5);
@@ -295,6 +299,12 @@ struct Client<'a> {
     /// The relay asked us to send no new requests on this session.
     draining: bool,
     ack_at: Option<Instant>,
+    /// When the current session was opened.
+    session_started: Option<Instant>,
+    /// Sessions in a row that ended within [`QUICK_FAILURE`] of opening without answering the
+    /// IDE: past [`MAX_QUICK_FAILURES`], queued requests are answered with the reason instead of
+    /// starting yet another session (a tool that dies at once must not loop).
+    quick_failures: u32,
 }
 
 impl<'a> Client<'a> {
@@ -315,6 +325,8 @@ impl<'a> Client<'a> {
             held: VecDeque::new(),
             draining: false,
             ack_at: None,
+            session_started: None,
+            quick_failures: 0,
         }
     }
 
@@ -336,8 +348,11 @@ impl<'a> Client<'a> {
         let mut eof_at: Option<Instant> = None;
         loop {
             if let Some(t) = eof_at {
-                let gone = !self.link.is_up() && self.session.is_none();
-                if self.pending.is_empty() || gone || t.elapsed() >= EOF_ANSWER_WAIT {
+                // Done when every request is answered and the relay can be told (connected, or
+                // no session to tell it about) — or when time is up.
+                let no_session = self.session.is_none();
+                let settled = self.pending.is_empty() && (self.link.is_up() || no_session);
+                if settled || t.elapsed() >= EOF_ANSWER_WAIT {
                     break;
                 }
             }
@@ -584,7 +599,13 @@ impl<'a> Client<'a> {
                 self.finish_reinit();
                 return;
             }
-            self.pending.remove(&id);
+            if is_reinit_id(&id) {
+                // An answer to a replayed initialize of an earlier session: ours, not the IDE's.
+                return;
+            }
+            if self.pending.remove(&id) {
+                self.quick_failures = 0;
+            }
         }
         let _ = self.out.send(payload).await;
     }
@@ -621,6 +642,9 @@ impl<'a> Client<'a> {
         let never_sent = self.outbox.take_never_sent();
         for line in never_sent.iter().rev() {
             if let Ok(Kind::Request { id, .. }) = jsonrpc::classify(line) {
+                if is_reinit_id(&id) {
+                    continue; // our own replayed handshake: a new session replays it afresh
+                }
                 self.pending.remove(&id);
             }
             self.held.push_front(line.clone());
@@ -638,6 +662,21 @@ impl<'a> Client<'a> {
         let message = format!("{why}; the request's outcome is unknown, retry it");
         for id in ids {
             self.answer(&id, jsonrpc::RELAY_UNAVAILABLE, &message).await;
+        }
+        if self
+            .session_started
+            .is_some_and(|t| t.elapsed() < QUICK_FAILURE)
+        {
+            self.quick_failures += 1;
+        } else {
+            self.quick_failures = 0;
+        }
+        self.session_started = None;
+        if self.quick_failures >= MAX_QUICK_FAILURES {
+            // Sessions keep dying at once: do not start another for what is queued; answer it.
+            let message =
+                format!("{why}; not retried: the last sessions ended right after they opened");
+            self.fail_queued(&message).await;
         }
         // What reached the old session is gone with it (its requests were just answered).
         self.outbox = Outbox::new(1024, 4 * self.opts.max_message_size.max(1 << 20));
@@ -731,6 +770,7 @@ impl<'a> Client<'a> {
 
     /// A new session is up: replay the IDE's handshake if it used one.
     fn start_session(&mut self) {
+        self.session_started = Some(Instant::now());
         // Anything queued while there was no session must follow the handshake.
         let queued: Vec<Bytes> = std::iter::from_fn(|| {
             let next = self.outbox.next_to_send().map(|(s, p)| (s, p.clone()));
@@ -761,7 +801,7 @@ impl<'a> Client<'a> {
 
     fn next_reinit_id(&mut self) -> Id {
         self.reinit_count += 1;
-        Id::Str(format!("mcp-bridge-reinit-{}", self.reinit_count).into())
+        Id::Str(format!("{REINIT_PREFIX}{}", self.reinit_count).into())
     }
 
     /// Answers every request queued (not yet sent) or held with `why`.
@@ -781,9 +821,19 @@ impl<'a> Client<'a> {
     }
 
     async fn answer(&self, id: &Id, code: i64, message: &str) {
+        if is_reinit_id(id) {
+            return; // the IDE never asked this
+        }
         let body = jsonrpc::error_response(Some(id), code, message, None);
         let _ = self.out.send(Bytes::from(body)).await;
     }
+}
+
+/// Ids of replayed `initialize` requests start with this; the IDE never sees them.
+const REINIT_PREFIX: &str = "mcp-bridge-reinit-";
+
+fn is_reinit_id(id: &Id) -> bool {
+    matches!(id, Id::Str(s) if s.starts_with(REINIT_PREFIX))
 }
 
 /// A copy of `kind` that does not borrow the message.

@@ -332,7 +332,7 @@ pub(crate) async fn run(
                     if p.wire == Wire::Plain {
                         break format!("client left ({why})");
                     }
-                    info!(%why, window_s = p.limits.resume_window.as_secs(), "client away; keeping the session for a resume");
+                    info!(%why, window = %shared::human_duration(p.limits.resume_window), "client away; keeping the session for a resume");
                     detached_at = Some(Instant::now());
                 }
                 None => {

@@ -147,15 +147,15 @@ fn resume_window_expiry_then_a_fresh_session() -> Result<()> {
     let mut ide = Ide::connect(&proxy.url("demo"), &[])?;
     ide.initialize()?;
     ide.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-        "params": {"name": "slow", "arguments": {"steps": 100, "delay_ms": 20}}}))?;
-    wait_until(T, || relay.children().len() == 1)?;
+        "params": {"name": "slow", "arguments": {"steps": 100, "delay_ms": 20}, "_meta": {"progressToken": 1}}}))?;
+    // The call is at the tool once its progress flows back.
+    ide.recv_until(T, |m| m["method"] == "notifications/progress")?;
     proxy.set_refusing(true);
     proxy.cut_all();
     relay.log.wait_for("longer than the resume window", T)?;
     relay.wait_no_children(T)?;
     proxy.set_refusing(false);
-    let resp = ide.recv(T)?;
-    assert_eq!(resp["id"], 1);
+    let resp = ide.recv_until(T, |m| m["id"] == 1)?;
     assert!(error_message(&resp).contains("resume window"), "{resp}");
     // The next call opens a new session, replaying the handshake first.
     let echo = ide.request(
