@@ -9,8 +9,11 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use shared::conn::{self, Conn, ConnEvent};
-use shared::tunnel::{self, Control, HEADER_LAST_SEQ, HEADER_SESSION, SUBPROTOCOL_V1};
+use shared::tunnel::{
+    self, Control, HEADER_AFFINITY, HEADER_LAST_SEQ, HEADER_SESSION, SUBPROTOCOL_V1,
+};
 
+use crate::transport::{self, BoxIo};
 use crate::{ClientError, Options};
 
 /// How long the relay may take to send its welcome after the upgrade.
@@ -74,22 +77,43 @@ pub(crate) async fn connect(
     }
 }
 
-/// Connects and upgrades; every failure names the URL.
+/// Connects (directly or through the proxy, with TLS for wss) and upgrades; every failure
+/// names the URL.
 async fn upgrade(
     opts: &Options,
     resume: Option<(&str, u64)>,
-) -> Result<
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-    ClientError,
-> {
+) -> Result<tokio_tungstenite::WebSocketStream<BoxIo>, ClientError> {
     let url = opts.url.clone();
+    let bad_url = |reason: String| ClientError::BadUrl {
+        url: url.clone(),
+        reason,
+    };
     let mut req = url
         .as_str()
         .into_client_request()
-        .map_err(|e| ClientError::BadUrl {
-            url: url.clone(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| bad_url(e.to_string()))?;
+    let uri = req.uri().clone();
+    let scheme = uri.scheme_str().unwrap_or("");
+    let host = uri
+        .host()
+        .ok_or_else(|| bad_url("no host".into()))?
+        .to_owned();
+    let port = uri
+        .port_u16()
+        .unwrap_or(if scheme == "wss" { 443 } else { 80 });
+    let tls = match scheme {
+        "wss" => Some(
+            opts.tls
+                .as_ref()
+                .ok_or_else(|| bad_url("wss:// needs TLS settings".into()))?,
+        ),
+        "ws" => None,
+        other => {
+            return Err(bad_url(format!(
+                "unsupported scheme `{other}`: use ws:// or wss://"
+            )))
+        }
+    };
     let headers = req.headers_mut();
     for (name, value) in &opts.headers {
         headers.append(name.clone(), value.clone());
@@ -98,6 +122,11 @@ async fn upgrade(
         http::header::SEC_WEBSOCKET_PROTOCOL,
         HeaderValue::from_static(SUBPROTOCOL_V1),
     );
+    if let Some(key) = &opts.affinity {
+        if let Ok(v) = HeaderValue::from_str(key) {
+            headers.insert(HEADER_AFFINITY, v);
+        }
+    }
     if let Some((session, last_seq)) = resume {
         if let Ok(v) = HeaderValue::from_str(session) {
             headers.insert(HEADER_SESSION, v);
@@ -115,7 +144,8 @@ async fn upgrade(
         .write_buffer_size(0)
         .max_message_size(Some(opts.max_message_size + tunnel::DATA_HEADER + 1024))
         .max_frame_size(Some(opts.max_message_size + tunnel::DATA_HEADER + 1024));
-    match tokio_tungstenite::connect_async_with_config(req, Some(config), true).await {
+    let stream = transport::open(&url, &host, port, opts.proxy.as_ref(), tls).await?;
+    match tokio_tungstenite::client_async_with_config(req, stream, Some(config)).await {
         Ok((ws, _resp)) => Ok(ws),
         Err(WsError::Http(resp)) => {
             let status = resp.status();
@@ -143,10 +173,7 @@ async fn upgrade(
             url,
             reason: e.to_string(),
         }),
-        Err(WsError::Url(e)) => Err(ClientError::BadUrl {
-            url,
-            reason: e.to_string(),
-        }),
+        Err(WsError::Url(e)) => Err(bad_url(e.to_string())),
         Err(e) => Err(ClientError::Handshake {
             url,
             reason: e.to_string(),

@@ -26,8 +26,11 @@ use shared::jsonrpc::{self, ClassifyError, Id, Kind};
 use shared::tunnel::{self, Control, Inbox, Outbox, Received};
 
 mod connect;
+pub mod credentials;
+mod transport;
 
 pub use connect::parse_header;
+pub use transport::Proxy;
 
 /// Depth of the queues between stdin, the session and stdout.
 const QUEUE_DEPTH: usize = 64;
@@ -126,6 +129,12 @@ pub struct Options {
     pub heartbeat: Heartbeat,
     /// Delays between reconnection attempts.
     pub backoff: Backoff,
+    /// TLS settings for `wss://` (roots, private CA, client certificate).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// HTTP CONNECT proxy to go through, if any.
+    pub proxy: Option<Proxy>,
+    /// Sent as `mcp-bridge-affinity` on every connect, for load balancers.
+    pub affinity: Option<String>,
 }
 
 /// Why the client could not start or stopped.
@@ -593,7 +602,7 @@ impl<'a> Client<'a> {
 
     /// A message from the tool for the IDE.
     async fn deliver(&mut self, payload: Bytes) {
-        if let Ok(Kind::Response { id: Some(id) }) = jsonrpc::classify(&payload) {
+        if let Ok(Kind::Response { id: Some(id), .. }) = jsonrpc::classify(&payload) {
             if self.reinit.as_ref().is_some_and(|(rid, _)| *rid == id) {
                 debug!("the tool answered the replayed initialize");
                 self.finish_reinit();
@@ -846,7 +855,7 @@ fn kind_owned(kind: Kind<'_>) -> Kind<'static> {
         Kind::Notification { method } => Kind::Notification {
             method: method.into_owned().into(),
         },
-        Kind::Response { id } => Kind::Response { id },
+        Kind::Response { id, is_error } => Kind::Response { id, is_error },
     }
 }
 

@@ -1,30 +1,86 @@
-//! The `bridge-client` binary: the command an IDE runs as its MCP stdio server.
+//! The `bridge-client` binary: the command an IDE runs as its MCP stdio server, plus `login` and
+//! `logout` to keep the relay token in the OS keyring.
 
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use bridge_client::{parse_header, Backoff, Options, Secret};
+use bridge_client::{credentials, parse_header, Backoff, Options, Proxy, Secret};
 use shared::conn::Heartbeat;
 
 /// Connects an IDE's MCP stdio session to a tool hosted on an mcp-bridge relay.
 ///
-/// stdin/stdout carry JSON-RPC to and from the IDE; logs go to stderr.
+/// `bridge-client URL` (or `bridge-client connect URL`) is the IDE's command: stdin/stdout carry
+/// JSON-RPC, logs go to stderr. `bridge-client login URL` stores the relay token in the OS
+/// keyring; `bridge-client logout URL` removes it.
 #[derive(Parser, Debug)]
-#[command(version, about)]
-struct Args {
-    /// The relay's URL for the tool: ws://HOST:PORT/mcp/TOOL.
-    url: String,
+#[command(version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the stdio session (the default when a URL is given directly).
+    Connect(Box<ConnectArgs>),
+    /// Store the token for a relay in the OS keyring (read without echo, or from stdin when piped).
+    Login {
+        /// Any URL of the relay (the token is stored for its origin, scheme://host:port).
+        url: String,
+    },
+    /// Remove the stored token for a relay.
+    Logout {
+        /// Any URL of the relay.
+        url: String,
+    },
+}
+
+#[derive(Args, Debug)]
+struct ConnectArgs {
+    /// The relay's URL for the tool: ws://HOST:PORT/mcp/TOOL or wss://HOST/mcp/TOOL.
+    url: Option<String>,
 
     /// Extra header for the upgrade request, as 'Name: value' (repeatable).
     #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
     headers: Vec<String>,
 
-    /// Environment variable that holds the relay token (sent as `Authorization: Bearer`).
+    /// Environment variable that holds the relay token; when it is set, it wins over the
+    /// keyring.
     #[arg(long, value_name = "VAR", default_value = "MCP_BRIDGE_TOKEN")]
     token_env: String,
+
+    /// Read the relay token from this file instead (first line).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+
+    /// Do not look in the OS keyring for a token.
+    #[arg(long)]
+    no_keyring: bool,
+
+    /// PEM file of a private CA to trust for wss:// (in addition to the system's roots).
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+
+    /// PEM client certificate for mutual TLS (with --client-key).
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+
+    /// PEM private key of the client certificate.
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    client_key: Option<PathBuf>,
+
+    /// HTTP proxy (http://[user:pass@]host:port), or `none`. Default: HTTPS_PROXY / HTTP_PROXY,
+    /// honouring NO_PROXY.
+    #[arg(long, value_name = "URL")]
+    proxy: Option<String>,
 
     /// Largest JSON-RPC message accepted from the IDE or the relay, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = shared::DEFAULT_MAX_MESSAGE_SIZE)]
@@ -49,57 +105,114 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    init_logging(args.verbose);
-    let mut headers = Vec::new();
-    for h in &args.headers {
-        match parse_header(h) {
-            Ok(pair) => headers.push(pair),
-            Err(e) => {
-                eprintln!("bridge-client: {e}");
-                return ExitCode::from(2);
-            }
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Cmd::Login { url }) => finish(login(&url)),
+        Some(Cmd::Logout { url }) => finish(logout(&url)),
+        Some(Cmd::Connect(args)) => connect(*args),
+        None => connect(cli.connect),
+    }
+}
+
+fn finish(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bridge-client: {e}");
+            ExitCode::FAILURE
         }
     }
-    let token = std::env::var(&args.token_env)
+}
+
+fn origin(url: &str) -> Result<String, String> {
+    credentials::origin_of(url).ok_or_else(|| {
+        format!("`{url}` is not a relay URL: expected ws://HOST:PORT/... or wss://HOST/...")
+    })
+}
+
+fn login(url: &str) -> Result<(), String> {
+    let origin = origin(url)?;
+    let token = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password(format!("Token for {origin}: "))
+            .map_err(|e| format!("cannot read the token: {e}"))?
+    } else {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| format!("cannot read the token from stdin: {e}"))?;
+        text.lines().next().unwrap_or("").to_owned()
+    };
+    let token = token.trim();
+    if token.is_empty() {
+        return Err("no token given".into());
+    }
+    credentials::store(&origin, &Secret::new(token.to_owned())).map_err(|e| e.to_string())?;
+    eprintln!(
+        "bridge-client: token for {origin} stored in the {}",
+        credentials::store_name()
+    );
+    Ok(())
+}
+
+fn logout(url: &str) -> Result<(), String> {
+    let origin = origin(url)?;
+    match credentials::delete(&origin).map_err(|e| e.to_string())? {
+        true => eprintln!(
+            "bridge-client: token for {origin} removed from the {}",
+            credentials::store_name()
+        ),
+        false => eprintln!("bridge-client: no token was stored for {origin}"),
+    }
+    Ok(())
+}
+
+/// Where the token comes from: a file, the environment, or the keyring (in that order).
+fn token(args: &ConnectArgs, url: &str) -> Result<Option<Secret>, String> {
+    if let Some(path) = &args.token_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
+        let t = text.lines().next().unwrap_or("").trim().to_owned();
+        if t.is_empty() {
+            return Err(format!("the token file {} is empty", path.display()));
+        }
+        return Ok(Some(Secret::new(t)));
+    }
+    if let Some(t) = std::env::var(&args.token_env)
         .ok()
         .filter(|t| !t.is_empty())
-        .map(Secret::new);
-    let secs = |name: &str, v: f64| -> Result<Duration, String> {
-        if v.is_finite() && v > 0.0 && v < 86_400.0 {
-            Ok(Duration::from_secs_f64(v))
-        } else {
-            Err(format!("--{name} must be a number of seconds above 0"))
-        }
+    {
+        return Ok(Some(Secret::new(t)));
+    }
+    if args.no_keyring {
+        return Ok(None);
+    }
+    let Some(origin) = credentials::origin_of(url) else {
+        return Ok(None);
     };
-    let timing = (|| -> Result<_, String> {
-        let heartbeat = Heartbeat {
-            interval: secs("heartbeat-interval", args.heartbeat_interval)?,
-            timeout: secs("heartbeat-timeout", args.heartbeat_timeout)?,
-        };
-        if heartbeat.timeout <= heartbeat.interval {
-            return Err("--heartbeat-timeout must be longer than --heartbeat-interval".into());
+    match credentials::load(&origin) {
+        Ok(t) => Ok(t),
+        Err(e) => {
+            // A broken keyring should not stop a relay that needs no token.
+            tracing::warn!("{e}; connecting without a stored token");
+            Ok(None)
         }
-        let backoff = Backoff {
-            initial: Duration::from_millis(100),
-            max: secs("max-backoff", args.max_backoff)?,
-        };
-        Ok((heartbeat, backoff))
-    })();
-    let (heartbeat, backoff) = match timing {
-        Ok(t) => t,
+    }
+}
+
+fn connect(args: ConnectArgs) -> ExitCode {
+    init_logging(args.verbose);
+    let Some(url) = args.url.clone() else {
+        eprintln!(
+            "bridge-client: give the relay URL, e.g. `bridge-client ws://127.0.0.1:8787/mcp/demo`"
+        );
+        return ExitCode::from(2);
+    };
+    let opts = match options(&args, url) {
+        Ok(o) => o,
         Err(e) => {
             eprintln!("bridge-client: {e}");
             return ExitCode::from(2);
         }
-    };
-    let opts = Options {
-        url: args.url,
-        headers,
-        token,
-        max_message_size: args.max_message_size.max(1024),
-        heartbeat,
-        backoff,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -128,6 +241,78 @@ fn main() -> ExitCode {
     }
 }
 
+fn options(args: &ConnectArgs, url: String) -> Result<Options, String> {
+    let mut headers = Vec::new();
+    for h in &args.headers {
+        headers.push(parse_header(h)?);
+    }
+    let secs = |name: &str, v: f64| -> Result<Duration, String> {
+        if v.is_finite() && v > 0.0 && v < 86_400.0 {
+            Ok(Duration::from_secs_f64(v))
+        } else {
+            Err(format!("--{name} must be a number of seconds above 0"))
+        }
+    };
+    let heartbeat = Heartbeat {
+        interval: secs("heartbeat-interval", args.heartbeat_interval)?,
+        timeout: secs("heartbeat-timeout", args.heartbeat_timeout)?,
+    };
+    if heartbeat.timeout <= heartbeat.interval {
+        return Err("--heartbeat-timeout must be longer than --heartbeat-interval".into());
+    }
+    let backoff = Backoff {
+        initial: Duration::from_millis(100),
+        max: secs("max-backoff", args.max_backoff)?,
+    };
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| format!("invalid relay URL {url}; expected ws://HOST:PORT/mcp/TOOL"))?;
+    let scheme = uri.scheme_str().unwrap_or("").to_owned();
+    let host = uri.host().unwrap_or("").to_owned();
+    let tls = if scheme == "wss" {
+        let client = match (&args.client_cert, &args.client_key) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            _ => None,
+        };
+        Some(
+            shared::tls::client_config(args.ca_file.as_deref(), client)
+                .map_err(|e| e.to_string())?,
+        )
+    } else {
+        None
+    };
+    let proxy = match args.proxy.as_deref() {
+        Some("none") => None,
+        Some(p) => Some(Proxy::parse(p)?),
+        None => Proxy::from_env(&scheme, &host).transpose()?,
+    };
+    Ok(Options {
+        token: token(args, &url)?,
+        url,
+        headers,
+        max_message_size: args.max_message_size.max(1024),
+        heartbeat,
+        backoff,
+        tls,
+        proxy,
+        affinity: Some(affinity_key()),
+    })
+}
+
+/// A random key for this process: the same on every (re)connect, different per IDE session.
+fn affinity_key() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        let n = std::process::id() as u128
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default();
+        b = n.to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 fn init_logging(verbose: u8) {
     let default = match verbose {
         0 => "warn",
@@ -138,7 +323,7 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
 }

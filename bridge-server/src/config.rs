@@ -12,6 +12,8 @@ use serde::Deserialize;
 
 use shared::DEFAULT_MAX_MESSAGE_SIZE;
 
+use crate::auth::{AuthConfig, Grant, JwtConfig, TokenEntry};
+
 /// The address the relay listens on when the config does not say.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
 
@@ -23,10 +25,28 @@ pub const DEMO_TOOL: &str = "demo";
 pub struct Config {
     /// Where the relay accepts HTTP and WebSocket connections.
     pub listen: SocketAddr,
+    /// TLS certificate, key and optional client CA (mutual TLS); plain TCP when unset.
+    pub tls: Option<TlsFiles>,
+    /// How callers are authenticated.
+    pub auth: AuthConfig,
+    /// `Origin` values accepted on upgrade requests that carry one (browsers do; bridge-client
+    /// does not). Empty: any request with an `Origin` header is refused.
+    pub allowed_origins: Vec<String>,
     /// Limits that apply to every session.
     pub limits: Limits,
     /// The hosted tools, by the name that appears in `/mcp/<name>`.
     pub tools: Vec<ToolConfig>,
+}
+
+/// PEM files for the relay's TLS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+    /// CA whose certificates clients must present (mutual TLS).
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Relay-wide limits and timeouts.
@@ -51,6 +71,12 @@ pub struct Limits {
     pub idle_timeout: Option<Duration>,
     /// Most sessions the relay holds at once, over all tools.
     pub max_sessions: usize,
+    /// Most sessions one user holds at once.
+    pub max_sessions_per_user: usize,
+    /// Most connections still in their TLS or HTTP handshake at once; more are dropped.
+    pub max_handshakes: usize,
+    /// Largest HTTP request head (request line and headers), in bytes.
+    pub max_header_bytes: usize,
 }
 
 /// One hosted MCP tool: a command the relay starts once per session, speaking MCP on stdio.
@@ -89,14 +115,81 @@ struct RawConfig {
     #[serde(default)]
     listen: Option<String>,
     #[serde(default)]
+    tls: Option<RawTls>,
+    #[serde(default)]
+    auth: Option<RawAuth>,
+    #[serde(default)]
+    security: RawSecurity,
+    #[serde(default)]
     limits: RawLimits,
     #[serde(default, rename = "tool")]
     tools: Vec<ToolConfig>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    mode: String,
+    #[serde(default, rename = "token")]
+    tokens: Vec<RawToken>,
+    jwt: Option<RawJwt>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    user: String,
+    sha256: String,
+    #[serde(default)]
+    tools: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJwt {
+    issuer: String,
+    audience: String,
+    #[serde(default = "default_leeway")]
+    leeway_s: u64,
+    hs256_secret_env: Option<String>,
+    jwks_file: Option<PathBuf>,
+    #[serde(default = "default_user_claim")]
+    user_claim: String,
+    #[serde(default = "default_tools_claim")]
+    tools_claim: String,
+}
+
+fn default_leeway() -> u64 {
+    30
+}
+fn default_user_claim() -> String {
+    "sub".to_owned()
+}
+fn default_tools_claim() -> String {
+    "mcp_tools".to_owned()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecurity {
+    #[serde(default)]
+    allowed_origins: Vec<String>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLimits {
+    max_sessions_per_user: Option<usize>,
+    max_handshakes: Option<usize>,
+    max_header_bytes: Option<usize>,
     header_read_timeout_ms: Option<u64>,
     kill_grace_ms: Option<u64>,
     shutdown_grace_ms: Option<u64>,
@@ -121,6 +214,9 @@ impl Default for Limits {
             heartbeat: shared::conn::Heartbeat::default(),
             idle_timeout: Some(Duration::from_secs(30 * 60)),
             max_sessions: 1024,
+            max_sessions_per_user: 64,
+            max_handshakes: 256,
+            max_header_bytes: 16 * 1024,
         }
     }
 }
@@ -167,6 +263,9 @@ impl Config {
             listen: DEFAULT_LISTEN
                 .parse()
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8787))),
+            tls: None,
+            auth: AuthConfig::None,
+            allowed_origins: Vec::new(),
             limits: Limits::default(),
             tools: vec![ToolConfig {
                 name: DEMO_TOOL.to_owned(),
@@ -250,6 +349,20 @@ impl Config {
                 None => defaults.idle_timeout,
             },
             max_sessions: raw.limits.max_sessions.unwrap_or(defaults.max_sessions),
+            max_sessions_per_user: raw
+                .limits
+                .max_sessions_per_user
+                .unwrap_or(defaults.max_sessions_per_user),
+            max_handshakes: raw
+                .limits
+                .max_handshakes
+                .unwrap_or(defaults.max_handshakes)
+                .max(1),
+            max_header_bytes: raw
+                .limits
+                .max_header_bytes
+                .unwrap_or(defaults.max_header_bytes)
+                .max(8192),
         };
         if limits.heartbeat.interval.is_zero() {
             return Err(invalid(
@@ -271,6 +384,127 @@ impl Config {
             return Err(invalid(
                 "limits.resume_buffer_messages".into(),
                 "must be at least 1".into(),
+            ));
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_owned()
+            } else {
+                base.join(p)
+            }
+        };
+        let tls = raw.tls.as_ref().map(|t| TlsFiles {
+            cert: resolve(&t.cert),
+            key: resolve(&t.key),
+            client_ca: t.client_ca.as_deref().map(resolve),
+        });
+        if let Some(t) = &tls {
+            shared::tls::server_config(&t.cert, &t.key, t.client_ca.as_deref())
+                .map_err(|e| invalid("tls".into(), e.to_string()))?;
+        }
+        let auth = match &raw.auth {
+            None => AuthConfig::None,
+            Some(a) => match a.mode.as_str() {
+                "none" => AuthConfig::None,
+                "tokens" => {
+                    if a.tokens.is_empty() {
+                        return Err(invalid(
+                            "auth.token".into(),
+                            "mode \"tokens\" needs at least one [[auth.token]] with `user`, `sha256` and `tools`".into(),
+                        ));
+                    }
+                    let mut entries = Vec::new();
+                    for (i, t) in a.tokens.iter().enumerate() {
+                        let Some(sha256) = crate::auth::parse_hash(&t.sha256) else {
+                            return Err(invalid(
+                                format!("auth.token[{i}].sha256"),
+                                "expected `sha256:` and 64 hex digits, as printed by `bridge-server hash-token`".into(),
+                            ));
+                        };
+                        if t.user.trim().is_empty() {
+                            return Err(invalid(
+                                format!("auth.token[{i}].user"),
+                                "is empty".into(),
+                            ));
+                        }
+                        entries.push(TokenEntry {
+                            user: t.user.clone(),
+                            sha256,
+                            grant: Grant::from_names(t.tools.iter().cloned()),
+                        });
+                    }
+                    AuthConfig::Tokens(entries)
+                }
+                "jwt" => {
+                    let Some(j) = &a.jwt else {
+                        return Err(invalid(
+                            "auth.jwt".into(),
+                            "mode \"jwt\" needs an [auth.jwt] table with `issuer` and `audience`"
+                                .into(),
+                        ));
+                    };
+                    let hs256_secret = match &j.hs256_secret_env {
+                        Some(var) => match std::env::var(var) {
+                            Ok(v) if !v.is_empty() => Some(v.into_bytes()),
+                            _ => {
+                                return Err(invalid(
+                                    "auth.jwt.hs256_secret_env".into(),
+                                    format!("environment variable `{var}` is not set"),
+                                ))
+                            }
+                        },
+                        None => None,
+                    };
+                    let jwks = match &j.jwks_file {
+                        Some(f) => {
+                            let f = resolve(f);
+                            let text = std::fs::read_to_string(&f).map_err(|e| {
+                                invalid(
+                                    "auth.jwt.jwks_file".into(),
+                                    format!("cannot read {}: {e}", f.display()),
+                                )
+                            })?;
+                            Some(serde_json::from_str(&text).map_err(|e| {
+                                invalid(
+                                    "auth.jwt.jwks_file".into(),
+                                    format!("{} is not a JWKS: {e}", f.display()),
+                                )
+                            })?)
+                        }
+                        None => None,
+                    };
+                    if hs256_secret.is_none() && jwks.is_none() {
+                        return Err(invalid(
+                            "auth.jwt".into(),
+                            "set `hs256_secret_env` (HS256) or `jwks_file` (RS256/ES256)".into(),
+                        ));
+                    }
+                    AuthConfig::Jwt(Box::new(JwtConfig {
+                        issuer: j.issuer.clone(),
+                        audience: j.audience.clone(),
+                        leeway_s: j.leeway_s,
+                        hs256_secret,
+                        jwks,
+                        user_claim: j.user_claim.clone(),
+                        tools_claim: j.tools_claim.clone(),
+                    }))
+                }
+                other => {
+                    return Err(invalid(
+                        "auth.mode".into(),
+                        format!("`{other}` is not a mode: use \"none\", \"tokens\" or \"jwt\""),
+                    ))
+                }
+            },
+        };
+        if matches!(auth, AuthConfig::None) && !listen.ip().is_loopback() {
+            return Err(invalid(
+                "auth.mode".into(),
+                format!(
+                    "no authentication is allowed only on a loopback address, and `listen` is {listen}: \
+                     configure [auth] with tokens or jwt, or listen on 127.0.0.1"
+                ),
             ));
         }
         if raw.tools.is_empty() {
@@ -313,6 +547,9 @@ impl Config {
         }
         Ok(Config {
             listen,
+            tls,
+            auth,
+            allowed_origins: raw.security.allowed_origins,
             limits,
             tools: raw.tools,
         })

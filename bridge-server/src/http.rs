@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{
-    CONNECTION, CONTENT_TYPE, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL,
-    SEC_WEBSOCKET_VERSION, UPGRADE,
+    AUTHORIZATION, CONNECTION, CONTENT_TYPE, ORIGIN, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
+    SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE, WWW_AUTHENTICATE,
 };
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -28,6 +28,7 @@ use shared::SUBPROTOCOL_MCP;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::auth::Principal;
 use crate::child::ToolProcess;
 use crate::config::ToolConfig;
 use crate::session::{self, Attach, ResumeRefusal, Wire};
@@ -45,19 +46,9 @@ pub(crate) async fn handle(
     let response = if path == "/healthz" {
         text(StatusCode::OK, "ok")
     } else if let Some(name) = path.strip_prefix("/mcp/") {
-        match relay.tools.iter().find(|t| t.name == name) {
-            Some(tool) => upgrade(req, tool.clone(), relay.clone(), peer),
-            None => {
-                let hosted: Vec<&str> = relay.tools.iter().map(|t| t.name.as_str()).collect();
-                info!(%peer, tool = %name, "refused: unknown tool");
-                text(
-                    StatusCode::NOT_FOUND,
-                    &format!(
-                        "unknown tool `{name}`; this relay hosts: {}",
-                        hosted.join(", ")
-                    ),
-                )
-            }
+        match admit(&req, name, &relay, peer) {
+            Ok((tool, principal)) => upgrade(req, tool, relay.clone(), peer, principal),
+            Err(resp) => *resp,
         }
     } else {
         text(
@@ -68,6 +59,72 @@ pub(crate) async fn handle(
     Ok(response)
 }
 
+/// Decides whether this caller may open (or resume) a session of tool `name`: Origin, then
+/// authentication, then the tool and the grant. Every refusal is logged as an audit event
+/// (with the reason and the remote address, never the credentials).
+fn admit(
+    req: &Request<Incoming>,
+    name: &str,
+    relay: &Relay,
+    peer: SocketAddr,
+) -> Result<(Arc<ToolConfig>, Principal), Box<Response<Body>>> {
+    if let Some(origin) = req.headers().get(ORIGIN) {
+        let allowed = origin
+            .to_str()
+            .is_ok_and(|o| relay.allowed_origins.iter().any(|a| a == o));
+        if !allowed {
+            let shown = String::from_utf8_lossy(origin.as_bytes()).into_owned();
+            warn!(target: "audit", event = "refused", reason = "origin", origin = %shown, %peer, "origin not allowed");
+            return Err(Box::new(text(
+                StatusCode::FORBIDDEN,
+                &format!("origin `{shown}` is not allowed; the relay's operator can add it to [security] allowed_origins"),
+            )));
+        }
+    }
+    let principal = match relay
+        .auth
+        .authenticate(req.headers().get(AUTHORIZATION).map(|v| v.as_bytes()))
+    {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(target: "audit", event = "auth_failure", reason = e.code(), %peer, tool = %name, "authentication failed");
+            let mut resp = text(StatusCode::UNAUTHORIZED, &e.to_string());
+            let challenge = format!(
+                "Bearer realm=\"mcp-bridge\", error=\"invalid_token\", error_description=\"{}\"",
+                e.code()
+            );
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                resp.headers_mut().insert(WWW_AUTHENTICATE, v);
+            }
+            return Err(Box::new(resp));
+        }
+    };
+    let Some(tool) = relay.tools.iter().find(|t| t.name == name) else {
+        let hosted: Vec<&str> = relay
+            .tools
+            .iter()
+            .filter(|t| principal.grant.allows(&t.name))
+            .map(|t| t.name.as_str())
+            .collect();
+        info!(%peer, tool = %name, user = %principal.user, "refused: unknown tool");
+        return Err(Box::new(text(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "unknown tool `{name}`; this relay hosts: {}",
+                hosted.join(", ")
+            ),
+        )));
+    };
+    if !principal.grant.allows(&tool.name) {
+        warn!(target: "audit", event = "refused", reason = "not_granted", user = %principal.user, tool = %name, %peer, "tool not granted");
+        return Err(Box::new(text(
+            StatusCode::FORBIDDEN,
+            &format!("user `{}` is not granted tool `{name}`", principal.user),
+        )));
+    }
+    Ok((tool.clone(), principal))
+}
+
 /// Checks the upgrade request, then either resumes a session or starts a tool for a new one,
 /// answers 101 and hands the socket over. Every refusal is an HTTP status with a reason.
 fn upgrade(
@@ -75,6 +132,7 @@ fn upgrade(
     tool: Arc<ToolConfig>,
     relay: Arc<Relay>,
     peer: SocketAddr,
+    principal: Principal,
 ) -> Response<Body> {
     if req.method() != Method::GET {
         return text(
@@ -143,28 +201,27 @@ fn upgrade(
     let on_upgrade = hyper::upgrade::on(&mut req);
 
     if let Some((id, last_seq)) = resume {
-        let attach = match relay.registry.attach_handle(&id, &tool.name) {
+        let attach = match relay
+            .registry
+            .attach_handle(&id, &tool.name, &principal.user)
+        {
             Ok(attach) => attach,
             Err(refusal) => {
                 let (status, reason) = match refusal {
                     ResumeRefusal::Ended(why) => {
                         (StatusCode::GONE, format!("session ended: {why}"))
                     }
-                    ResumeRefusal::Unknown => (
+                    ResumeRefusal::Unknown | ResumeRefusal::NotYours => (
                         StatusCode::NOT_FOUND,
                         "unknown session: the relay may have restarted, or the session lives on another node"
                             .to_owned(),
-                    ),
-                    ResumeRefusal::WrongTool => (
-                        StatusCode::NOT_FOUND,
-                        format!("unknown session for tool `{}`", tool.name),
                     ),
                 };
                 info!(%peer, tool = %tool.name, %reason, "refused a resume");
                 return text(status, &reason);
             }
         };
-        let span = info_span!("session", id = %short(&id), tool = %tool.name, %peer);
+        let span = info_span!("session", id = %short(&id), user = %principal.user, tool = %tool.name, %peer);
         let registry = relay.registry.clone();
         relay.tracker.spawn(
             async move {
@@ -200,7 +257,17 @@ fn upgrade(
             "the relay is shutting down; connect to another node",
         );
     }
-    let (total, of_tool) = relay.registry.counts(&tool.name);
+    let (total, of_tool, of_user) = relay.registry.counts(&tool.name, &principal.user);
+    if of_user >= relay.limits.max_sessions_per_user {
+        warn!(%peer, user = %principal.user, "refused: user session limit reached");
+        return text(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!(
+                "user `{}` holds the maximum of {} sessions; close some and try again",
+                principal.user, relay.limits.max_sessions_per_user
+            ),
+        );
+    }
     if total >= relay.limits.max_sessions {
         warn!(%peer, "refused: relay session limit reached");
         return text(
@@ -225,7 +292,7 @@ fn upgrade(
     }
 
     let session_id = crate::new_session_id();
-    let span = info_span!("session", id = %short(&session_id), tool = %tool.name, %peer);
+    let span = info_span!("session", id = %short(&session_id), user = %principal.user, tool = %tool.name, %peer);
     let tool_proc = match ToolProcess::spawn(&tool) {
         Ok(p) => p,
         Err(e) => {
@@ -238,9 +305,12 @@ fn upgrade(
     };
     info!(parent: &span, pid = tool_proc.pid(), ?wire, "session started");
     let (attach_tx, attach_rx) = mpsc::channel(4);
-    relay.registry.insert(&session_id, &tool.name, attach_tx);
+    relay
+        .registry
+        .insert(&session_id, &tool.name, &principal.user, attach_tx);
     let params = session::Params {
         id: session_id,
+        user: principal.user,
         tool,
         wire,
         limits: relay.limits.clone(),
@@ -275,11 +345,7 @@ fn upgrade(
     switching(&key, protocol)
 }
 
-/// The first 8 hex digits of a session id: enough to follow a session in the logs, too few to
-/// take it over.
-fn short(id: &str) -> &str {
-    id.get(..8).unwrap_or(id)
-}
+use crate::session::short_id as short;
 
 /// The `101 Switching Protocols` answer.
 fn switching(key: &HeaderValue, protocol: Option<&'static str>) -> Response<Body> {

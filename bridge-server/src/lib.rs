@@ -11,9 +11,12 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+pub mod auth;
 mod child;
 pub mod config;
 pub mod demo_tool;
@@ -27,6 +30,8 @@ pub use config::{Config, ConfigError, Limits, ToolConfig};
 pub(crate) struct Relay {
     pub(crate) tools: Vec<Arc<ToolConfig>>,
     pub(crate) limits: Limits,
+    pub(crate) auth: auth::AuthConfig,
+    pub(crate) allowed_origins: Vec<String>,
     /// Drain, then force: see [`ShutdownHandle`].
     pub(crate) shutdown: session::Shutdown,
     /// Live sessions (for resume and limits) and why recent ones ended.
@@ -76,6 +81,39 @@ pub(crate) fn new_session_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Serves HTTP/1.1 (and WebSocket upgrades) on one connection.
+async fn serve_http<S>(
+    stream: S,
+    relay: Arc<Relay>,
+    peer: std::net::SocketAddr,
+    shutdown: tokio_util::sync::CancellationToken,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let header_timeout = relay.limits.header_read_timeout;
+    let max_head = relay.limits.max_header_bytes;
+    let service = service_fn(move |req| http::handle(req, relay.clone(), peer));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(max_head)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let res = tokio::select! {
+        res = conn.as_mut() => res,
+        () = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    drop(permit);
+    if let Err(e) = res {
+        debug!(%peer, "HTTP connection ended: {e}");
+    }
+}
+
 /// Serves `listener` with `config` until `shutdown` is told to drain, then drains: no new
 /// connections, clients told, calls in flight given the configured grace, then every session
 /// and tool ended. Returns when all are gone. The caller binds the listener, so it chooses the
@@ -85,9 +123,19 @@ pub async fn run(
     config: Config,
     shutdown: ShutdownHandle,
 ) -> std::io::Result<()> {
+    let tls = match &config.tls {
+        Some(t) => Some(TlsAcceptor::from(
+            shared::tls::server_config(&t.cert, &t.key, t.client_ca.as_deref())
+                .map_err(std::io::Error::other)?,
+        )),
+        None => None,
+    };
+    let handshakes = Arc::new(Semaphore::new(config.limits.max_handshakes));
     let relay = Arc::new(Relay {
         tools: config.tools.into_iter().map(Arc::new).collect(),
         limits: config.limits,
+        auth: config.auth,
+        allowed_origins: config.allowed_origins,
         shutdown: shutdown.inner.clone(),
         registry: Arc::default(),
         tracker: TaskTracker::new(),
@@ -106,27 +154,28 @@ pub async fn run(
             () = relay.shutdown.drain.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
+        // Bound the connections still in their TLS/HTTP handshake: past the bound, new ones are
+        // dropped at once instead of tying up memory (slowloris and connection floods).
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            debug!(%peer, "too many connections in handshake; dropping one");
+            continue;
+        };
         let relay2 = relay.clone();
         let conn_shutdown = relay.shutdown.drain.clone();
-        let header_timeout = relay.limits.header_read_timeout;
+        let tls = tls.clone();
         relay.tracker.spawn(async move {
-            let service = service_fn(move |req| http::handle(req, relay2.clone(), peer));
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                res = conn.as_mut() => {
-                    if let Err(e) = res {
-                        debug!(%peer, "HTTP connection ended: {e}");
+            let header_timeout = relay2.limits.header_read_timeout;
+            match tls {
+                Some(acceptor) => {
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            serve_http(stream, relay2, peer, conn_shutdown, permit).await
+                        }
+                        Ok(Err(e)) => debug!(%peer, "TLS handshake failed: {e}"),
+                        Err(_) => debug!(%peer, "TLS handshake timed out"),
                     }
                 }
-                () = conn_shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
+                None => serve_http(stream, relay2, peer, conn_shutdown, permit).await,
             }
         });
     }

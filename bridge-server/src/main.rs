@@ -39,6 +39,10 @@ enum Cmd {
         /// The file to check.
         file: PathBuf,
     },
+    /// Read a token from stdin and print the hashed form to put in the config (`sha256 = …`).
+    ///
+    /// Example: `head -c 32 /dev/urandom | base64 | tee token.txt | bridge-server hash-token`
+    HashToken,
     /// Run the built-in demo MCP tool on stdin/stdout (this is what the relay starts for /mcp/demo).
     #[command(hide = true)]
     DemoTool,
@@ -70,6 +74,22 @@ async fn real_main(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Some(Cmd::DemoTool) => {
             bridge_server::demo_tool::serve(tokio::io::stdin(), tokio::io::stdout()).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Cmd::HashToken) => {
+            let mut token = String::new();
+            std::io::stdin()
+                .read_line(&mut token)
+                .context("cannot read the token from stdin")?;
+            let token = token.trim_end_matches(['\r', '\n']);
+            if token.is_empty() {
+                anyhow::bail!("no token on stdin: pipe the token in, e.g. `echo -n TOKEN | bridge-server hash-token`");
+            }
+            // The hash is the command's output, for the config file: stdout is right here.
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{}", bridge_server::auth::hash_token(token));
+            }
             return Ok(ExitCode::SUCCESS);
         }
         Some(Cmd::CheckConfig { file }) => {

@@ -6,7 +6,7 @@
 //! when the tool dies, the client is away, or the relay shuts down. It does not authenticate,
 //! route or spawn: the HTTP layer does that and hands connections in.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -70,6 +70,8 @@ pub(crate) struct Registry {
 
 struct Entry {
     tool: String,
+    /// The principal that opened the session; only it may resume it.
+    user: String,
     attach: mpsc::Sender<Attach>,
 }
 
@@ -79,8 +81,9 @@ pub(crate) enum ResumeRefusal {
     Ended(String),
     /// Never heard of it (the relay restarted, or it ended long ago, or another node has it).
     Unknown,
-    /// It exists but for another tool.
-    WrongTool,
+    /// It exists but for another tool or another user (answered like `Unknown`, so nobody
+    /// learns that someone else's session exists).
+    NotYours,
 }
 
 impl Registry {
@@ -88,18 +91,20 @@ impl Registry {
         self.live.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Sessions held now, over all tools and for one tool.
-    pub(crate) fn counts(&self, tool: &str) -> (usize, usize) {
+    /// Sessions held now: over all tools, for one tool, and for one user.
+    pub(crate) fn counts(&self, tool: &str, user: &str) -> (usize, usize, usize) {
         let live = self.live();
         let of_tool = live.values().filter(|e| e.tool == tool).count();
-        (live.len(), of_tool)
+        let of_user = live.values().filter(|e| e.user == user).count();
+        (live.len(), of_tool, of_user)
     }
 
-    pub(crate) fn insert(&self, id: &str, tool: &str, attach: mpsc::Sender<Attach>) {
+    pub(crate) fn insert(&self, id: &str, tool: &str, user: &str, attach: mpsc::Sender<Attach>) {
         self.live().insert(
             id.to_owned(),
             Entry {
                 tool: tool.to_owned(),
+                user: user.to_owned(),
                 attach,
             },
         );
@@ -110,12 +115,13 @@ impl Registry {
         &self,
         id: &str,
         tool: &str,
+        user: &str,
     ) -> Result<mpsc::Sender<Attach>, ResumeRefusal> {
         if let Some(entry) = self.live().get(id) {
-            return if entry.tool == tool {
+            return if entry.tool == tool && entry.user == user {
                 Ok(entry.attach.clone())
             } else {
-                Err(ResumeRefusal::WrongTool)
+                Err(ResumeRefusal::NotYours)
             };
         }
         let ended = self.ended.lock().unwrap_or_else(PoisonError::into_inner);
@@ -162,6 +168,8 @@ pub(crate) struct Shutdown {
 /// What a session needs besides its tool and first connection.
 pub(crate) struct Params {
     pub(crate) id: String,
+    /// The authenticated user (for audit events).
+    pub(crate) user: String,
     pub(crate) tool: Arc<ToolConfig>,
     pub(crate) wire: Wire,
     pub(crate) limits: Limits,
@@ -174,6 +182,21 @@ struct ToolMsg {
     bytes: Bytes,
     /// For a response: the client request it answers.
     answers: Option<Id>,
+    /// Whether that response is an error.
+    is_error: bool,
+}
+
+/// A client request in flight, as the audit log describes it.
+struct Call {
+    method: String,
+    tool_name: Option<String>,
+    started: Instant,
+}
+
+/// The first 8 hex digits of a session id: enough to follow a session in the logs, too few to
+/// take it over.
+pub(crate) fn short_id(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
 }
 
 /// Runs a session to its end. Owns the tool process and always reaps it.
@@ -203,7 +226,7 @@ pub(crate) async fn run(
         ),
         inbox: Inbox::default(),
         to_tool_q: VecDeque::new(),
-        pending: HashSet::new(),
+        pending: HashMap::new(),
         tool_gone: None,
         draining: false,
         last_activity: Instant::now(),
@@ -284,7 +307,9 @@ pub(crate) async fn run(
                 Some(msg) => {
                     s.last_activity = Instant::now();
                     if let Some(id) = &msg.answers {
-                        s.pending.remove(id);
+                        if let Some(call) = s.pending.remove(id) {
+                            s.audit(&call, if msg.is_error { "error" } else { "ok" });
+                        }
                     }
                     s.outbox.push(msg.bytes);
                 }
@@ -488,8 +513,8 @@ struct State<'a> {
     inbox: Inbox,
     /// Client → tool messages waiting for room in the tool's stdin queue.
     to_tool_q: VecDeque<Bytes>,
-    /// Client requests the tool has not answered.
-    pending: HashSet<Id>,
+    /// Client requests the tool has not answered, with what the audit log needs.
+    pending: HashMap<Id, Call>,
     /// Set when the tool has exited: how, in words.
     tool_gone: Option<String>,
     draining: bool,
@@ -542,11 +567,34 @@ impl State<'_> {
     }
 
     fn fail_pending(&mut self, code: i64, message: &str) {
-        let mut ids: Vec<Id> = self.pending.drain().collect();
-        ids.sort_by_key(|id| id.to_string());
-        for id in ids {
+        let mut calls: Vec<(Id, Call)> = self.pending.drain().collect();
+        calls.sort_by_key(|(id, _)| id.to_string());
+        let outcome = if code == jsonrpc::TOOL_EXITED {
+            "tool_exited"
+        } else {
+            "session_ended"
+        };
+        for (id, call) in calls {
+            self.audit(&call, outcome);
             self.reply(Some(&id), code, message);
         }
+    }
+
+    /// One audit event per finished client request: who, which session and tool, which method
+    /// (and tool name for `tools/call`), how long, and how it ended. Never the payload.
+    fn audit(&self, call: &Call, outcome: &str) {
+        info!(
+            target: "audit",
+            event = "call",
+            user = %self.p.user,
+            session = %short_id(&self.p.id),
+            tool = %self.p.tool.name,
+            method = %call.method,
+            tool_name = call.tool_name.as_deref().unwrap_or(""),
+            duration_ms = call.started.elapsed().as_millis() as u64,
+            outcome,
+            "call finished"
+        );
     }
 
     /// Handles one message from the client connection.
@@ -618,18 +666,30 @@ impl State<'_> {
             return;
         }
         match jsonrpc::classify(&bytes) {
-            Ok(Kind::Request { id, .. }) => {
+            Ok(Kind::Request { id, method }) => {
                 if let Some(gone) = &self.tool_gone {
                     let message = format!("{gone}; the request was not delivered");
                     self.reply(Some(&id), jsonrpc::TOOL_EXITED, &message);
                     return;
                 }
-                self.pending.insert(id);
+                let tool_name = if method == "tools/call" {
+                    jsonrpc::tool_call_name(&bytes)
+                } else {
+                    None
+                };
+                let call = Call {
+                    method: method.into_owned(),
+                    tool_name,
+                    started: Instant::now(),
+                };
+                self.pending.insert(id, call);
             }
             Ok(Kind::Notification { method }) => {
                 if method == "notifications/cancelled" {
                     if let Some(id) = jsonrpc::cancelled_request_id(&bytes) {
-                        self.pending.remove(&id);
+                        if let Some(call) = self.pending.remove(&id) {
+                            self.audit(&call, "cancelled");
+                        }
                     }
                 }
             }
@@ -701,13 +761,15 @@ async fn read_tool(
         };
         let msg = match frame {
             Frame::Line(line) => match jsonrpc::classify(&line) {
-                Ok(Kind::Response { id }) => ToolMsg {
+                Ok(Kind::Response { id, is_error }) => ToolMsg {
                     bytes: line,
                     answers: id,
+                    is_error,
                 },
                 Ok(_) => ToolMsg {
                     bytes: line,
                     answers: None,
+                    is_error: false,
                 },
                 Err(e) => {
                     let shown = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
@@ -735,6 +797,7 @@ async fn read_tool(
                         ToolMsg {
                             bytes: Bytes::from(body),
                             answers: Some(id),
+                            is_error: true,
                         }
                     }
                     Some(id) if info.has_method => {

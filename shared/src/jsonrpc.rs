@@ -75,7 +75,12 @@ pub enum Kind<'a> {
     /// Has a method and no id.
     Notification { method: Cow<'a, str> },
     /// Has a result or an error. `id` is `None` for `"id": null`.
-    Response { id: Option<Id> },
+    Response {
+        /// The request answered.
+        id: Option<Id>,
+        /// Whether it is an error response.
+        is_error: bool,
+    },
 }
 
 /// Why a line is not a forwardable JSON-RPC message.
@@ -148,9 +153,26 @@ fn kind_of(probe: Probe<'_>) -> Result<Kind<'_>, ClassifyError> {
         (Some(method), None) => Ok(Kind::Notification { method }),
         (None, id) if probe.result.is_some() || probe.error.is_some() => Ok(Kind::Response {
             id: id.and_then(Id::from_raw),
+            is_error: probe.error.is_some(),
         }),
         (None, _) => Err(ClassifyError::Invalid("no method, result or error member")),
     }
+}
+
+/// The `params.name` of a `tools/call` request (for audit logs); `None` for anything else.
+pub fn tool_call_name(msg: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Call<'a> {
+        #[serde(borrow)]
+        params: CallParams<'a>,
+    }
+    #[derive(Deserialize)]
+    struct CallParams<'a> {
+        #[serde(borrow)]
+        name: Cow<'a, str>,
+    }
+    let c: Call<'_> = serde_json::from_slice(msg).ok()?;
+    Some(c.params.name.into_owned())
 }
 
 /// The ids of the requests inside a batch (so each can be answered with an error).
@@ -405,12 +427,16 @@ mod tests {
         assert_eq!(
             classify(br#"{"jsonrpc":"2.0","id":"a\u0062","result":null}"#),
             Ok(Kind::Response {
-                id: Some(Id::Str("ab".into()))
+                id: Some(Id::Str("ab".into())),
+                is_error: false,
             })
         );
         assert_eq!(
             classify(br#"{"jsonrpc":"2.0","id":null,"error":{"code":-1,"message":"x"}}"#),
-            Ok(Kind::Response { id: None })
+            Ok(Kind::Response {
+                id: None,
+                is_error: true
+            })
         );
         assert_eq!(classify(br#"[{"id":1}]"#), Err(ClassifyError::Batch));
         assert!(matches!(classify(b"{nope"), Err(ClassifyError::Parse(_))));

@@ -7,6 +7,7 @@
 pub mod conn;
 pub mod framing;
 pub mod jsonrpc;
+pub mod tls;
 pub mod tunnel;
 
 /// Default cap on one JSON-RPC message (one stdio line or one WebSocket message): 4 MiB.

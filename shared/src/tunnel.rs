@@ -18,6 +18,10 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// Upgrade-request header naming the session to resume.
 pub const HEADER_SESSION: &str = "mcp-bridge-session";
 
+/// Upgrade-request header: a random key the client sends on every connect and reconnect, so a
+/// load balancer can route all of one client's connections to the same relay node.
+pub const HEADER_AFFINITY: &str = "mcp-bridge-affinity";
+
 /// Upgrade-request header: the highest sequence number the client received from the relay.
 pub const HEADER_LAST_SEQ: &str = "mcp-bridge-last-seq";
 

@@ -1,0 +1,200 @@
+//! Relay tokens in the OS keyring, keyed by the relay's origin (`wss://host:port`).
+//!
+//! Uses the `keyring` crate: the platform's native store on macOS and Windows; on Linux, the
+//! kernel's keyutils facility in the **user** keyring, which works headless (CI, servers,
+//! containers) and is shared by every process of the user — unlike a per-login session keyring,
+//! which a process started without a login session does not have. Tokens never reach logs.
+
+use crate::Secret;
+
+/// The keyring "service" under which tokens are stored.
+const SERVICE: &str = "mcp-bridge";
+
+/// Why the keyring could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CredentialError {
+    /// The store refused or failed.
+    #[error("the OS keyring ({store}) failed: {reason}")]
+    Store {
+        /// Which store.
+        store: &'static str,
+        /// What it said (never the secret).
+        reason: String,
+    },
+}
+
+/// A human name for the store in use, for messages ("stored in …").
+pub fn store_name() -> &'static str {
+    if cfg!(target_os = "linux") {
+        "Linux kernel keyring (keyutils, user keyring)"
+    } else if cfg!(target_os = "macos") {
+        "macOS Keychain"
+    } else if cfg!(target_os = "windows") {
+        "Windows Credential Manager"
+    } else {
+        "platform keyring"
+    }
+}
+
+fn entry(origin: &str) -> Result<keyring::Entry, CredentialError> {
+    install_store();
+    keyring::Entry::new(SERVICE, origin).map_err(store_err)
+}
+
+fn store_err(e: keyring::Error) -> CredentialError {
+    CredentialError::Store {
+        store: store_name(),
+        reason: match e {
+            keyring::Error::NoStorageAccess(inner) => format!("no access: {inner}"),
+            keyring::Error::PlatformFailure(inner) => inner.to_string(),
+            other => other.to_string(),
+        },
+    }
+}
+
+/// Stores `token` for `origin`, replacing any earlier one.
+pub fn store(origin: &str, token: &Secret) -> Result<(), CredentialError> {
+    entry(origin)?
+        .set_password(token.expose())
+        .map_err(store_err)
+}
+
+/// The token stored for `origin`, if any.
+pub fn load(origin: &str) -> Result<Option<Secret>, CredentialError> {
+    match entry(origin)?.get_password() {
+        Ok(t) => Ok(Some(Secret::new(t))),
+        Err(keyring::Error::NoEntry) => Ok(None),
+        Err(e) => Err(store_err(e)),
+    }
+}
+
+/// Removes the token for `origin`; false when there was none.
+pub fn delete(origin: &str) -> Result<bool, CredentialError> {
+    match entry(origin)?.delete_credential() {
+        Ok(()) => Ok(true),
+        Err(keyring::Error::NoEntry) => Ok(false),
+        Err(e) => Err(store_err(e)),
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn install_store() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| keyring::set_default_credential_builder(Box::new(user_keyring::Builder)));
+}
+
+#[cfg(not(target_os = "linux"))]
+fn install_store() {}
+
+/// A keyring credential store over the Linux user keyring (`@u`).
+#[cfg(target_os = "linux")]
+mod user_keyring {
+    use std::any::Any;
+
+    use keyring::credential::{
+        Credential, CredentialApi, CredentialBuilderApi, CredentialPersistence,
+    };
+    use keyring::Error;
+    use linux_keyutils::{KeyError, KeyRing, KeyRingIdentifier};
+
+    pub(super) struct Builder;
+
+    impl CredentialBuilderApi for Builder {
+        fn build(
+            &self,
+            target: Option<&str>,
+            service: &str,
+            user: &str,
+        ) -> keyring::Result<Box<Credential>> {
+            let description = match target {
+                Some(t) => t.to_owned(),
+                None => format!("{service}:{user}"),
+            };
+            Ok(Box::new(UserKey { description }))
+        }
+
+        fn as_any(&self) -> &dyn Any {
+            self
+        }
+
+        fn persistence(&self) -> CredentialPersistence {
+            CredentialPersistence::UntilReboot
+        }
+    }
+
+    #[derive(Debug)]
+    struct UserKey {
+        description: String,
+    }
+
+    fn ring() -> keyring::Result<KeyRing> {
+        KeyRing::from_special_id(KeyRingIdentifier::User, true).map_err(platform)
+    }
+
+    fn platform(e: KeyError) -> Error {
+        Error::PlatformFailure(Box::new(std::io::Error::other(format!("keyutils: {e:?}"))))
+    }
+
+    impl CredentialApi for UserKey {
+        fn set_secret(&self, secret: &[u8]) -> keyring::Result<()> {
+            ring()?
+                .add_key(&self.description, secret)
+                .map(|_| ())
+                .map_err(platform)
+        }
+
+        fn get_secret(&self) -> keyring::Result<Vec<u8>> {
+            let key = match ring()?.search(&self.description) {
+                Ok(k) => k,
+                Err(KeyError::KeyDoesNotExist) => return Err(Error::NoEntry),
+                Err(e) => return Err(platform(e)),
+            };
+            key.read_to_vec().map_err(platform)
+        }
+
+        fn delete_credential(&self) -> keyring::Result<()> {
+            let key = match ring()?.search(&self.description) {
+                Ok(k) => k,
+                Err(KeyError::KeyDoesNotExist) => return Err(Error::NoEntry),
+                Err(e) => return Err(platform(e)),
+            };
+            key.invalidate().map_err(platform)
+        }
+
+        fn as_any(&self) -> &dyn Any {
+            self
+        }
+    }
+}
+
+/// The origin a token is stored under: `scheme://host:port` of the relay URL, with the
+/// default port filled in, so every tool URL of one relay shares one token.
+pub fn origin_of(url: &str) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    let scheme = uri.scheme_str()?.to_ascii_lowercase();
+    let host = uri.host()?.to_ascii_lowercase();
+    let port = uri.port_u16().unwrap_or(match scheme.as_str() {
+        "wss" | "https" => 443,
+        _ => 80,
+    });
+    Some(format!("{scheme}://{host}:{port}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_of;
+
+    #[test]
+    fn origins_are_normalized() {
+        assert_eq!(
+            origin_of("wss://Relay.Example.com/mcp/github").as_deref(),
+            Some("wss://relay.example.com:443")
+        );
+        assert_eq!(
+            origin_of("ws://127.0.0.1:8787/mcp/demo").as_deref(),
+            Some("ws://127.0.0.1:8787")
+        );
+        assert_eq!(origin_of("not a url"), None);
+    }
+}

@@ -1,0 +1,328 @@
+//! Who is connecting, and which tools they may use: static tokens (stored as SHA-256 hashes,
+//! compared in constant time), JWTs (HS256 with a secret from the environment, RS256/ES256 with
+//! keys from a JWKS file), or no authentication (loopback only).
+//!
+//! This module decides; the HTTP layer turns its refusals into 401/403 answers. It never logs
+//! or returns a token.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// The tools a principal may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grant {
+    /// Every tool (`"*"`).
+    All,
+    /// These tools only.
+    Only(BTreeSet<String>),
+}
+
+impl Grant {
+    /// From a list of names, where `"*"` means all.
+    pub fn from_names<I: IntoIterator<Item = S>, S: Into<String>>(names: I) -> Grant {
+        let set: BTreeSet<String> = names.into_iter().map(Into::into).collect();
+        if set.contains("*") {
+            Grant::All
+        } else {
+            Grant::Only(set)
+        }
+    }
+
+    /// Whether `tool` is granted.
+    pub fn allows(&self, tool: &str) -> bool {
+        match self {
+            Grant::All => true,
+            Grant::Only(set) => set.contains(tool),
+        }
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// User name (for logs, limits and session binding).
+    pub user: String,
+    /// Tools granted.
+    pub grant: Grant,
+}
+
+/// A configured static token: its hash, never the token.
+#[derive(Clone)]
+pub struct TokenEntry {
+    /// User name.
+    pub user: String,
+    /// SHA-256 of the token.
+    pub sha256: [u8; 32],
+    /// Tools granted.
+    pub grant: Grant,
+}
+
+impl fmt::Debug for TokenEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenEntry")
+            .field("user", &self.user)
+            .field("grant", &self.grant)
+            .finish_non_exhaustive()
+    }
+}
+
+/// JWT validation settings.
+#[derive(Clone)]
+pub struct JwtConfig {
+    /// Required `iss`.
+    pub issuer: String,
+    /// Required `aud`.
+    pub audience: String,
+    /// Clock skew allowed for `exp` and `nbf`, in seconds.
+    pub leeway_s: u64,
+    /// HS256 secret (from the environment variable the config names).
+    pub hs256_secret: Option<Vec<u8>>,
+    /// RS256/ES256 public keys.
+    pub jwks: Option<JwkSet>,
+    /// Claim holding the user name.
+    pub user_claim: String,
+    /// Claim holding the granted tools (an array of names, or a space-separated string).
+    pub tools_claim: String,
+}
+
+impl fmt::Debug for JwtConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtConfig")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("leeway_s", &self.leeway_s)
+            .field("hs256", &self.hs256_secret.is_some())
+            .field("jwks_keys", &self.jwks.as_ref().map(|j| j.keys.len()))
+            .finish_non_exhaustive()
+    }
+}
+
+/// How the relay authenticates.
+#[derive(Debug, Clone)]
+pub enum AuthConfig {
+    /// Nobody is asked for anything; allowed only on loopback.
+    None,
+    /// Static bearer tokens.
+    Tokens(Vec<TokenEntry>),
+    /// Bearer JWTs.
+    Jwt(Box<JwtConfig>),
+}
+
+/// Why a request is not authenticated. The text is safe to send to the client and to log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// No `Authorization: Bearer` header.
+    #[error("missing bearer token: send `Authorization: Bearer <token>` (bridge-client login stores one)")]
+    Missing,
+    /// The header is not a bearer token.
+    #[error("malformed Authorization header: expected `Bearer <token>`")]
+    Malformed,
+    /// No configured token matches.
+    #[error("unknown token")]
+    UnknownToken,
+    /// JWT `exp` has passed.
+    #[error("token expired")]
+    Expired,
+    /// JWT `nbf` is in the future.
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// JWT `iss` is not the configured issuer.
+    #[error("wrong token issuer")]
+    WrongIssuer,
+    /// JWT `aud` does not include the configured audience.
+    #[error("wrong token audience")]
+    WrongAudience,
+    /// The signature does not verify.
+    #[error("bad token signature")]
+    BadSignature,
+    /// `alg` is none, or not one this relay accepts.
+    #[error("token algorithm not accepted")]
+    Algorithm,
+    /// Not a well-formed JWT, or a required claim is missing.
+    #[error("malformed token: {0}")]
+    BadToken(String),
+}
+
+impl AuthError {
+    /// A short machine-readable reason, for metrics and audit.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::Malformed => "malformed_header",
+            AuthError::UnknownToken => "unknown_token",
+            AuthError::Expired => "expired",
+            AuthError::NotYetValid => "not_yet_valid",
+            AuthError::WrongIssuer => "wrong_issuer",
+            AuthError::WrongAudience => "wrong_audience",
+            AuthError::BadSignature => "bad_signature",
+            AuthError::Algorithm => "bad_algorithm",
+            AuthError::BadToken(_) => "malformed_token",
+        }
+    }
+}
+
+/// The SHA-256 of a token, as stored in the config (`sha256:<hex>`).
+pub fn hash_token(token: &str) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(token.as_bytes())))
+}
+
+/// Parses `sha256:<64 hex digits>`.
+pub fn parse_hash(text: &str) -> Option<[u8; 32]> {
+    let hex_part = text.strip_prefix("sha256:")?;
+    let bytes = hex::decode(hex_part).ok()?;
+    bytes.try_into().ok()
+}
+
+impl AuthConfig {
+    /// Authenticates the value of the `Authorization` header (if any).
+    pub fn authenticate(&self, header: Option<&[u8]>) -> Result<Principal, AuthError> {
+        if let AuthConfig::None = self {
+            return Ok(Principal {
+                user: "anonymous".to_owned(),
+                grant: Grant::All,
+            });
+        }
+        let header = header.ok_or(AuthError::Missing)?;
+        let header = std::str::from_utf8(header).map_err(|_| AuthError::Malformed)?;
+        let (scheme, token) = header.trim().split_once(' ').ok_or(AuthError::Malformed)?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(AuthError::Malformed);
+        }
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        match self {
+            AuthConfig::None => Err(AuthError::UnknownToken),
+            AuthConfig::Tokens(entries) => check_token(entries, token),
+            AuthConfig::Jwt(cfg) => check_jwt(cfg, token),
+        }
+    }
+}
+
+fn check_token(entries: &[TokenEntry], token: &str) -> Result<Principal, AuthError> {
+    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    // Compare against every entry, in constant time each, so timing says nothing about which
+    // (if any) matched.
+    let mut found: Option<&TokenEntry> = None;
+    for entry in entries {
+        if bool::from(entry.sha256.ct_eq(&digest)) {
+            found = Some(entry);
+        }
+    }
+    found
+        .map(|e| Principal {
+            user: e.user.clone(),
+            grant: e.grant.clone(),
+        })
+        .ok_or(AuthError::UnknownToken)
+}
+
+fn check_jwt(cfg: &JwtConfig, token: &str) -> Result<Principal, AuthError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+        ErrorKind::InvalidAlgorithmName | ErrorKind::InvalidAlgorithm => AuthError::Algorithm,
+        _ => AuthError::BadToken("cannot read the token header".into()),
+    })?;
+    let key = match header.alg {
+        Algorithm::HS256 => match &cfg.hs256_secret {
+            Some(secret) => DecodingKey::from_secret(secret),
+            None => return Err(AuthError::Algorithm),
+        },
+        Algorithm::RS256 | Algorithm::ES256 => {
+            let Some(jwks) = &cfg.jwks else {
+                return Err(AuthError::Algorithm);
+            };
+            let jwk = match &header.kid {
+                Some(kid) => jwks.find(kid),
+                None if jwks.keys.len() == 1 => jwks.keys.first(),
+                None => None,
+            }
+            .ok_or(AuthError::BadSignature)?;
+            DecodingKey::from_jwk(jwk).map_err(|_| AuthError::BadSignature)?
+        }
+        _ => return Err(AuthError::Algorithm),
+    };
+    let mut v = Validation::new(header.alg);
+    v.leeway = cfg.leeway_s;
+    v.validate_nbf = true;
+    v.set_issuer(&[cfg.issuer.as_str()]);
+    v.set_audience(&[cfg.audience.as_str()]);
+    v.set_required_spec_claims(&["exp", "iss", "aud"]);
+    let data = jsonwebtoken::decode::<Value>(token, &key, &v).map_err(|e| match e.kind() {
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+        ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+        ErrorKind::InvalidAudience => AuthError::WrongAudience,
+        ErrorKind::InvalidSignature => AuthError::BadSignature,
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => AuthError::Algorithm,
+        ErrorKind::MissingRequiredClaim(c) => AuthError::BadToken(format!("missing claim `{c}`")),
+        _ => AuthError::BadToken("the token does not verify".into()),
+    })?;
+    let claims = data.claims;
+    let user = claims
+        .get(&cfg.user_claim)
+        .and_then(Value::as_str)
+        .ok_or_else(|| AuthError::BadToken(format!("missing claim `{}`", cfg.user_claim)))?
+        .to_owned();
+    let grant = match claims.get(&cfg.tools_claim) {
+        Some(Value::Array(items)) => Grant::from_names(items.iter().filter_map(Value::as_str)),
+        Some(Value::String(s)) => Grant::from_names(s.split_whitespace()),
+        _ => Grant::Only(BTreeSet::new()),
+    };
+    Ok(Principal { user, grant })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_hash_round_trip_and_lookup() {
+        let hash = hash_token("s3cret");
+        assert!(hash.starts_with("sha256:") && hash.len() == 7 + 64);
+        let entries = vec![TokenEntry {
+            user: "alice".into(),
+            sha256: parse_hash(&hash).expect("hash"),
+            grant: Grant::from_names(["time"]),
+        }];
+        let auth = AuthConfig::Tokens(entries);
+        let p = auth.authenticate(Some(b"Bearer s3cret")).expect("ok");
+        assert_eq!(p.user, "alice");
+        assert!(p.grant.allows("time") && !p.grant.allows("github"));
+        assert_eq!(
+            auth.authenticate(Some(b"Bearer nope")),
+            Err(AuthError::UnknownToken)
+        );
+        assert_eq!(auth.authenticate(None), Err(AuthError::Missing));
+        assert_eq!(
+            auth.authenticate(Some(b"Basic abc")),
+            Err(AuthError::Malformed)
+        );
+        assert!(parse_hash("sha256:zz").is_none());
+    }
+
+    #[test]
+    fn errors_never_contain_the_token() {
+        let auth = AuthConfig::Tokens(vec![]);
+        let err = auth.authenticate(Some(b"Bearer TOPSECRET")).unwrap_err();
+        assert!(!err.to_string().contains("TOPSECRET"));
+        let jwt = AuthConfig::Jwt(Box::new(JwtConfig {
+            issuer: "i".into(),
+            audience: "a".into(),
+            leeway_s: 0,
+            hs256_secret: Some(b"k".to_vec()),
+            jwks: None,
+            user_claim: "sub".into(),
+            tools_claim: "tools".into(),
+        }));
+        let err = jwt.authenticate(Some(b"Bearer TOPSECRET.x.y")).unwrap_err();
+        assert!(!err.to_string().contains("TOPSECRET"), "{err}");
+    }
+}
