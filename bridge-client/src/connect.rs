@@ -142,8 +142,8 @@ async fn upgrade(
     let config = WebSocketConfig::default()
         .read_buffer_size(64 * 1024)
         .write_buffer_size(0)
-        .max_message_size(Some(opts.max_message_size + tunnel::DATA_HEADER + 1024))
-        .max_frame_size(Some(opts.max_message_size + tunnel::DATA_HEADER + 1024));
+        .max_message_size(Some(ws_hard_limit(opts.max_message_size)))
+        .max_frame_size(Some(ws_hard_limit(opts.max_message_size)));
     let stream = transport::open(&url, &host, port, opts.proxy.as_ref(), tls).await?;
     match tokio_tungstenite::client_async_with_config(req, stream, Some(config)).await {
         Ok((ws, _resp)) => Ok(ws),
@@ -179,6 +179,15 @@ async fn upgrade(
             reason: e.to_string(),
         }),
     }
+}
+
+/// The WebSocket layer's cap: generous, so that a message over `--max-message-size` (but within
+/// what a relay sends by default) arrives whole and is answered with a JSON-RPC error instead of
+/// breaking the connection — which a resume would only replay.
+fn ws_hard_limit(max: usize) -> usize {
+    max.saturating_mul(4)
+        .max(shared::DEFAULT_MAX_MESSAGE_SIZE)
+        .saturating_add(64 * 1024 + tunnel::DATA_HEADER)
 }
 
 /// Parses `Name: value` into a header pair.

@@ -208,7 +208,17 @@ where
     // Read stdin while the connection is being made, so neither waits on the other.
     let reader = tokio::spawn(read_input(input, opts.max_message_size, in_tx));
 
-    let result = match connect::connect(&opts, None).await {
+    let first = tokio::time::timeout(CONNECT_TIMEOUT, connect::connect(&opts, None)).await;
+    let first = first.unwrap_or_else(|_| {
+        Err(ClientError::Unreachable {
+            url: opts.url.clone(),
+            reason: format!(
+                "no answer within {}",
+                shared::human_duration(CONNECT_TIMEOUT)
+            ),
+        })
+    });
+    let result = match first {
         Ok((conn, welcome)) => {
             info!(url = %opts.url, "connected to relay");
             let mut client = Client::new(&opts, out_tx.clone());
@@ -310,6 +320,8 @@ struct Client<'a> {
     ack_at: Option<Instant>,
     /// When the current session was opened.
     session_started: Option<Instant>,
+    /// Set at stdin EOF: everything must be done by then.
+    eof_deadline: Option<Instant>,
     /// Sessions in a row that ended within [`QUICK_FAILURE`] of opening without answering the
     /// IDE: past [`MAX_QUICK_FAILURES`], queued requests are answered with the reason instead of
     /// starting yet another session (a tool that dies at once must not loop).
@@ -335,6 +347,7 @@ impl<'a> Client<'a> {
             draining: false,
             ack_at: None,
             session_started: None,
+            eof_deadline: None,
             quick_failures: 0,
         }
     }
@@ -384,6 +397,7 @@ impl<'a> Client<'a> {
                     None => {
                         debug!("stdin closed; waiting for answers in flight, then ending the session");
                         eof_at = Some(Instant::now());
+                        self.eof_deadline = Some(Instant::now() + EOF_ANSWER_WAIT);
                     }
                 },
                 permit = reserve(self.link.tx.clone()), if want_send => {
@@ -595,6 +609,11 @@ impl<'a> Client<'a> {
                 Err(e) => self.connection_lost(&format!("protocol error: {e}")),
             },
             Some(ConnEvent::Message(_)) => {}
+            Some(ConnEvent::Fatal(why)) => {
+                // Resuming would replay the offending message: this session cannot go on.
+                self.session_lost(&format!("the relay broke a limit ({why})"))
+                    .await;
+            }
             Some(ConnEvent::Closed(why)) => self.connection_lost(&why),
             None => self.connection_lost("connection closed"),
         }
@@ -602,6 +621,9 @@ impl<'a> Client<'a> {
 
     /// A message from the tool for the IDE.
     async fn deliver(&mut self, payload: Bytes) {
+        if payload.len() > self.opts.max_message_size {
+            return self.deliver_oversize(&payload).await;
+        }
         if let Ok(Kind::Response { id: Some(id), .. }) = jsonrpc::classify(&payload) {
             if self.reinit.as_ref().is_some_and(|(rid, _)| *rid == id) {
                 debug!("the tool answered the replayed initialize");
@@ -617,6 +639,29 @@ impl<'a> Client<'a> {
             }
         }
         let _ = self.out.send(payload).await;
+    }
+
+    /// A message from the relay over `--max-message-size`: its requester gets an error instead.
+    async fn deliver_oversize(&mut self, payload: &[u8]) {
+        let info = jsonrpc::scan_head(&payload[..payload.len().min(framing::OVERSIZE_HEAD)]);
+        let message = format!(
+            "a message of {} from the tool exceeds bridge-client's limit of {} (raise it with --max-message-size)",
+            shared::human_bytes(payload.len()),
+            shared::human_bytes(self.opts.max_message_size)
+        );
+        warn!("{message}");
+        match info.id {
+            Some(id) if info.is_response && self.pending.remove(&id) => {
+                self.answer(&id, jsonrpc::MESSAGE_TOO_LARGE, &message).await;
+            }
+            Some(id) if info.has_method => {
+                // The tool's own request: tell the tool it cannot be delivered.
+                let body =
+                    jsonrpc::error_response(Some(&id), jsonrpc::MESSAGE_TOO_LARGE, &message, None);
+                self.outbox.push(Bytes::from(body));
+            }
+            _ => {}
+        }
     }
 
     fn finish_reinit(&mut self) {
@@ -715,8 +760,15 @@ impl<'a> Client<'a> {
             .session
             .as_ref()
             .map(|s| (s.id.clone(), self.inbox.last()));
+        // After stdin EOF the whole exit must fit the IDE's patience: bound the attempt by it.
+        let limit = match self.eof_deadline {
+            Some(d) => d
+                .saturating_duration_since(Instant::now())
+                .min(CONNECT_TIMEOUT),
+            None => CONNECT_TIMEOUT,
+        };
         let outcome = tokio::time::timeout(
-            CONNECT_TIMEOUT,
+            limit,
             connect::connect(
                 self.opts,
                 resume.as_ref().map(|(id, seq)| (id.as_str(), *seq)),
@@ -727,7 +779,7 @@ impl<'a> Client<'a> {
             Ok(r) => r,
             Err(_) => Err(ClientError::Unreachable {
                 url: self.opts.url.clone(),
-                reason: format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+                reason: format!("no answer within {}", shared::human_duration(limit)),
             }),
         };
         match outcome {
@@ -755,12 +807,20 @@ impl<'a> Client<'a> {
                 self.start_session();
             }
             Err(ClientError::Refused { status, reason, .. })
-                if resume.is_some() && (status == 404 || status == 410) =>
+                if resume.is_some() && (400..500).contains(&status) =>
             {
-                self.session_lost(&format!("the session could not be resumed: {reason}"))
-                    .await;
-                // Open the new session now: the IDE need not wait for its next message.
-                self.retry = Some((Instant::now(), 0));
+                self.session_lost(&format!(
+                    "the session could not be resumed: HTTP {status}: {reason}"
+                ))
+                .await;
+                if status == 404 || status == 410 {
+                    // Gone (relay restarted, window passed): open a new session right away.
+                    self.retry = Some((Instant::now(), 0));
+                } else {
+                    // Refused outright (credentials revoked, say): answer what waits, and try
+                    // again only when the IDE sends something new.
+                    self.fail_queued(&format!("HTTP {status}: {reason}")).await;
+                }
             }
             Err(e) if e.is_transient() && (self.session.is_some() || attempt < 3) => {
                 let delay = self.opts.backoff.delay(attempt + 1);
@@ -768,9 +828,12 @@ impl<'a> Client<'a> {
                 self.retry = Some((Instant::now() + delay, attempt + 1));
             }
             Err(e) => {
+                warn!("{e}");
+                if self.session.is_some() {
+                    self.session_lost(&e.to_string()).await;
+                }
                 // No session and no luck: answer what the IDE is waiting for; the next message
                 // from the IDE tries again.
-                warn!("{e}");
                 self.retry = None;
                 self.fail_queued(&e.to_string()).await;
             }
@@ -794,7 +857,14 @@ impl<'a> Client<'a> {
         for (i, line) in queued.into_iter().enumerate() {
             self.held.insert(i, line);
         }
-        match self.handshake.initialize.clone() {
+        // If the IDE's own initialize never reached a session, it is among the held messages and
+        // goes out itself: replaying it too would initialize twice.
+        let replay = self
+            .handshake
+            .initialize
+            .clone()
+            .filter(|init| !self.held.iter().any(|held| held == init));
+        match replay {
             Some(init) => match with_id(&init, &self.next_reinit_id()) {
                 Some((line, id)) => {
                     info!("new session: replaying the IDE's initialize");

@@ -367,7 +367,12 @@ fn switching(key: &HeaderValue, protocol: Option<&'static str>) -> Response<Body
 /// with a JSON-RPC error by the session (which goes on); past this cap the connection is closed,
 /// since only a misbehaving peer sends that much.
 fn ws_hard_limit(tool_limit: usize) -> usize {
-    tool_limit.saturating_mul(4).saturating_add(64 * 1024)
+    // At least bridge-client's default limit, so a default client's message is answered with a
+    // JSON-RPC error rather than a broken connection.
+    tool_limit
+        .saturating_mul(4)
+        .max(shared::DEFAULT_MAX_MESSAGE_SIZE)
+        .saturating_add(64 * 1024)
 }
 
 /// Whether a comma-separated header value contains `token` (case-insensitive).

@@ -140,6 +140,27 @@ pub async fn run(
         registry: Arc::default(),
         tracker: TaskTracker::new(),
     });
+    // While draining, the listener stays open so clients that were away can still resume and
+    // collect their answers; new sessions are refused (503). It closes once every session has
+    // ended or the grace period is over.
+    let drained = {
+        let relay = relay.clone();
+        async move {
+            relay.shutdown.drain.cancelled().await;
+            info!(
+                grace_s = relay.limits.shutdown_grace.as_secs_f64(),
+                "draining: no new sessions; letting calls in flight finish"
+            );
+            let deadline = tokio::time::Instant::now() + relay.limits.shutdown_grace;
+            while !relay.registry.is_empty()
+                && tokio::time::Instant::now() < deadline
+                && !relay.shutdown.force.is_cancelled()
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    tokio::pin!(drained);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -151,7 +172,7 @@ pub async fn run(
                     continue;
                 }
             },
-            () = relay.shutdown.drain.cancelled() => break,
+            () = &mut drained => break,
         };
         let _ = stream.set_nodelay(true);
         // Bound the connections still in their TLS/HTTP handshake: past the bound, new ones are
@@ -161,7 +182,7 @@ pub async fn run(
             continue;
         };
         let relay2 = relay.clone();
-        let conn_shutdown = relay.shutdown.drain.clone();
+        let conn_shutdown = relay.shutdown.force.clone();
         let tls = tls.clone();
         relay.tracker.spawn(async move {
             let header_timeout = relay2.limits.header_read_timeout;
@@ -180,20 +201,12 @@ pub async fn run(
         });
     }
     drop(listener);
-    let grace = relay.limits.shutdown_grace;
-    info!(
-        grace_s = grace.as_secs_f64(),
-        "draining: no new sessions; letting calls in flight finish"
-    );
     relay.tracker.close();
-    tokio::select! {
-        () = relay.tracker.wait() => {}
-        () = tokio::time::sleep(grace) => {
-            warn!("calls still in flight after the grace period; ending them");
-            relay.shutdown.force.cancel();
-        }
-        () = relay.shutdown.force.cancelled() => {}
+    if !relay.registry.is_empty() {
+        warn!("calls still in flight after the grace period; ending them");
     }
+    // Whatever is left (sessions past the grace, idle keep-alive connections) ends now.
+    relay.shutdown.force.cancel();
     // Sessions end their tools (close stdin, TERM, KILL), which takes up to twice the kill grace.
     let force_wait = relay.limits.kill_grace * 2 + Duration::from_secs(2);
     if tokio::time::timeout(force_wait, relay.tracker.wait())

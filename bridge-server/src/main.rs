@@ -178,7 +178,19 @@ fn init_logging(verbose: u8) {
         1 => "debug,hyper=info",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // Whatever RUST_LOG says, these crates' trace output can contain request headers (and so
+    // credentials): cap them at debug.
+    for cap in [
+        "tungstenite=debug",
+        "tokio_tungstenite=debug",
+        "hyper=debug",
+        "rustls=debug",
+    ] {
+        if let Ok(d) = cap.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

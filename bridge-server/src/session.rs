@@ -91,6 +91,11 @@ impl Registry {
         self.live.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Whether no session is held.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.live().is_empty()
+    }
+
     /// Sessions held now: over all tools, for one tool, and for one user.
     pub(crate) fn counts(&self, tool: &str, user: &str) -> (usize, usize, usize) {
         let live = self.live();
@@ -252,7 +257,7 @@ pub(crate) async fn run(
         }
         if detached_at.is_some() && !s.outbox.has_room(1) {
             break format!(
-                "the tool's output while the client was away exceeded the resume buffer ({} messages / {})",
+                "the tool's output while the client was away filled the resume buffer ({} messages / {})",
                 p.limits.resume_buffer_messages,
                 shared::human_bytes(p.limits.resume_buffer_bytes)
             );
@@ -297,9 +302,11 @@ pub(crate) async fn run(
                         detached_at = None;
                     }
                     Err(e) => {
-                        warn!("refusing a resume: {e}");
-                        end_conn(attach.conn, p.wire, &format!("cannot resume: {e}")).await;
-                        detached_at.get_or_insert_with(Instant::now);
+                        // The client's view and ours disagree: nothing can be replayed safely.
+                        let reason = format!("cannot resume: {e}");
+                        warn!("{reason}");
+                        end_conn(attach.conn, p.wire, &reason).await;
+                        break reason;
                     }
                 }
             }
@@ -351,6 +358,11 @@ pub(crate) async fn run(
                             detached_at = Some(Instant::now());
                         }
                     }
+                }
+                Some(ConnEvent::Fatal(why)) => {
+                    warn!("{why}; ending the session");
+                    drop(link.take());
+                    break format!("the client broke a limit: {why}");
                 }
                 Some(ConnEvent::Closed(why)) => {
                     drop(link.take());
@@ -660,8 +672,19 @@ impl State<'_> {
                 tool.name
             );
             warn!("{message}");
-            if info.id.is_some() && !info.is_response {
-                self.reply(info.id.as_ref(), jsonrpc::MESSAGE_TOO_LARGE, &message);
+            match info.id {
+                // The client's answer to a tool's request: the tool must still get an answer.
+                Some(id) if info.is_response => {
+                    let body = jsonrpc::error_response(
+                        Some(&id),
+                        jsonrpc::MESSAGE_TOO_LARGE,
+                        &message,
+                        None,
+                    );
+                    self.to_tool_q.push_back(Bytes::from(body));
+                }
+                Some(id) => self.reply(Some(&id), jsonrpc::MESSAGE_TOO_LARGE, &message),
+                None => {}
             }
             return;
         }

@@ -45,6 +45,9 @@ pub enum ConnEvent {
     Message(Message),
     /// The connection is over; the text says why ("closed by peer", "no heartbeat for 45 s", …).
     Closed(String),
+    /// The peer broke a hard limit (a message over the WebSocket size cap). Resuming would
+    /// replay the same message, so the session cannot go on.
+    Fatal(String),
 }
 
 /// A live connection: send messages on `tx`, receive events on `rx`. Dropping `tasks` drops
@@ -173,6 +176,14 @@ async fn read<S>(
                 if tx.send(ConnEvent::Message(msg)).await.is_err() {
                     return;
                 }
+            }
+            Ok(Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(e)))) => {
+                let _ = tx
+                    .send(ConnEvent::Fatal(format!(
+                        "a message exceeded the size limit: {e}"
+                    )))
+                    .await;
+                return;
             }
             Ok(Some(Err(e))) => break format!("connection error: {e}"),
             Ok(None) => break "connection closed".to_owned(),

@@ -215,19 +215,25 @@ impl Relay {
         config_body: &str,
         listen: Option<SocketAddr>,
     ) -> Result<Relay> {
-        let dir = TempDir::new();
-        let config = dir.path().join("relay.toml");
         let listen = listen.map_or("127.0.0.1:0".to_owned(), |a| a.to_string());
-        std::fs::write(
-            &config,
-            format!(
+        Relay::start_config(
+            &format!(
                 "listen = \"{listen}\"\n[limits]\nkill_grace_ms = 500\n{limits}\n\n{config_body}"
             ),
-        )?;
+            &[],
+        )
+    }
+
+    /// Starts the relay with a whole config file's text and extra environment variables.
+    pub fn start_config(config_text: &str, envs: &[(&str, &str)]) -> Result<Relay> {
+        let dir = TempDir::new();
+        let config = dir.path().join("relay.toml");
+        std::fs::write(&config, config_text)?;
         let mut child = Command::new(bin("bridge-server"))
             .arg("--config")
             .arg(&config)
             .env("RUST_LOG", "debug,hyper=info")
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

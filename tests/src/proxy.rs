@@ -186,3 +186,115 @@ fn pump(mut from: TcpStream, mut to: TcpStream, frozen: Arc<AtomicBool>) {
         let _ = to.shutdown(Shutdown::Write);
     });
 }
+
+/// An HTTP CONNECT proxy on loopback (what corporate networks put in front of the internet),
+/// optionally requiring `Proxy-Authorization: Basic`. It tunnels only to loopback targets.
+pub struct ConnectProxy {
+    /// Where clients reach the proxy.
+    pub addr: SocketAddr,
+    tunnels: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl ConnectProxy {
+    /// Starts the proxy; with `credentials` (`user:password`), clients must present them.
+    pub fn start(credentials: Option<&str>) -> Result<ConnectProxy> {
+        use base64::Engine;
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let tunnels = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let expected = credentials.map(|c| base64::engine::general_purpose::STANDARD.encode(c));
+        let (t, st) = (tunnels.clone(), stop.clone());
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                if st.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = conn else { continue };
+                let (t, expected) = (t.clone(), expected.clone());
+                thread::spawn(move || {
+                    let _ = tunnel(client, expected.as_deref(), &t);
+                });
+            }
+        });
+        Ok(ConnectProxy {
+            addr,
+            tunnels,
+            stop,
+        })
+    }
+
+    /// Tunnels opened so far.
+    pub fn tunnels(&self) -> u64 {
+        self.tunnels.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for ConnectProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn tunnel(
+    mut client: TcpStream,
+    expected: Option<&str>,
+    tunnels: &AtomicU64,
+) -> std::io::Result<()> {
+    client.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+        if client.read(&mut byte)? == 0 {
+            return Ok(());
+        }
+        head.push(byte[0]);
+    }
+    client.set_read_timeout(None)?;
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = text.lines();
+    let target = lines
+        .next()
+        .and_then(|l| l.strip_prefix("CONNECT "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or("")
+        .to_owned();
+    // `Proxy-Authorization: Basic <b64>`: the scheme is case-insensitive, the credentials not.
+    let given = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("proxy-authorization"))
+        .and_then(|(_, v)| {
+            let (scheme, creds) = v.trim().split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("basic")
+                .then(|| creds.trim().to_owned())
+        });
+    if let Some(expected) = expected {
+        if given.as_deref() != Some(expected) {
+            client.write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"test\"\r\nContent-Length: 0\r\n\r\n")?;
+            return Ok(());
+        }
+    }
+    let loopback = target.starts_with("127.0.0.1:")
+        || target.starts_with("localhost:")
+        || target.starts_with("[::1]:");
+    if !loopback {
+        client.write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")?;
+        return Ok(());
+    }
+    let server = match TcpStream::connect(&target) {
+        Ok(s) => s,
+        Err(_) => {
+            client.write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")?;
+            return Ok(());
+        }
+    };
+    client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")?;
+    tunnels.fetch_add(1, Ordering::SeqCst);
+    let frozen = Arc::new(AtomicBool::new(false));
+    pump(client.try_clone()?, server.try_clone()?, frozen.clone());
+    pump(server, client, frozen);
+    Ok(())
+}

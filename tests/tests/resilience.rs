@@ -184,7 +184,7 @@ fn resume_buffer_bound_ends_the_session_with_a_reason() -> Result<()> {
     ide.recv_until(T, |m| m["method"] == "notifications/progress")?;
     proxy.set_refusing(true);
     proxy.cut_all();
-    relay.log.wait_for("exceeded the resume buffer", T)?;
+    relay.log.wait_for("filled the resume buffer", T)?;
     proxy.set_refusing(false);
     let resp = ide.recv_until(T, |m| m["id"] == 1)?;
     assert!(error_message(&resp).contains("resume buffer"), "{resp}");
