@@ -10,7 +10,8 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use shared::conn::{self, Conn, ConnEvent};
 use shared::tunnel::{
-    self, Control, HEADER_AFFINITY, HEADER_LAST_SEQ, HEADER_SESSION, SUBPROTOCOL_V1,
+    self, Control, HEADER_AFFINITY, HEADER_LAST_SEQ, HEADER_REESTABLISH, HEADER_SESSION,
+    SUBPROTOCOL_V1,
 };
 
 use crate::transport::{self, BoxIo};
@@ -33,8 +34,9 @@ pub(crate) struct Welcome {
 pub(crate) async fn connect(
     opts: &Options,
     resume: Option<(&str, u64)>,
+    reestablish: bool,
 ) -> Result<(Conn, Welcome), ClientError> {
-    let ws = upgrade(opts, resume).await?;
+    let ws = upgrade(opts, resume, reestablish).await?;
     let mut conn = conn::spawn(ws, opts.heartbeat);
     let first = tokio::time::timeout(WELCOME_WAIT, conn.rx.recv()).await;
     let handshake = |reason: String| ClientError::Handshake {
@@ -82,6 +84,7 @@ pub(crate) async fn connect(
 async fn upgrade(
     opts: &Options,
     resume: Option<(&str, u64)>,
+    reestablish: bool,
 ) -> Result<tokio_tungstenite::WebSocketStream<BoxIo>, ClientError> {
     let url = opts.url.clone();
     let bad_url = |reason: String| ClientError::BadUrl {
@@ -126,6 +129,9 @@ async fn upgrade(
         if let Ok(v) = HeaderValue::from_str(key) {
             headers.insert(HEADER_AFFINITY, v);
         }
+    }
+    if reestablish && resume.is_none() {
+        headers.insert(HEADER_REESTABLISH, HeaderValue::from_static("1"));
     }
     if let Some((session, last_seq)) = resume {
         if let Ok(v) = HeaderValue::from_str(session) {

@@ -208,7 +208,7 @@ where
     // Read stdin while the connection is being made, so neither waits on the other.
     let reader = tokio::spawn(read_input(input, opts.max_message_size, in_tx));
 
-    let first = tokio::time::timeout(CONNECT_TIMEOUT, connect::connect(&opts, None)).await;
+    let first = tokio::time::timeout(CONNECT_TIMEOUT, connect::connect(&opts, None, false)).await;
     let first = first.unwrap_or_else(|_| {
         Err(ClientError::Unreachable {
             url: opts.url.clone(),
@@ -322,6 +322,8 @@ struct Client<'a> {
     session_started: Option<Instant>,
     /// Set at stdin EOF: everything must be done by then.
     eof_deadline: Option<Instant>,
+    /// Sessions lost so far (a new one after that is a re-establishment).
+    lost_sessions: u64,
     /// Sessions in a row that ended within [`QUICK_FAILURE`] of opening without answering the
     /// IDE: past [`MAX_QUICK_FAILURES`], queued requests are answered with the reason instead of
     /// starting yet another session (a tool that dies at once must not loop).
@@ -348,6 +350,7 @@ impl<'a> Client<'a> {
             ack_at: None,
             session_started: None,
             eof_deadline: None,
+            lost_sessions: 0,
             quick_failures: 0,
         }
     }
@@ -691,6 +694,7 @@ impl<'a> Client<'a> {
     /// session is opened when there is something to send.
     async fn session_lost(&mut self, why: &str) {
         drop(self.link.take());
+        self.lost_sessions += 1;
         // Messages never written to a connection cannot have reached the old session: they go
         // to the new one, ahead of anything held since.
         let never_sent = self.outbox.take_never_sent();
@@ -772,6 +776,7 @@ impl<'a> Client<'a> {
             connect::connect(
                 self.opts,
                 resume.as_ref().map(|(id, seq)| (id.as_str(), *seq)),
+                self.lost_sessions > 0,
             ),
         )
         .await;

@@ -29,6 +29,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// How callers are authenticated.
     pub auth: AuthConfig,
+    /// A separate address for `/metrics` (and health); when unset, `/metrics` is on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
     /// `Origin` values accepted on upgrade requests that carry one (browsers do; bridge-client
     /// does not). Empty: any request with an `Origin` header is refused.
     pub allowed_origins: Vec<String>,
@@ -121,6 +123,8 @@ struct RawConfig {
     #[serde(default)]
     security: RawSecurity,
     #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default)]
     limits: RawLimits,
     #[serde(default, rename = "tool")]
     tools: Vec<ToolConfig>,
@@ -175,6 +179,12 @@ fn default_user_claim() -> String {
 }
 fn default_tools_claim() -> String {
     "mcp_tools".to_owned()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -244,10 +254,12 @@ pub enum ConfigError {
         message: String,
     },
     /// A value is well-formed but not acceptable.
-    #[error("{path}: `{key}`: {message}")]
+    #[error("{path}{location}: `{key}`: {message}")]
     Invalid {
         /// The file.
         path: PathBuf,
+        /// ":LINE" of the key, where it could be found.
+        location: String,
         /// The dotted key (`tool[2].name`).
         key: String,
         /// What is wrong and how to fix it.
@@ -265,6 +277,7 @@ impl Config {
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8787))),
             tls: None,
             auth: AuthConfig::None,
+            metrics_listen: None,
             allowed_origins: Vec::new(),
             limits: Limits::default(),
             tools: vec![ToolConfig {
@@ -306,6 +319,9 @@ impl Config {
         })?;
         let invalid = |key: String, message: String| ConfigError::Invalid {
             path: path.to_owned(),
+            location: locate(text, &key)
+                .map(|l| format!(":{l}"))
+                .unwrap_or_default(),
             key,
             message,
         };
@@ -545,10 +561,20 @@ impl Config {
                 ));
             }
         }
+        let metrics_listen = match &raw.metrics.listen {
+            Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    "metrics.listen".into(),
+                    format!("`{text}` is not an address: write IP:PORT, e.g. \"127.0.0.1:9090\""),
+                )
+            })?),
+            None => None,
+        };
         Ok(Config {
             listen,
             tls,
             auth,
+            metrics_listen,
             allowed_origins: raw.security.allowed_origins,
             limits,
             tools: raw.tools,
@@ -568,6 +594,56 @@ fn valid_tool_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         && name != "."
         && name != ".."
+}
+
+/// The 1-based line where a dotted key such as `tool[2].name` or `auth.token[0].sha256` is set,
+/// found by following table headers; the table's header line if the key itself is absent.
+fn locate(text: &str, key: &str) -> Option<usize> {
+    let (table, index, field) = match key.rsplit_once('.') {
+        Some((t, f)) => {
+            let (t, i) = match t.split_once('[') {
+                Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()),
+                None => (t, None),
+            };
+            (t.to_owned(), i, f)
+        }
+        None => match key.split_once('[') {
+            Some((name, rest)) => (name.to_owned(), rest.trim_end_matches(']').parse().ok(), ""),
+            None => (String::new(), None, key),
+        },
+    };
+    let mut current = String::new();
+    let mut seen = 0usize;
+    let mut header_line = None;
+    for (n, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if let Some(name) = l.strip_prefix("[[").and_then(|r| r.strip_suffix("]]")) {
+            current = name.trim().to_owned();
+            if current == table {
+                if index == Some(seen) {
+                    header_line = Some(n + 1);
+                }
+                seen += 1;
+            }
+            continue;
+        }
+        if let Some(name) = l.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            current = name.trim().to_owned();
+            if current == table && index.is_none() {
+                header_line = Some(n + 1);
+            }
+            continue;
+        }
+        let in_table = current == table && (index.is_none() || index == Some(seen.wrapping_sub(1)));
+        if in_table && !field.is_empty() {
+            if let Some((k, _)) = l.split_once('=') {
+                if k.trim() == field {
+                    return Some(n + 1);
+                }
+            }
+        }
+    }
+    header_line
 }
 
 /// 1-based line and column of a byte offset.
@@ -623,10 +699,16 @@ max_message_size = 65536
         assert!(text.contains("relay.toml:3:"), "{text}");
         assert!(text.contains("comand"), "{text}");
         let err = parse("[[tool]]\nname='a b'\ncommand='x'\n").unwrap_err();
-        assert!(err.to_string().contains("tool[0].name"), "{err}");
+        assert!(
+            err.to_string().contains("relay.toml:2: `tool[0].name`"),
+            "{err}"
+        );
         let err = parse("[[tool]]\nname='a'\ncommand='x'\n[[tool]]\nname='a'\ncommand='y'\n")
             .unwrap_err();
-        assert!(err.to_string().contains("tool[1].name"), "{err}");
+        assert!(
+            err.to_string().contains("relay.toml:5: `tool[1].name`"),
+            "{err}"
+        );
         let err = parse("listen = '127.0.0.1:1'\n").unwrap_err();
         assert!(err.to_string().contains("no tools"), "{err}");
     }

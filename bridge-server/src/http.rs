@@ -23,7 +23,9 @@ use tracing::{error, info, info_span, warn, Instrument};
 
 use std::time::Duration;
 
-use shared::tunnel::{self, Control, HEADER_LAST_SEQ, HEADER_SESSION, SUBPROTOCOL_V1};
+use shared::tunnel::{
+    self, Control, HEADER_LAST_SEQ, HEADER_REESTABLISH, HEADER_SESSION, SUBPROTOCOL_V1,
+};
 use shared::SUBPROTOCOL_MCP;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -31,6 +33,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::auth::Principal;
 use crate::child::ToolProcess;
 use crate::config::ToolConfig;
+use crate::metrics::{ConnectLabels, ReasonLabel, ToolLabel};
 use crate::session::{self, Attach, ResumeRefusal, Wire};
 use crate::Relay;
 
@@ -45,6 +48,10 @@ pub(crate) async fn handle(
     let path = req.uri().path();
     let response = if path == "/healthz" {
         text(StatusCode::OK, "ok")
+    } else if path == "/readyz" {
+        readyz(&relay)
+    } else if path == "/metrics" && relay.metrics_on_main {
+        metrics(&relay)
     } else if let Some(name) = path.strip_prefix("/mcp/") {
         match admit(&req, name, &relay, peer) {
             Ok((tool, principal)) => upgrade(req, tool, relay.clone(), peer, principal),
@@ -53,10 +60,30 @@ pub(crate) async fn handle(
     } else {
         text(
             StatusCode::NOT_FOUND,
-            "not found: MCP sessions are at /mcp/<tool>, health at /healthz",
+            "not found: MCP sessions are at /mcp/<tool>; health at /healthz and /readyz",
         )
     };
     Ok(response)
+}
+
+/// 200 while the relay takes new sessions; 503 while it drains (so load balancers stop
+/// sending new clients).
+pub(crate) fn readyz(relay: &Relay) -> Response<Body> {
+    if relay.shutdown.drain.is_cancelled() {
+        text(StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else {
+        text(StatusCode::OK, "ready")
+    }
+}
+
+/// The Prometheus text exposition.
+pub(crate) fn metrics(relay: &Relay) -> Response<Body> {
+    let mut resp = Response::new(Body::new(Bytes::from(relay.metrics.encode())));
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    resp
 }
 
 /// Decides whether this caller may open (or resume) a session of tool `name`: Origin, then
@@ -75,6 +102,7 @@ fn admit(
         if !allowed {
             let shown = String::from_utf8_lossy(origin.as_bytes()).into_owned();
             warn!(target: "audit", event = "refused", reason = "origin", origin = %shown, %peer, "origin not allowed");
+            relay.metrics.reject("origin");
             return Err(Box::new(text(
                 StatusCode::FORBIDDEN,
                 &format!("origin `{shown}` is not allowed; the relay's operator can add it to [security] allowed_origins"),
@@ -88,6 +116,12 @@ fn admit(
         Ok(p) => p,
         Err(e) => {
             warn!(target: "audit", event = "auth_failure", reason = e.code(), %peer, tool = %name, "authentication failed");
+            relay
+                .metrics
+                .auth_failures
+                .get_or_create(&ReasonLabel { reason: e.code() })
+                .inc();
+            relay.metrics.reject("unauthenticated");
             let mut resp = text(StatusCode::UNAUTHORIZED, &e.to_string());
             let challenge = format!(
                 "Bearer realm=\"mcp-bridge\", error=\"invalid_token\", error_description=\"{}\"",
@@ -107,6 +141,7 @@ fn admit(
             .map(|t| t.name.as_str())
             .collect();
         info!(%peer, tool = %name, user = %principal.user, "refused: unknown tool");
+        relay.metrics.reject("unknown_tool");
         return Err(Box::new(text(
             StatusCode::NOT_FOUND,
             &format!(
@@ -117,6 +152,7 @@ fn admit(
     };
     if !principal.grant.allows(&tool.name) {
         warn!(target: "audit", event = "refused", reason = "not_granted", user = %principal.user, tool = %name, %peer, "tool not granted");
+        relay.metrics.reject("not_granted");
         return Err(Box::new(text(
             StatusCode::FORBIDDEN,
             &format!("user `{}` is not granted tool `{name}`", principal.user),
@@ -218,10 +254,19 @@ fn upgrade(
                     ),
                 };
                 info!(%peer, tool = %tool.name, %reason, "refused a resume");
+                relay.metrics.reject("resume_unknown");
                 return text(status, &reason);
             }
         };
         let span = info_span!("session", id = %short(&id), user = %principal.user, tool = %tool.name, %peer);
+        relay
+            .metrics
+            .connects
+            .get_or_create(&ConnectLabels {
+                tool: tool.name.clone(),
+                kind: "resume",
+            })
+            .inc();
         let registry = relay.registry.clone();
         relay.tracker.spawn(
             async move {
@@ -252,6 +297,7 @@ fn upgrade(
     }
 
     if relay.shutdown.drain.is_cancelled() {
+        relay.metrics.reject("draining");
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
             "the relay is shutting down; connect to another node",
@@ -260,6 +306,7 @@ fn upgrade(
     let (total, of_tool, of_user) = relay.registry.counts(&tool.name, &principal.user);
     if of_user >= relay.limits.max_sessions_per_user {
         warn!(%peer, user = %principal.user, "refused: user session limit reached");
+        relay.metrics.reject("user_limit");
         return text(
             StatusCode::TOO_MANY_REQUESTS,
             &format!(
@@ -270,6 +317,7 @@ fn upgrade(
     }
     if total >= relay.limits.max_sessions {
         warn!(%peer, "refused: relay session limit reached");
+        relay.metrics.reject("relay_limit");
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
             &format!(
@@ -281,6 +329,7 @@ fn upgrade(
     if let Some(max) = tool.max_sessions {
         if of_tool >= max {
             warn!(%peer, tool = %tool.name, "refused: tool session limit reached");
+            relay.metrics.reject("tool_limit");
             return text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!(
@@ -297,6 +346,7 @@ fn upgrade(
         Ok(p) => p,
         Err(e) => {
             error!(parent: &span, "{e}");
+            relay.metrics.reject("spawn_failed");
             return text(
                 StatusCode::BAD_GATEWAY,
                 &format!("{e}; ask the relay's operator to check its config"),
@@ -304,6 +354,23 @@ fn upgrade(
         }
     };
     info!(parent: &span, pid = tool_proc.pid(), ?wire, "session started");
+    let tool_label = ToolLabel {
+        tool: tool.name.clone(),
+    };
+    relay.metrics.tool_starts.get_or_create(&tool_label).inc();
+    let kind = if req.headers().contains_key(HEADER_REESTABLISH) {
+        "reestablish"
+    } else {
+        "new"
+    };
+    relay
+        .metrics
+        .connects
+        .get_or_create(&ConnectLabels {
+            tool: tool.name.clone(),
+            kind,
+        })
+        .inc();
     let (attach_tx, attach_rx) = mpsc::channel(4);
     relay
         .registry
@@ -316,6 +383,7 @@ fn upgrade(
         limits: relay.limits.clone(),
         shutdown: relay.shutdown.clone(),
         registry: relay.registry.clone(),
+        metrics: relay.metrics.clone(),
     };
     let kill_grace = relay.limits.kill_grace;
     relay.tracker.spawn(

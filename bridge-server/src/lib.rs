@@ -21,6 +21,7 @@ mod child;
 pub mod config;
 pub mod demo_tool;
 mod http;
+mod metrics;
 mod session;
 
 pub use child::SpawnError;
@@ -32,6 +33,9 @@ pub(crate) struct Relay {
     pub(crate) limits: Limits,
     pub(crate) auth: auth::AuthConfig,
     pub(crate) allowed_origins: Vec<String>,
+    pub(crate) metrics: Arc<metrics::Metrics>,
+    /// Whether `/metrics` is served on the main listener (no separate metrics address).
+    pub(crate) metrics_on_main: bool,
     /// Drain, then force: see [`ShutdownHandle`].
     pub(crate) shutdown: session::Shutdown,
     /// Live sessions (for resume and limits) and why recent ones ended.
@@ -79,6 +83,39 @@ pub(crate) fn new_session_id() -> String {
         bytes = n.to_le_bytes();
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The separate metrics listener: `/metrics`, `/healthz` and `/readyz` only.
+async fn serve_metrics(listener: TcpListener, relay: Arc<Relay>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let relay = relay.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let relay = relay.clone();
+                async move {
+                    let resp = match req.uri().path() {
+                        "/metrics" => http::metrics(&relay),
+                        "/readyz" => http::readyz(&relay),
+                        "/healthz" => http::text(hyper::StatusCode::OK, "ok"),
+                        _ => http::text(
+                            hyper::StatusCode::NOT_FOUND,
+                            "not found: /metrics, /healthz, /readyz",
+                        ),
+                    };
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
+            });
+            let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }
 
 /// Serves HTTP/1.1 (and WebSocket upgrades) on one connection.
@@ -136,10 +173,18 @@ pub async fn run(
         limits: config.limits,
         auth: config.auth,
         allowed_origins: config.allowed_origins,
+        metrics: Arc::new(metrics::Metrics::new()),
+        metrics_on_main: config.metrics_listen.is_none(),
         shutdown: shutdown.inner.clone(),
         registry: Arc::default(),
         tracker: TaskTracker::new(),
     });
+    if let Some(addr) = config.metrics_listen {
+        let listener = TcpListener::bind(addr).await?;
+        info!("metrics on http://{}/metrics", listener.local_addr()?);
+        let relay = relay.clone();
+        tokio::spawn(serve_metrics(listener, relay));
+    }
     // While draining, the listener stays open so clients that were away can still resume and
     // collect their answers; new sessions are refused (503). It closes once every session has
     // ended or the grace period is over.

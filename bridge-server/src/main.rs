@@ -24,12 +24,23 @@ struct Args {
     #[arg(long, value_name = "IP:PORT")]
     listen: Option<std::net::SocketAddr>,
 
-    /// More log output (-v info for every request, -vv debug). RUST_LOG overrides.
+    /// More log output (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
 
+    /// Log format on stderr: `human` (default) or `json` (one object per line, with the
+    /// session's id, user and tool on every line of a session).
+    #[arg(long, value_name = "FORMAT", default_value = "human", global = true)]
+    log_format: LogFormat,
+
     #[command(subcommand)]
     command: Option<Cmd>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -50,7 +61,7 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_logging(args.verbose);
+    init_logging(args.verbose, args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -172,7 +183,7 @@ async fn on_signals(shutdown: ShutdownHandle) {
     shutdown.force();
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, format: LogFormat) {
     let default = match verbose {
         0 => "info",
         1 => "debug,hyper=info",
@@ -191,10 +202,19 @@ fn init_logging(verbose: u8) {
             filter = filter.add_directive(d);
         }
     }
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        LogFormat::Human => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_target(false)
+            .init(),
+    }
 }

@@ -28,6 +28,8 @@ use shared::tunnel::{self, Control, Inbox, Outbox, Received, PROTOCOL_VERSION};
 
 use crate::child::{self, ToolProcess};
 use crate::config::{Limits, ToolConfig};
+use crate::metrics::{self, Direction, ExitLabels, Flow, MethodLabels, Metrics, ToolLabel};
+use prometheus_client::metrics::histogram::Histogram;
 
 /// Messages queued for the tool's stdin before the session stops reading from the client.
 const TOOL_QUEUE: usize = 64;
@@ -180,6 +182,7 @@ pub(crate) struct Params {
     pub(crate) limits: Limits,
     pub(crate) shutdown: Shutdown,
     pub(crate) registry: Arc<crate::session::Registry>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// Something the tool's stdout reader hands over.
@@ -224,7 +227,15 @@ pub(crate) async fn run(
         tokio::spawn(read_tool(stdout, p.tool.clone(), tool_tx, to_tool.clone()));
     }
 
+    let tool_label = ToolLabel {
+        tool: p.tool.name.clone(),
+    };
+    p.metrics.sessions_total.get_or_create(&tool_label).inc();
+    p.metrics.sessions_active.get_or_create(&tool_label).inc();
+    let to_client_flow = p.metrics.flow(&p.tool.name, Direction::ToClient);
     let mut s = State {
+        to_tool_flow: p.metrics.flow(&p.tool.name, Direction::ToTool),
+        latency: HashMap::new(),
         outbox: Outbox::new(
             p.limits.resume_buffer_messages,
             p.limits.resume_buffer_bytes,
@@ -313,15 +324,19 @@ pub(crate) async fn run(
             msg = tool_rx.recv(), if can_read_tool => match msg {
                 Some(msg) => {
                     s.last_activity = Instant::now();
+                    to_client_flow.record(msg.bytes.len());
                     if let Some(id) = &msg.answers {
                         if let Some(call) = s.pending.remove(id) {
+                            s.observe(&call);
                             s.audit(&call, if msg.is_error { "error" } else { "ok" });
                         }
                     }
                     s.outbox.push(msg.bytes);
                 }
                 None => {
-                    let what = tool_exit(&mut tool_proc, &p).await;
+                    let (what, clean) = tool_exit(&mut tool_proc, &p).await;
+                    let how = if clean { "exited" } else { "crashed" };
+                    p.metrics.tool_exits.get_or_create(&ExitLabels { tool: p.tool.name.clone(), how }).inc();
                     warn!("tool `{}` {what}", p.tool.name);
                     let message = format!("tool `{}` {what} before answering", p.tool.name);
                     s.fail_pending(jsonrpc::TOOL_EXITED, &message);
@@ -433,7 +448,19 @@ pub(crate) async fn run(
             Ok(status) => debug!("tool {}", child::describe_exit(&status)),
             Err(e) => warn!("could not reap the tool: {e}"),
         }
+        p.metrics
+            .tool_exits
+            .get_or_create(&ExitLabels {
+                tool: p.tool.name.clone(),
+                how: "ended",
+            })
+            .inc();
     }
+    p.metrics.sessions_active.get_or_create(&tool_label).dec();
+    p.metrics
+        .session_duration
+        .get_or_create(&tool_label)
+        .observe(started.elapsed().as_secs_f64());
     info!(
         reason = %end_reason,
         duration_ms = started.elapsed().as_millis() as u64,
@@ -441,14 +468,18 @@ pub(crate) async fn run(
     );
 }
 
-/// Learns how the tool ended after its stdout closed; ends it if it is still running.
-async fn tool_exit(tool_proc: &mut ToolProcess, p: &Params) -> String {
+/// Learns how the tool ended after its stdout closed (and whether cleanly); ends it if it is
+/// still running.
+async fn tool_exit(tool_proc: &mut ToolProcess, p: &Params) -> (String, bool) {
     match tokio::time::timeout(EXIT_STATUS_WAIT, tool_proc.child.wait()).await {
-        Ok(Ok(status)) => child::describe_exit(&status),
+        Ok(Ok(status)) => (child::describe_exit(&status), status.success()),
         _ => match child::terminate(&mut tool_proc.child, p.limits.kill_grace).await {
             // Closed its stdout but kept running: it can no longer answer, so it was ended.
-            Ok(status) => format!("closed its stdout and {}", child::describe_exit(&status)),
-            Err(_) => "closed its stdout".to_owned(),
+            Ok(status) => (
+                format!("closed its stdout and {}", child::describe_exit(&status)),
+                false,
+            ),
+            Err(_) => ("closed its stdout".to_owned(), false),
         },
     }
 }
@@ -533,6 +564,10 @@ struct State<'a> {
     last_activity: Instant,
     /// When a standalone ack is due.
     ack_at: Option<Instant>,
+    /// Client → tool message counters.
+    to_tool_flow: Flow,
+    /// Request latency histograms by method, looked up once per method per session.
+    latency: HashMap<&'static str, Histogram>,
 }
 
 impl State<'_> {
@@ -590,6 +625,25 @@ impl State<'_> {
             self.audit(&call, outcome);
             self.reply(Some(&id), code, message);
         }
+    }
+
+    /// Records a request's latency under its method.
+    fn observe(&mut self, call: &Call) {
+        let method = metrics::method_label(&call.method);
+        let metrics = &self.p.metrics;
+        let tool = &self.p.tool.name;
+        self.latency
+            .entry(method)
+            .or_insert_with(|| {
+                metrics
+                    .request_duration
+                    .get_or_create(&MethodLabels {
+                        tool: tool.clone(),
+                        method: method.to_owned(),
+                    })
+                    .clone()
+            })
+            .observe(call.started.elapsed().as_secs_f64());
     }
 
     /// One audit event per finished client request: who, which session and tool, which method
@@ -745,6 +799,7 @@ impl State<'_> {
             }
         }
         if self.tool_gone.is_none() {
+            self.to_tool_flow.record(bytes.len());
             self.to_tool_q.push_back(bytes);
         }
     }

@@ -22,6 +22,9 @@ pub const HEADER_SESSION: &str = "mcp-bridge-session";
 /// load balancer can route all of one client's connections to the same relay node.
 pub const HEADER_AFFINITY: &str = "mcp-bridge-affinity";
 
+/// Upgrade-request header on a new session that replaces one the client lost (for metrics).
+pub const HEADER_REESTABLISH: &str = "mcp-bridge-reestablish";
+
 /// Upgrade-request header: the highest sequence number the client received from the relay.
 pub const HEADER_LAST_SEQ: &str = "mcp-bridge-last-seq";
 

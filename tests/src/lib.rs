@@ -226,12 +226,18 @@ impl Relay {
 
     /// Starts the relay with a whole config file's text and extra environment variables.
     pub fn start_config(config_text: &str, envs: &[(&str, &str)]) -> Result<Relay> {
+        Relay::start_full(config_text, envs, &[])
+    }
+
+    /// Starts the relay with a config file's text, environment variables and extra arguments.
+    pub fn start_full(config_text: &str, envs: &[(&str, &str)], args: &[&str]) -> Result<Relay> {
         let dir = TempDir::new();
         let config = dir.path().join("relay.toml");
         std::fs::write(&config, config_text)?;
         let mut child = Command::new(bin("bridge-server"))
             .arg("--config")
             .arg(&config)
+            .args(args)
             .env("RUST_LOG", "debug,hyper=info")
             .envs(envs.iter().copied())
             .stdin(Stdio::null())
@@ -253,7 +259,7 @@ impl Relay {
         let addr = text
             .lines()
             .find_map(|l| l.split(marker).nth(1))
-            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|rest| rest.split(|c: char| c.is_whitespace() || c == '"').next())
             .context("listening line")?;
         relay.addr = addr.parse().context("relay address")?;
         Ok(relay)
@@ -666,4 +672,27 @@ pub fn run_driver_interactive(
     }
     println!("driver summary: {summary}");
     Ok(summary)
+}
+
+/// A plain HTTP/1.1 GET on loopback: (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("status line")?;
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
 }

@@ -1,0 +1,241 @@
+//! The relay's Prometheus metrics: what they are, and the one place that registers them.
+//! Recording is a few atomic operations per event; encoding happens only when `/metrics` is
+//! scraped. Metric names and meanings are documented in docs/operations.md.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Label: a hosted tool.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ToolLabel {
+    pub(crate) tool: String,
+}
+
+/// Which way a message went.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// Client → tool.
+    ToTool,
+    /// Tool → client.
+    ToClient,
+}
+
+impl Direction {
+    fn label(self) -> &'static str {
+        match self {
+            Direction::ToTool => "to_tool",
+            Direction::ToClient => "to_client",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct FlowLabels {
+    pub(crate) tool: String,
+    pub(crate) direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct MethodLabels {
+    pub(crate) tool: String,
+    pub(crate) method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ExitLabels {
+    pub(crate) tool: String,
+    /// `ended` (the relay ended it with its session), `exited` (status 0 by itself), `crashed`.
+    pub(crate) how: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReasonLabel {
+    pub(crate) reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ConnectLabels {
+    pub(crate) tool: String,
+    /// `new`, `resume` or `reestablish` (a new session replacing one the client lost).
+    pub(crate) kind: &'static str,
+}
+
+#[derive(Clone)]
+pub(crate) struct Buckets(fn() -> Histogram);
+
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        (self.0)()
+    }
+}
+
+fn latency_buckets() -> Histogram {
+    // 100 µs … ~105 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 21))
+}
+
+fn duration_buckets() -> Histogram {
+    // 1 s … ~9 h.
+    Histogram::new(exponential_buckets(1.0, 2.0, 16))
+}
+
+/// Every metric of one relay.
+pub(crate) struct Metrics {
+    pub(crate) registry: Registry,
+    pub(crate) sessions_active: Family<ToolLabel, Gauge>,
+    pub(crate) sessions_total: Family<ToolLabel, Counter>,
+    pub(crate) session_duration: Family<ToolLabel, Histogram, Buckets>,
+    pub(crate) connects: Family<ConnectLabels, Counter>,
+    pub(crate) messages: Family<FlowLabels, Counter>,
+    pub(crate) bytes: Family<FlowLabels, Counter>,
+    pub(crate) request_duration: Family<MethodLabels, Histogram, Buckets>,
+    pub(crate) tool_starts: Family<ToolLabel, Counter>,
+    pub(crate) tool_exits: Family<ExitLabels, Counter>,
+    pub(crate) auth_failures: Family<ReasonLabel, Counter>,
+    pub(crate) rejected: Family<ReasonLabel, Counter>,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("mcp_bridge");
+        let m = Metrics {
+            sessions_active: Family::default(),
+            sessions_total: Family::default(),
+            session_duration: Family::new_with_constructor(Buckets(duration_buckets)),
+            connects: Family::default(),
+            messages: Family::default(),
+            bytes: Family::default(),
+            request_duration: Family::new_with_constructor(Buckets(latency_buckets)),
+            tool_starts: Family::default(),
+            tool_exits: Family::default(),
+            auth_failures: Family::default(),
+            rejected: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "sessions_active",
+            "Sessions held now (live or waiting for a resume)",
+            m.sessions_active.clone(),
+        );
+        registry.register("sessions", "Sessions opened", m.sessions_total.clone());
+        registry.register(
+            "session_duration_seconds",
+            "How long sessions lasted",
+            m.session_duration.clone(),
+        );
+        registry.register(
+            "connects",
+            "WebSocket connections accepted, by kind (new, resume, reestablish)",
+            m.connects.clone(),
+        );
+        registry.register(
+            "messages",
+            "JSON-RPC messages forwarded",
+            m.messages.clone(),
+        );
+        registry.register(
+            "message_bytes",
+            "JSON-RPC message bytes forwarded",
+            m.bytes.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from a client request to the tool's answer",
+            m.request_duration.clone(),
+        );
+        registry.register(
+            "tool_starts",
+            "Tool processes started",
+            m.tool_starts.clone(),
+        );
+        registry.register(
+            "tool_exits",
+            "Tool processes ended, by how (ended, exited, crashed)",
+            m.tool_exits.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Rejected credentials, by reason",
+            m.auth_failures.clone(),
+        );
+        registry.register(
+            "rejected_connections",
+            "Connections refused before the upgrade, by reason",
+            m.rejected.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The Prometheus text exposition.
+    pub(crate) fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    pub(crate) fn reject(&self, reason: &'static str) {
+        self.rejected.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Counters for one tool and direction, to keep in a session (no lookup per message).
+    pub(crate) fn flow(&self, tool: &str, direction: Direction) -> Flow {
+        let labels = FlowLabels {
+            tool: tool.to_owned(),
+            direction: direction.label(),
+        };
+        Flow {
+            messages: self.messages.get_or_create(&labels).clone(),
+            bytes: self.bytes.get_or_create(&labels).clone(),
+        }
+    }
+}
+
+/// The method label: MCP's own methods by name, anything else as `other`, so a client cannot
+/// grow the label set without bound.
+pub(crate) fn method_label(method: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "initialize",
+        "ping",
+        "server/discover",
+        "tools/list",
+        "tools/call",
+        "resources/list",
+        "resources/read",
+        "resources/templates/list",
+        "resources/subscribe",
+        "resources/unsubscribe",
+        "prompts/list",
+        "prompts/get",
+        "completion/complete",
+        "logging/setLevel",
+        "tasks/get",
+        "tasks/list",
+        "tasks/result",
+        "tasks/cancel",
+    ];
+    KNOWN
+        .iter()
+        .find(|k| **k == method)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// A session's handle on the message and byte counters of one direction.
+#[derive(Clone)]
+pub(crate) struct Flow {
+    messages: Counter,
+    bytes: Counter,
+}
+
+impl Flow {
+    pub(crate) fn record(&self, len: usize) {
+        self.messages.inc();
+        self.bytes.inc_by(len as u64);
+    }
+}

@@ -1,0 +1,257 @@
+//! Operations: `/metrics` after a scripted session (parsed as Prometheus text, counts checked),
+//! `/healthz` and `/readyz` (not ready while draining), JSON logs carrying the session's id, user
+//! and tool, and `check-config` on good and broken configs.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use mcp_bridge_tests::{bin, demo_tool, http_get, wait_until, Ide, Relay, TempDir};
+use serde_json::{json, Value};
+
+const T: Duration = Duration::from_secs(15);
+
+/// Parses the Prometheus/OpenMetrics text format strictly enough to catch a malformed line:
+/// returns `name{labels}` → value for every sample.
+fn parse_metrics(text: &str) -> Result<HashMap<String, f64>> {
+    let mut samples = HashMap::new();
+    let mut saw_eof = false;
+    for line in text.lines() {
+        if line == "# EOF" {
+            saw_eof = true;
+            continue;
+        }
+        if line.starts_with("# HELP ") || line.starts_with("# TYPE ") || line.starts_with("# UNIT ")
+        {
+            continue;
+        }
+        if line.is_empty() {
+            bail!("blank line in exposition");
+        }
+        let (series, value) = line.rsplit_once(' ').context("no value")?;
+        let name_end = series.find('{').unwrap_or(series.len());
+        let name = &series[..name_end];
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+        {
+            bail!("bad metric name in {line:?}");
+        }
+        if name_end < series.len() && !series.ends_with('}') {
+            bail!("unterminated labels in {line:?}");
+        }
+        let v: f64 = value
+            .parse()
+            .with_context(|| format!("bad value in {line:?}"))?;
+        samples.insert(series.to_owned(), v);
+    }
+    if !saw_eof {
+        bail!("no `# EOF` terminator");
+    }
+    Ok(samples)
+}
+
+fn get(m: &HashMap<String, f64>, series: &str) -> f64 {
+    m.get(series).copied().unwrap_or(0.0)
+}
+
+#[test]
+fn metrics_match_a_scripted_session() -> Result<()> {
+    let relay = Relay::start(&demo_tool("demo", ""))?;
+    let mut ide = Ide::connect(&relay.url("demo"), &[])?;
+    ide.initialize()?;
+    ide.request(json!(1), "tools/list", json!({}))?;
+    for i in 0..3 {
+        ide.request(
+            json!(10 + i),
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "x"}}),
+        )?;
+    }
+    // One refused connection.
+    let mut nope = Ide::connect(&relay.url("nope"), &[])?;
+    assert!(!nope.wait(T)?.success());
+    ide.close_stdin();
+    assert!(ide.wait(T)?.success());
+    relay.wait_no_children(T)?;
+    // The session's end is recorded when its task finishes.
+    let mut m = HashMap::new();
+    wait_until(T, || {
+        m = http_get(relay.addr, "/metrics")
+            .ok()
+            .and_then(|(_, body)| parse_metrics(&body).ok())
+            .unwrap_or_default();
+        get(&m, r#"mcp_bridge_sessions_active{tool="demo"}"#) == 0.0
+            && get(
+                &m,
+                r#"mcp_bridge_tool_exits_total{tool="demo",how="ended"}"#,
+            ) == 1.0
+    })
+    .context("session end not reflected in /metrics")?;
+    let (status, body) = http_get(relay.addr, "/metrics")?;
+    assert_eq!(status, 200);
+    let m = parse_metrics(&body)?;
+    let expect = [
+        (r#"mcp_bridge_sessions_total{tool="demo"}"#, 1.0),
+        (r#"mcp_bridge_connects_total{tool="demo",kind="new"}"#, 1.0),
+        (r#"mcp_bridge_tool_starts_total{tool="demo"}"#, 1.0),
+        (
+            r#"mcp_bridge_request_duration_seconds_count{tool="demo",method="initialize"}"#,
+            1.0,
+        ),
+        (
+            r#"mcp_bridge_request_duration_seconds_count{tool="demo",method="tools/list"}"#,
+            1.0,
+        ),
+        (
+            r#"mcp_bridge_request_duration_seconds_count{tool="demo",method="tools/call"}"#,
+            3.0,
+        ),
+        // initialize, notifications/initialized, tools/list, 3 calls.
+        (
+            r#"mcp_bridge_messages_total{tool="demo",direction="to_tool"}"#,
+            6.0,
+        ),
+        (
+            r#"mcp_bridge_messages_total{tool="demo",direction="to_client"}"#,
+            5.0,
+        ),
+        (
+            r#"mcp_bridge_rejected_connections_total{reason="unknown_tool"}"#,
+            1.0,
+        ),
+        (
+            r#"mcp_bridge_session_duration_seconds_count{tool="demo"}"#,
+            1.0,
+        ),
+    ];
+    for (series, want) in expect {
+        assert_eq!(get(&m, series), want, "{series}\n{body}");
+    }
+    assert!(
+        get(
+            &m,
+            r#"mcp_bridge_message_bytes_total{tool="demo",direction="to_tool"}"#
+        ) > 100.0
+    );
+    let sample: Vec<&str> = body
+        .lines()
+        .filter(|l| l.contains("tools/call") || l.contains("sessions_total"))
+        .collect();
+    println!("metrics sample:\n{}", sample.join("\n"));
+    Ok(())
+}
+
+#[test]
+fn health_and_readiness_while_draining() -> Result<()> {
+    let relay = Relay::start_with("shutdown_grace_ms = 3000", &demo_tool("demo", ""), None)?;
+    assert_eq!(http_get(relay.addr, "/healthz")?, (200, "ok\n".to_owned()));
+    assert_eq!(
+        http_get(relay.addr, "/readyz")?,
+        (200, "ready\n".to_owned())
+    );
+    let mut ide = Ide::connect(&relay.url("demo"), &[])?;
+    ide.initialize()?;
+    ide.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "slow", "arguments": {"steps": 20, "delay_ms": 50}}}))?;
+    wait_until(T, || relay.children().len() == 1)?;
+    relay.terminate();
+    // Draining: still answering, not ready, refusing new sessions with a reason.
+    wait_until(T, || {
+        http_get(relay.addr, "/readyz").is_ok_and(|r| r.0 == 503)
+    })?;
+    assert_eq!(http_get(relay.addr, "/readyz")?.1, "draining\n");
+    let mut late = Ide::connect(&relay.url("demo"), &[])?;
+    assert!(!late.wait(T)?.success());
+    assert!(
+        late.stderr.text().contains("HTTP 503") && late.stderr.text().contains("shutting down")
+    );
+    let resp = ide.recv_until(T, |m| m["id"] == 1)?;
+    assert_eq!(
+        resp.pointer("/result/content/0/text"),
+        Some(&json!("done after 20 steps"))
+    );
+    assert!(relay.wait_exit(T)?.success());
+    Ok(())
+}
+
+#[test]
+fn json_logs_carry_session_id_user_and_tool() -> Result<()> {
+    let config = format!("listen = \"127.0.0.1:0\"\n{}", demo_tool("demo", ""));
+    let relay = Relay::start_full(&config, &[("RUST_LOG", "info")], &["--log-format", "json"])?;
+    let mut ide = Ide::connect(&relay.url("demo"), &[])?;
+    ide.initialize()?;
+    ide.close_stdin();
+    assert!(ide.wait(T)?.success());
+    relay.log.wait_for("session ended", T)?;
+    let mut session_lines = 0;
+    for line in relay.log.text().lines() {
+        let v: Value = serde_json::from_str(line).with_context(|| format!("not JSON: {line}"))?;
+        if let Some(span) = v.get("span") {
+            assert!(
+                span.get("id").is_some()
+                    && span.get("user").is_some()
+                    && span.get("tool") == Some(&json!("demo")),
+                "{line}"
+            );
+            session_lines += 1;
+        }
+    }
+    assert!(
+        session_lines >= 3,
+        "session lines: {session_lines}\n{}",
+        relay.log.text()
+    );
+    Ok(())
+}
+
+#[test]
+fn check_config_names_the_file_key_and_line() -> Result<()> {
+    let dir = TempDir::new();
+    let check = |name: &str, text: &str| -> Result<(bool, String)> {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text)?;
+        let out = Command::new(bin("bridge-server"))
+            .arg("check-config")
+            .arg(&path)
+            .output()?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    };
+    let (ok, msg) = check(
+        "good.toml",
+        "listen = \"127.0.0.1:9000\"\n[[tool]]\nname = \"time\"\ncommand = \"mcp-server-time\"\n",
+    )?;
+    assert!(ok, "{msg}");
+    assert!(msg.contains("ok (1 tool(s): time)"), "{msg}");
+    let cases = [
+        ("typo.toml", "[[tool]]\nname = \"a\"\ncomand = \"x\"\n", "typo.toml:3:", "comand"),
+        ("listen.toml", "listen = \"nowhere\"\n[[tool]]\nname = \"a\"\ncommand = \"x\"\n", "listen.toml:1: `listen`", "IP:PORT"),
+        ("dup.toml", "[[tool]]\nname = \"a\"\ncommand = \"x\"\n[[tool]]\nname = \"a\"\ncommand = \"y\"\n", "dup.toml:5: `tool[1].name`", "already"),
+        ("hb.toml", "[limits]\nheartbeat_interval_ms = 5000\nheartbeat_timeout_ms = 1000\n[[tool]]\nname = \"a\"\ncommand = \"x\"\n", "hb.toml:3: `limits.heartbeat_timeout_ms`", "longer"),
+        ("auth.toml", "[auth]\nmode = \"magic\"\n[[tool]]\nname = \"a\"\ncommand = \"x\"\n", "auth.toml:2: `auth.mode`", "magic"),
+        ("none.toml", "[[tool]]\nname = \"a b\"\ncommand = \"x\"\n", "none.toml:2: `tool[0].name`", "URL path"),
+        ("empty.toml", "listen = \"127.0.0.1:1\"\n", "`tool`", "no tools"),
+    ];
+    for (file, text, place, words) in cases {
+        let (ok, msg) = check(file, text)?;
+        assert!(!ok, "{file} should fail");
+        assert!(msg.contains(place) && msg.contains(words), "{file}: {msg}");
+        println!("{}", msg.trim());
+    }
+    // The relay refuses to start with the same text, exit status 64.
+    let path = dir.path().join("dup.toml");
+    let out = Command::new(bin("bridge-server"))
+        .arg("--config")
+        .arg(&path)
+        .output()?;
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dup.toml:5: `tool[1].name`"));
+    Ok(())
+}
