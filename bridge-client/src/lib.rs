@@ -27,6 +27,7 @@ use shared::tunnel::{self, Control, Inbox, Outbox, Received};
 
 mod connect;
 pub mod credentials;
+pub mod stdio;
 mod transport;
 
 pub use connect::parse_header;
@@ -403,11 +404,12 @@ impl<'a> Client<'a> {
                         self.eof_deadline = Some(Instant::now() + EOF_ANSWER_WAIT);
                     }
                 },
-                permit = reserve(self.link.tx.clone()), if want_send => {
-                    if let Some(permit) = permit {
-                        self.send_next(permit);
-                    }
-                }
+                permit = reserve(self.link.tx.clone()), if want_send => match permit {
+                    Some(permit) => self.send_next(permit),
+                    // The writer is gone: the connection is over (its reader will say why, but
+                    // do not spin waiting for it).
+                    None => self.connection_lost("connection closed"),
+                },
                 ev = recv(&mut self.link.rx) => self.on_conn_event(ev).await,
                 () = tokio::time::sleep_until(retry_at), if self.retry.is_some() && !self.link.is_up() => {
                     self.attempt().await;

@@ -214,8 +214,8 @@ fn connect(args: ConnectArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread is plenty for one IDE session, and saves cross-thread wake-ups on every hop.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -286,8 +286,18 @@ fn options(args: &ConnectArgs, url: String) -> Result<Options, String> {
         Some(p) => Some(Proxy::parse(p)?),
         None => Proxy::from_env(&scheme, &host).transpose()?,
     };
+    let token = token(args, &url)?;
+    let loopback = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if token.is_some() && scheme == "ws" && !loopback {
+        tracing::warn!("sending the relay token over unencrypted ws:// to {host}; use wss:// so it cannot be read on the way");
+    }
     Ok(Options {
-        token: token(args, &url)?,
+        token,
         url,
         headers,
         max_message_size: args.max_message_size.max(1024),
@@ -314,28 +324,18 @@ fn affinity_key() -> String {
 }
 
 fn init_logging(verbose: u8) {
+    use tracing_subscriber::prelude::*;
     let default = match verbose {
         0 => "warn",
         1 => "info",
         _ => "debug",
     };
-    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    // Whatever RUST_LOG says, these crates' trace output can contain request headers (and so
-    // credentials): cap them at debug.
-    for cap in [
-        "tungstenite=debug",
-        "tokio_tungstenite=debug",
-        "hyper=debug",
-        "rustls=debug",
-    ] {
-        if let Ok(d) = cap.parse() {
-            filter = filter.add_directive(d);
-        }
-    }
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
-        .init();
+        .with_filter(filter)
+        .with_filter(shared::no_secret_traces());
+    tracing_subscriber::registry().with(layer).init();
 }

@@ -33,6 +33,8 @@ pub struct SpawnError {
 #[derive(Debug)]
 pub(crate) struct ToolProcess {
     pub(crate) child: Child,
+    /// The tool's process group (its pid, taken at spawn: after reaping the pid is gone).
+    pub(crate) pgid: Option<Pid>,
     pub(crate) stdin: Option<ChildStdin>,
     pub(crate) stdout: Option<ChildStdout>,
     pub(crate) stderr: Option<ChildStderr>,
@@ -64,6 +66,10 @@ impl ToolProcess {
             source,
         })?;
         Ok(ToolProcess {
+            pgid: child
+                .id()
+                .and_then(|p| i32::try_from(p).ok())
+                .map(Pid::from_raw),
             stdin: child.stdin.take(),
             stdout: child.stdout.take(),
             stderr: child.stderr.take(),
@@ -95,11 +101,11 @@ fn die_with_parent(cmd: &mut Command) {
 /// Ends a tool whose stdin the caller has closed: waits `grace` for it to exit, sends SIGTERM to
 /// its process group, waits `grace` again, then SIGKILLs the group. Always reaps; returns how it
 /// exited.
-pub(crate) async fn terminate(child: &mut Child, grace: Duration) -> std::io::Result<ExitStatus> {
-    let pgid = child
-        .id()
-        .and_then(|p| i32::try_from(p).ok())
-        .map(Pid::from_raw);
+pub(crate) async fn terminate(
+    child: &mut Child,
+    pgid: Option<Pid>,
+    grace: Duration,
+) -> std::io::Result<ExitStatus> {
     if let Ok(status) = tokio::time::timeout(grace, child.wait()).await {
         kill_group(pgid, Signal::SIGKILL);
         return status;
@@ -115,7 +121,7 @@ pub(crate) async fn terminate(child: &mut Child, grace: Duration) -> std::io::Re
 }
 
 /// Signals a whole process group, so that helpers a tool started (npx → node) end with it.
-fn kill_group(pgid: Option<Pid>, signal: Signal) {
+pub(crate) fn kill_group(pgid: Option<Pid>, signal: Signal) {
     if let Some(pgid) = pgid {
         // ESRCH (the group is already gone) is the expected, quiet case.
         let _ = killpg(pgid, signal);

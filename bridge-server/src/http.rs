@@ -30,7 +30,7 @@ use shared::SUBPROTOCOL_MCP;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::auth::Principal;
+use crate::auth::{AuthError, Principal};
 use crate::child::ToolProcess;
 use crate::config::ToolConfig;
 use crate::metrics::{ConnectLabels, ReasonLabel, ToolLabel};
@@ -83,6 +83,8 @@ pub(crate) fn metrics(relay: &Relay) -> Response<Body> {
         CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
+    resp.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
     resp
 }
 
@@ -123,10 +125,15 @@ fn admit(
                 .inc();
             relay.metrics.reject("unauthenticated");
             let mut resp = text(StatusCode::UNAUTHORIZED, &e.to_string());
-            let challenge = format!(
-                "Bearer realm=\"mcp-bridge\", error=\"invalid_token\", error_description=\"{}\"",
-                e.code()
-            );
+            // RFC 6750 §3.1: no error code when no credentials were sent at all.
+            let challenge = if e == AuthError::Missing {
+                "Bearer realm=\"mcp-bridge\"".to_owned()
+            } else {
+                format!(
+                    "Bearer realm=\"mcp-bridge\", error=\"invalid_token\", error_description=\"{}\"",
+                    e.code()
+                )
+            };
             if let Ok(v) = HeaderValue::from_str(&challenge) {
                 resp.headers_mut().insert(WWW_AUTHENTICATE, v);
             }
@@ -140,7 +147,7 @@ fn admit(
             .filter(|t| principal.grant.allows(&t.name))
             .map(|t| t.name.as_str())
             .collect();
-        info!(%peer, tool = %name, user = %principal.user, "refused: unknown tool");
+        info!(target: "audit", event = "refused", reason = "unknown_tool", %peer, tool = ?name, user = %principal.user, "unknown tool");
         relay.metrics.reject("unknown_tool");
         return Err(Box::new(text(
             StatusCode::NOT_FOUND,
@@ -253,7 +260,7 @@ fn upgrade(
                             .to_owned(),
                     ),
                 };
-                info!(%peer, tool = %tool.name, %reason, "refused a resume");
+                warn!(target: "audit", event = "refused", reason = "resume_refused", %peer, tool = %tool.name, user = %principal.user, detail = ?reason, "resume refused");
                 relay.metrics.reject("resume_unknown");
                 return text(status, &reason);
             }
@@ -305,7 +312,7 @@ fn upgrade(
     }
     let (total, of_tool, of_user) = relay.registry.counts(&tool.name, &principal.user);
     if of_user >= relay.limits.max_sessions_per_user {
-        warn!(%peer, user = %principal.user, "refused: user session limit reached");
+        warn!(target: "audit", event = "refused", reason = "user_limit", %peer, user = %principal.user, "user session limit reached");
         relay.metrics.reject("user_limit");
         return text(
             StatusCode::TOO_MANY_REQUESTS,
@@ -353,7 +360,7 @@ fn upgrade(
             );
         }
     };
-    info!(parent: &span, pid = tool_proc.pid(), ?wire, "session started");
+    info!(target: "audit", parent: &span, event = "session_started", pid = tool_proc.pid(), ?wire, "session started");
     let tool_label = ToolLabel {
         tool: tool.name.clone(),
     };
@@ -404,7 +411,8 @@ fn upgrade(
                     params.registry.end_quietly(&params.id);
                     let mut tool_proc = tool_proc;
                     drop(tool_proc.stdin.take());
-                    let _ = crate::child::terminate(&mut tool_proc.child, kill_grace).await;
+                    let pgid = tool_proc.pgid;
+                    let _ = crate::child::terminate(&mut tool_proc.child, pgid, kill_grace).await;
                 }
             }
         }
@@ -458,5 +466,8 @@ pub(crate) fn text(status: StatusCode, body: &str) -> Response<Body> {
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    // One request per connection (keeps handshake slots short-lived).
+    resp.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
     resp
 }

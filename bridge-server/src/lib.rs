@@ -111,6 +111,8 @@ async fn serve_metrics(listener: TcpListener, relay: Arc<Relay>) {
             });
             let _ = http1::Builder::new()
                 .timer(TokioTimer::new())
+                .keep_alive(false)
+                .max_buf_size(8192)
                 .header_read_timeout(Duration::from_secs(10))
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
@@ -131,6 +133,8 @@ async fn serve_http<S>(
     let header_timeout = relay.limits.header_read_timeout;
     let max_head = relay.limits.max_header_bytes;
     let service = service_fn(move |req| http::handle(req, relay.clone(), peer));
+    // One request per connection: every answer but an upgrade says `Connection: close` (see
+    // `http::text`), so a connection never holds its handshake slot past its one answer.
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
@@ -160,6 +164,15 @@ pub async fn run(
     config: Config,
     shutdown: ShutdownHandle,
 ) -> std::io::Result<()> {
+    // The config check covers `listen`, but the caller may have bound elsewhere (--listen):
+    // check the address actually served.
+    let local = listener.local_addr()?;
+    if matches!(config.auth, auth::AuthConfig::None) && !local.ip().is_loopback() {
+        return Err(std::io::Error::other(format!(
+            "refusing to serve {local} without authentication: configure [auth] with tokens or \
+             jwt, or listen on a loopback address"
+        )));
+    }
     let tls = match &config.tls {
         Some(t) => Some(TlsAcceptor::from(
             shared::tls::server_config(&t.cert, &t.key, t.client_ca.as_deref())

@@ -184,37 +184,31 @@ async fn on_signals(shutdown: ShutdownHandle) {
 }
 
 fn init_logging(verbose: u8, format: LogFormat) {
+    use tracing_subscriber::prelude::*;
     let default = match verbose {
         0 => "info",
         1 => "debug,hyper=info",
         _ => "trace",
     };
-    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    // Whatever RUST_LOG says, these crates' trace output can contain request headers (and so
-    // credentials): cap them at debug.
-    for cap in [
-        "tungstenite=debug",
-        "tokio_tungstenite=debug",
-        "hyper=debug",
-        "rustls=debug",
-    ] {
-        if let Ok(d) = cap.parse() {
-            filter = filter.add_directive(d);
-        }
-    }
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let base = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let layer = match format {
+        LogFormat::Json => base
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .init(),
-        LogFormat::Human => builder
+            .boxed(),
+        LogFormat::Human => base
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_target(false)
-            .init(),
-    }
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(
+            layer
+                .with_filter(filter)
+                .with_filter(shared::no_secret_traces()),
+        )
+        .init();
 }

@@ -343,17 +343,22 @@ pub(crate) async fn run(
                     s.tool_gone = Some(format!("tool `{}` {what}", p.tool.name));
                 }
             },
-            permit = reserve(link.tx.clone()), if want_send => {
-                if let Some(permit) = permit {
-                    if s.outbox.all_sent() {
-                        permit.send(Message::Binary(tunnel::encode_ack(s.inbox.last())));
-                        s.inbox.acked();
-                        s.ack_at = None;
-                    } else {
-                        s.send_next(permit);
-                    }
+            permit = reserve(link.tx.clone()), if want_send => match permit {
+                Some(permit) if s.outbox.all_sent() => {
+                    permit.send(Message::Binary(tunnel::encode_ack(s.inbox.last())));
+                    s.inbox.acked();
+                    s.ack_at = None;
                 }
-            }
+                Some(permit) => s.send_next(permit),
+                None => {
+                    // The writer is gone: treat it as the connection closing (no spinning).
+                    drop(link.take());
+                    if p.wire == Wire::Plain {
+                        break "client left (connection closed)".to_owned();
+                    }
+                    detached_at = Some(Instant::now());
+                }
+            },
             () = tokio::time::sleep_until(ack_deadline), if s.ack_at.is_some() && !ack_now => {
                 // Wakes the loop so the send branch writes the ack.
             }
@@ -444,7 +449,7 @@ pub(crate) async fn run(
         end_conn(conn, p.wire, &end_reason).await;
     }
     if s.tool_gone.is_none() {
-        match child::terminate(&mut tool_proc.child, p.limits.kill_grace).await {
+        match child::terminate(&mut tool_proc.child, tool_proc.pgid, p.limits.kill_grace).await {
             Ok(status) => debug!("tool {}", child::describe_exit(&status)),
             Err(e) => warn!("could not reap the tool: {e}"),
         }
@@ -462,7 +467,10 @@ pub(crate) async fn run(
         .get_or_create(&tool_label)
         .observe(started.elapsed().as_secs_f64());
     info!(
-        reason = %end_reason,
+        target: "audit",
+        event = "session_ended",
+        user = %p.user,
+        reason = ?end_reason,
         duration_ms = started.elapsed().as_millis() as u64,
         "session ended"
     );
@@ -472,15 +480,22 @@ pub(crate) async fn run(
 /// still running.
 async fn tool_exit(tool_proc: &mut ToolProcess, p: &Params) -> (String, bool) {
     match tokio::time::timeout(EXIT_STATUS_WAIT, tool_proc.child.wait()).await {
-        Ok(Ok(status)) => (child::describe_exit(&status), status.success()),
-        _ => match child::terminate(&mut tool_proc.child, p.limits.kill_grace).await {
-            // Closed its stdout but kept running: it can no longer answer, so it was ended.
-            Ok(status) => (
-                format!("closed its stdout and {}", child::describe_exit(&status)),
-                false,
-            ),
-            Err(_) => ("closed its stdout".to_owned(), false),
-        },
+        Ok(Ok(status)) => {
+            // Helpers it started (in its process group) go with it.
+            child::kill_group(tool_proc.pgid, nix::sys::signal::Signal::SIGKILL);
+            (child::describe_exit(&status), status.success())
+        }
+        _ => {
+            match child::terminate(&mut tool_proc.child, tool_proc.pgid, p.limits.kill_grace).await
+            {
+                // Closed its stdout but kept running: it can no longer answer, so it was ended.
+                Ok(status) => (
+                    format!("closed its stdout and {}", child::describe_exit(&status)),
+                    false,
+                ),
+                Err(_) => ("closed its stdout".to_owned(), false),
+            }
+        }
     }
 }
 
@@ -655,8 +670,8 @@ impl State<'_> {
             user = %self.p.user,
             session = %short_id(&self.p.id),
             tool = %self.p.tool.name,
-            method = %call.method,
-            tool_name = call.tool_name.as_deref().unwrap_or(""),
+            method = ?call.method,
+            tool_name = ?call.tool_name.as_deref().unwrap_or(""),
             duration_ms = call.started.elapsed().as_millis() as u64,
             outcome,
             "call finished"

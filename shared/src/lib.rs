@@ -33,6 +33,25 @@ pub fn human_bytes(n: usize) -> String {
     }
 }
 
+/// A log filter that drops trace-level events of the HTTP, WebSocket and TLS crates, whatever
+/// `RUST_LOG` asks for: their trace output can include request headers, and so credentials.
+pub fn no_secret_traces(
+) -> tracing_subscriber::filter::FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool> {
+    tracing_subscriber::filter::filter_fn(|meta| {
+        const NOISY: &[&str] = &[
+            "tungstenite",
+            "tokio_tungstenite",
+            "hyper",
+            "rustls",
+            "tokio_rustls",
+            "h2",
+            "http",
+        ];
+        !(*meta.level() == tracing::Level::TRACE
+            && NOISY.iter().any(|t| meta.target().starts_with(t)))
+    })
+}
+
 /// Formats a duration for messages: "400 ms", "60 s", "1.5 s".
 pub fn human_duration(d: std::time::Duration) -> String {
     let ms = d.as_millis();

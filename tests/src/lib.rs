@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
+pub mod pki;
 pub mod proxy;
 
 /// The command that installs the test peers; named in every "peers missing" failure.
@@ -33,13 +34,12 @@ pub fn repo_root() -> PathBuf {
 
 /// Path of a workspace binary, built by `cargo build --workspace` (the test command does that).
 pub fn bin(name: &str) -> PathBuf {
-    // Test executables live in target/<profile>/deps; the binaries one level up.
+    // Test executables live in target/<profile>/deps, the binaries (and the bench) one level up.
     let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf();
+    let mut dir = exe.parent().expect("target dir").to_path_buf();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.pop();
+    }
     let path = dir.join(name);
     assert!(
         path.exists(),

@@ -15,9 +15,10 @@ use anyhow::{Context, Result};
 use base64::Engine;
 use futures_util::StreamExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use mcp_bridge_tests::pki::Pki;
 use mcp_bridge_tests::proxy::ConnectProxy;
 use mcp_bridge_tests::{bin, demo_tool, Ide, Relay, TempDir};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+use rcgen::KeyPair;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -444,54 +445,6 @@ fn no_auth_is_refused_off_loopback() -> Result<()> {
     Ok(())
 }
 
-struct Pki {
-    dir: TempDir,
-}
-
-impl Pki {
-    /// A CA, a server certificate for 127.0.0.1 signed by it, a client certificate signed by
-    /// it, and an unrelated CA.
-    fn new() -> Result<Pki> {
-        let dir = TempDir::new();
-        let write = |name: &str, text: String| std::fs::write(dir.path().join(name), text);
-        let ca_key = KeyPair::generate()?;
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "mcp-bridge test CA");
-        let ca_cert = ca_params.self_signed(&ca_key)?;
-        write("ca.pem", ca_cert.pem())?;
-        let issuer = Issuer::new(ca_params, ca_key);
-
-        let server_key = KeyPair::generate()?;
-        let mut sp = CertificateParams::new(vec!["localhost".to_owned()])?;
-        sp.subject_alt_names
-            .push(SanType::IpAddress("127.0.0.1".parse()?));
-        let server_cert = sp.signed_by(&server_key, &issuer)?;
-        write("server.pem", server_cert.pem())?;
-        write("server.key", server_key.serialize_pem())?;
-
-        let client_key = KeyPair::generate()?;
-        let mut cp = CertificateParams::new(Vec::<String>::new())?;
-        cp.distinguished_name.push(DnType::CommonName, "alice");
-        let client_cert = cp.signed_by(&client_key, &issuer)?;
-        write("client.pem", client_cert.pem())?;
-        write("client.key", client_key.serialize_pem())?;
-
-        let other_key = KeyPair::generate()?;
-        let mut op = CertificateParams::new(Vec::<String>::new())?;
-        op.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let other = op.self_signed(&other_key)?;
-        write("other-ca.pem", other.pem())?;
-        Ok(Pki { dir })
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
-    }
-}
-
 fn tls_relay(pki: &Pki, mtls: bool) -> Result<Relay> {
     let client_ca = if mtls {
         format!("client_ca = \"{}\"\n", pki.path("ca.pem"))
@@ -642,7 +595,8 @@ fn secrets_never_reach_the_logs() -> Result<()> {
     cmd.arg(relay.url("demo"))
         .args(["--no-keyring", "-vv"])
         .env("MCP_BRIDGE_TOKEN", token)
-        .env("RUST_LOG", "trace");
+        // The most specific directive, for the module that prints the raw upgrade request.
+        .env("RUST_LOG", "trace,tungstenite::handshake::client=trace");
     let mut ide = Ide::spawn(&mut cmd)?;
     echo_works(&mut ide)?;
     let _ = refused(&relay.url("demo"), Some("wrong-secret-55aa"), &["-vv"])?;
