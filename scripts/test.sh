@@ -1,10 +1,24 @@
 #!/usr/bin/env bash
-# Runs the whole test suite on a fresh clone: installs the pinned third-party MCP peers into
-# .peers/ (reused when present), builds the binaries the end-to-end tests drive, then runs
+# Runs the whole test suite on a fresh clone: installs nginx (Debian package, for the scale-out
+# tests) and the pinned third-party MCP peers into .peers/ (reused when present), builds the binaries the end-to-end tests drive, then runs
 # every test in the workspace. Extra arguments go to `cargo test` (e.g. a test name filter).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# The system package the scale-out tests need.
+# nginx for tests/tests/scale_out.rs (the load balancer in front of two relays; it runs
+# deploy/nginx/nginx.conf). Debian package `nginx` (bookworm: 1.22.1; on trixie and later
+# nginx-light/-core are transitional and `nginx` is the package). The tests start it
+# themselves, on loopback; where a service manager is allowed to start packages' services, the
+# package also starts its default site on port 80, which the tests do not use.
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx
+fi
+nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
+echo "test.sh: nginx: $("$nginx_bin" -v 2>&1)"
 scripts/install-peers.sh
 cargo build --workspace --bins --locked
 cargo test --workspace --locked "$@"

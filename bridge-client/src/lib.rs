@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tracing::{debug, info, warn};
 
-use shared::conn::{Conn, ConnEvent, ConnTasks, Heartbeat};
+use shared::conn::{recv, reserve, Conn, ConnEvent, Heartbeat, Link};
 use shared::framing::{self, Frame, LineReader};
 use shared::jsonrpc::{self, ClassifyError, Id, Kind};
 use shared::tunnel::{self, Control, Inbox, Outbox, Received};
@@ -259,33 +259,6 @@ where
 struct SessionInfo {
     id: String,
     resume_window: Duration,
-}
-
-/// The connection, when there is one.
-#[derive(Default)]
-struct Link {
-    tx: Option<mpsc::Sender<Message>>,
-    rx: Option<mpsc::Receiver<ConnEvent>>,
-    tasks: Option<ConnTasks>,
-}
-
-impl Link {
-    fn set(&mut self, conn: Conn) {
-        self.tx = Some(conn.tx);
-        self.rx = Some(conn.rx);
-        self.tasks = Some(conn.tasks);
-    }
-
-    fn take(&mut self) -> Option<Conn> {
-        match (self.tx.take(), self.rx.take(), self.tasks.take()) {
-            (Some(tx), Some(rx), Some(tasks)) => Some(Conn { tx, rx, tasks }),
-            _ => None,
-        }
-    }
-
-    fn is_up(&self) -> bool {
-        self.tx.is_some()
-    }
 }
 
 /// The IDE's handshake, kept to replay on a new session.
@@ -945,21 +918,6 @@ fn with_id(msg: &[u8], id: &Id) -> Option<(Bytes, Id)> {
     value.as_object_mut()?.insert("id".to_owned(), id_value);
     let bytes = serde_json::to_vec(&value).ok()?;
     Some((Bytes::from(bytes), id.clone()))
-}
-
-/// A slot in the connection's queue; never resolves while there is no connection.
-async fn reserve(tx: Option<mpsc::Sender<Message>>) -> Option<mpsc::OwnedPermit<Message>> {
-    match tx {
-        Some(tx) => tx.reserve_owned().await.ok(),
-        None => std::future::pending().await,
-    }
-}
-
-async fn recv(rx: &mut Option<mpsc::Receiver<ConnEvent>>) -> Option<ConnEvent> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
 }
 
 async fn read_input<R: AsyncRead + Unpin>(input: R, max: usize, tx: mpsc::Sender<Frame>) {

@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use shared::conn::{Conn, ConnEvent, ConnTasks};
+use shared::conn::{recv, reserve, Conn, ConnEvent, Link};
 use shared::framing::{self, Frame, LineReader};
 use shared::jsonrpc::{self, ClassifyError, Id, Kind};
 use shared::tunnel::{self, Control, Inbox, Outbox, Received, PROTOCOL_VERSION};
@@ -290,7 +290,7 @@ pub(crate) async fn run(
             () = p.shutdown.drain.cancelled(), if !s.draining => {
                 s.draining = true;
                 if p.wire == Wire::V1 {
-                    link.send_control(&Control::Drain { reason: "the relay is shutting down".into() }).await;
+                    send_control(&link, &Control::Drain { reason: "the relay is shutting down".into() }).await;
                 }
             }
             attach = attach_rx.recv() => {
@@ -303,7 +303,7 @@ pub(crate) async fn run(
                         s.ack_at = None;
                         s.welcome(&link, true).await;
                         if s.draining {
-                            link.send_control(&Control::Drain { reason: "the relay is shutting down".into() }).await;
+                            send_control(&link, &Control::Drain { reason: "the relay is shutting down".into() }).await;
                         }
                         info!(
                             away_ms = detached_at.map(|t| t.elapsed().as_millis() as u64).unwrap_or(0),
@@ -499,36 +499,10 @@ async fn tool_exit(tool_proc: &mut ToolProcess, p: &Params) -> (String, bool) {
     }
 }
 
-/// The client connection, when there is one.
-#[derive(Default)]
-struct Link {
-    tx: Option<mpsc::Sender<Message>>,
-    rx: Option<mpsc::Receiver<ConnEvent>>,
-    tasks: Option<ConnTasks>,
-}
-
-impl Link {
-    fn set(&mut self, conn: Conn) {
-        self.tx = Some(conn.tx);
-        self.rx = Some(conn.rx);
-        self.tasks = Some(conn.tasks);
-    }
-
-    fn take(&mut self) -> Option<Conn> {
-        match (self.tx.take(), self.rx.take(), self.tasks.take()) {
-            (Some(tx), Some(rx), Some(tasks)) => Some(Conn { tx, rx, tasks }),
-            _ => None,
-        }
-    }
-
-    fn is_up(&self) -> bool {
-        self.tx.is_some()
-    }
-
-    async fn send_control(&self, c: &Control) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(Message::Binary(tunnel::encode_control(c))).await;
-        }
+/// Sends a control message on the connection, if there is one.
+async fn send_control(link: &Link, c: &Control) {
+    if let Some(tx) = &link.tx {
+        let _ = tx.send(Message::Binary(tunnel::encode_control(c))).await;
     }
 }
 
@@ -587,13 +561,16 @@ struct State<'a> {
 
 impl State<'_> {
     async fn welcome(&self, link: &Link, resumed: bool) {
-        link.send_control(&Control::Welcome {
-            version: PROTOCOL_VERSION,
-            session: self.p.id.clone(),
-            resumed,
-            last_seq: self.inbox.last(),
-            resume_window_ms: self.p.limits.resume_window.as_millis() as u64,
-        })
+        send_control(
+            link,
+            &Control::Welcome {
+                version: PROTOCOL_VERSION,
+                session: self.p.id.clone(),
+                resumed,
+                last_seq: self.inbox.last(),
+                resume_window_ms: self.p.limits.resume_window.as_millis() as u64,
+            },
+        )
         .await;
     }
 
@@ -817,21 +794,6 @@ impl State<'_> {
             self.to_tool_flow.record(bytes.len());
             self.to_tool_q.push_back(bytes);
         }
-    }
-}
-
-/// A slot in the connection's queue; never resolves while there is no connection.
-async fn reserve(tx: Option<mpsc::Sender<Message>>) -> Option<mpsc::OwnedPermit<Message>> {
-    match tx {
-        Some(tx) => tx.reserve_owned().await.ok(),
-        None => std::future::pending().await,
-    }
-}
-
-async fn recv(rx: &mut Option<mpsc::Receiver<ConnEvent>>) -> Option<ConnEvent> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
     }
 }
 

@@ -197,3 +197,53 @@ async fn read<S>(
     };
     let _ = tx.send(ConnEvent::Closed(why)).await;
 }
+
+/// A connection slot that may be empty (between a drop and a reconnect), split into fields so
+/// that a `select!` can wait on sending and receiving at the same time.
+#[derive(Debug, Default)]
+pub struct Link {
+    /// Where to send, while connected.
+    pub tx: Option<mpsc::Sender<Message>>,
+    /// What arrives, while connected.
+    pub rx: Option<mpsc::Receiver<ConnEvent>>,
+    tasks: Option<ConnTasks>,
+}
+
+impl Link {
+    /// Takes a fresh connection into the slot (dropping any previous one).
+    pub fn set(&mut self, conn: Conn) {
+        self.tx = Some(conn.tx);
+        self.rx = Some(conn.rx);
+        self.tasks = Some(conn.tasks);
+    }
+
+    /// Empties the slot, returning the connection if there was one.
+    pub fn take(&mut self) -> Option<Conn> {
+        match (self.tx.take(), self.rx.take(), self.tasks.take()) {
+            (Some(tx), Some(rx), Some(tasks)) => Some(Conn { tx, rx, tasks }),
+            _ => None,
+        }
+    }
+
+    /// Whether a connection is in the slot.
+    pub fn is_up(&self) -> bool {
+        self.tx.is_some()
+    }
+}
+
+/// A slot in a connection's send queue; never resolves while there is no connection, and
+/// yields `None` once the connection's writer is gone.
+pub async fn reserve(tx: Option<mpsc::Sender<Message>>) -> Option<mpsc::OwnedPermit<Message>> {
+    match tx {
+        Some(tx) => tx.reserve_owned().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// The next event of a connection; never resolves while there is no connection.
+pub async fn recv(rx: &mut Option<mpsc::Receiver<ConnEvent>>) -> Option<ConnEvent> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
