@@ -200,12 +200,7 @@ fn rss_kib(pid: u32) -> Result<u64> {
 
 /// Opens `n` idle `mcp-bridge.v1` sessions straight from this process and returns the relay's
 /// RSS once all are welcomed (every session must be welcomed: no errors allowed).
-async fn idle_sessions(
-    relay: &Relay,
-    url: &str,
-    n: usize,
-    keep: &mut Vec<Box<dyn std::any::Any + Send>>,
-) -> Result<u64> {
+async fn idle_sessions(relay: &Relay, url: &str, n: usize) -> Result<u64> {
     let mut tasks = Vec::new();
     for _ in 0..n {
         let url = url.to_owned();
@@ -228,12 +223,31 @@ async fn idle_sessions(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+    let mut open = Vec::new();
     for t in tasks {
-        let ws = t.await??;
-        keep.push(Box::new(ws));
+        open.push(t.await??);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    rss_kib(relay.pid())
+    let rss = rss_kib(relay.pid())?;
+    for ws in &mut open {
+        end_session(ws).await;
+    }
+    Ok(rss)
+}
+
+/// Ends a v1 session on purpose (so the relay does not keep it for a resume).
+async fn end_session<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::SinkExt;
+    let end = shared::tunnel::encode_control(&shared::tunnel::Control::End {
+        reason: "bench done".into(),
+    });
+    let _ = ws
+        .send(tokio_tungstenite::tungstenite::Message::Binary(end))
+        .await;
+    let _ = ws.close(None).await;
 }
 
 fn us(d: Duration) -> String {
@@ -351,14 +365,10 @@ fn main() -> Result<()> {
     let base_plain = rss_kib(plain.pid())?;
     let base_tls = rss_kib(tls.pid())?;
     for n in s.idle {
-        let mut keep = Vec::new();
-        let rp = rt.block_on(idle_sessions(&plain, &plain.url("idle"), n, &mut keep))?;
-        drop(keep);
+        let rp = rt.block_on(idle_sessions(&plain, &plain.url("idle"), n))?;
         rt.block_on(async { tokio::time::sleep(Duration::from_millis(1500)).await });
         let per = |rss: u64, base: u64| (rss.saturating_sub(base) as f64) / n as f64;
-        let mut keep = Vec::new();
-        let rt_tls = rt.block_on(idle_tls(&tls, &pki, n, &mut keep))?;
-        drop(keep);
+        let rt_tls = rt.block_on(idle_tls(&tls, &pki, n))?;
         rt.block_on(async { tokio::time::sleep(Duration::from_millis(1500)).await });
         println!(
             "| {n} | {:.1} MiB | {:.1} KiB | {:.1} MiB | {:.1} KiB |",
@@ -375,12 +385,7 @@ fn main() -> Result<()> {
 }
 
 /// Idle sessions over TLS, through bridge-client's own TLS settings (rustls, the test CA).
-async fn idle_tls(
-    relay: &Relay,
-    pki: &Pki,
-    n: usize,
-    keep: &mut Vec<Box<dyn std::any::Any + Send>>,
-) -> Result<u64> {
+async fn idle_tls(relay: &Relay, pki: &Pki, n: usize) -> Result<u64> {
     let config = shared::tls::client_config(Some(std::path::Path::new(&pki.path("ca.pem"))), None)?;
     let connector = tokio_rustls::TlsConnector::from(config);
     let addr = relay.addr;
@@ -410,9 +415,14 @@ async fn idle_tls(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+    let mut open = Vec::new();
     for t in tasks {
-        keep.push(Box::new(t.await??));
+        open.push(t.await??);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    rss_kib(relay.pid())
+    let rss = rss_kib(relay.pid())?;
+    for ws in &mut open {
+        end_session(ws).await;
+    }
+    Ok(rss)
 }
