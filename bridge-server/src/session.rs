@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use shared::conn::{recv, reserve, Conn, ConnEvent, Link};
 use shared::framing::{self, Frame, LineReader};
@@ -67,7 +67,8 @@ pub(crate) struct Attach {
 #[derive(Default)]
 pub(crate) struct Registry {
     live: Mutex<HashMap<String, Entry>>,
-    ended: Mutex<VecDeque<(String, String)>>,
+    /// (session id, user, why it ended), newest last.
+    ended: Mutex<VecDeque<(String, String, String)>>,
 }
 
 struct Entry {
@@ -132,9 +133,10 @@ impl Registry {
             };
         }
         let ended = self.ended.lock().unwrap_or_else(PoisonError::into_inner);
-        match ended.iter().rev().find(|(sid, _)| sid == id) {
-            Some((_, reason)) => Err(ResumeRefusal::Ended(reason.clone())),
-            None => Err(ResumeRefusal::Unknown),
+        match ended.iter().rev().find(|(sid, _, _)| sid == id) {
+            Some((_, owner, reason)) if owner == user => Err(ResumeRefusal::Ended(reason.clone())),
+            // Someone else's ended session: as unknown as a live one would be.
+            _ => Err(ResumeRefusal::Unknown),
         }
     }
 
@@ -144,8 +146,8 @@ impl Registry {
         ended
             .iter()
             .rev()
-            .find(|(sid, _)| sid == id)
-            .map(|(_, r)| r.clone())
+            .find(|(sid, _, _)| sid == id)
+            .map(|(_, _, r)| r.clone())
     }
 
     /// Forgets a session that never started (its upgrade failed).
@@ -154,12 +156,12 @@ impl Registry {
     }
 
     fn end(&self, id: &str, reason: &str) {
-        self.live().remove(id);
+        let user = self.live().remove(id).map(|e| e.user).unwrap_or_default();
         let mut ended = self.ended.lock().unwrap_or_else(PoisonError::into_inner);
         if ended.len() >= TOMBSTONES {
             ended.pop_front();
         }
-        ended.push_back((id.to_owned(), reason.to_owned()));
+        ended.push_back((id.to_owned(), user, reason.to_owned()));
     }
 }
 
@@ -218,13 +220,13 @@ pub(crate) async fn run(
     let (to_tool, to_tool_rx) = mpsc::channel::<Bytes>(TOOL_QUEUE);
     let (tool_tx, mut tool_rx) = mpsc::channel::<ToolMsg>(TOOL_QUEUE);
     if let Some(stdin) = tool_proc.stdin.take() {
-        tokio::spawn(write_tool(stdin, to_tool_rx));
+        tokio::spawn(write_tool(stdin, to_tool_rx).in_current_span());
     }
     if let Some(stderr) = tool_proc.stderr.take() {
-        tokio::spawn(log_stderr(stderr));
+        tokio::spawn(log_stderr(stderr).in_current_span());
     }
     if let Some(stdout) = tool_proc.stdout.take() {
-        tokio::spawn(read_tool(stdout, p.tool.clone(), tool_tx, to_tool.clone()));
+        tokio::spawn(read_tool(stdout, p.tool.clone(), tool_tx, to_tool.clone()).in_current_span());
     }
 
     let tool_label = ToolLabel {

@@ -157,8 +157,9 @@ fn health_and_readiness_while_draining() -> Result<()> {
     let mut ide = Ide::connect(&relay.url("demo"), &[])?;
     ide.initialize()?;
     ide.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-        "params": {"name": "slow", "arguments": {"steps": 20, "delay_ms": 50}}}))?;
-    wait_until(T, || relay.children().len() == 1)?;
+        "params": {"name": "slow", "arguments": {"steps": 20, "delay_ms": 50}, "_meta": {"progressToken": 1}}}))?;
+    // The call is at the tool once its progress flows back.
+    ide.recv_until(T, |m| m["method"] == "notifications/progress")?;
     relay.terminate();
     // Draining: still answering, not ready, refusing new sessions with a reason.
     wait_until(T, || {
@@ -173,7 +174,9 @@ fn health_and_readiness_while_draining() -> Result<()> {
     let resp = ide.recv_until(T, |m| m["id"] == 1)?;
     assert_eq!(
         resp.pointer("/result/content/0/text"),
-        Some(&json!("done after 20 steps"))
+        Some(&json!("done after 20 steps")),
+        "{resp}\n{}",
+        relay.log.text()
     );
     assert!(relay.wait_exit(T)?.success());
     Ok(())

@@ -310,8 +310,9 @@ fn sigterm_drains_a_call_in_flight() -> Result<()> {
     let mut ide = Ide::connect(&relay.url("demo"), &[])?;
     ide.initialize()?;
     ide.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-        "params": {"name": "slow", "arguments": {"steps": 10, "delay_ms": 50}}}))?;
-    wait_until(T, || relay.children().len() == 1)?;
+        "params": {"name": "slow", "arguments": {"steps": 10, "delay_ms": 50}, "_meta": {"progressToken": 1}}}))?;
+    // The call is at the tool once its progress flows back.
+    ide.recv_until(T, |m| m["method"] == "notifications/progress")?;
     let relay_pid = relay.pid();
     relay.terminate();
     let resp = ide.recv_until(T, |m| m["id"] == 1)?;
