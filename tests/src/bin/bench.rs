@@ -133,11 +133,11 @@ fn pipelined(ide: &mut Ide, total: usize, window: usize) -> Result<f64> {
     Ok(total as f64 / t.elapsed().as_secs_f64())
 }
 
-fn one_session_throughput(target: &Target, total: usize) -> Result<f64> {
+fn one_session_throughput(target: &Target, total: usize, window: usize) -> Result<f64> {
     let mut ide = target.open()?;
     ide.initialize()?;
-    pipelined(&mut ide, total / 10, 64)?; // warm-up
-    pipelined(&mut ide, total, 64)
+    pipelined(&mut ide, total / 10, window)?; // warm-up
+    pipelined(&mut ide, total, window)
 }
 
 /// Aggregate messages per second over `sessions` sessions at once (16 in flight each).
@@ -333,10 +333,14 @@ fn main() -> Result<()> {
             );
         }
     }
-    let d = one_session_throughput(&direct, s.pipelined)?;
-    let c = one_session_throughput(&chain, s.pipelined)?;
-    let t = one_session_throughput(&chain_tls, s.pipelined)?;
-    println!("| pipelined, 1 session, 64 in flight (msg/s) | {d:.0} | {c:.0} | | {t:.0} | |");
+    for window in [64, 256] {
+        let d = one_session_throughput(&direct, s.pipelined, window)?;
+        let c = one_session_throughput(&chain, s.pipelined, window)?;
+        let t = one_session_throughput(&chain_tls, s.pipelined, window)?;
+        println!(
+            "| pipelined, 1 session, {window} in flight (msg/s) | {d:.0} | {c:.0} | | {t:.0} | |"
+        );
+    }
     let d = aggregate(&direct, s.sessions, s.per_session)?;
     let c = aggregate(&chain, s.sessions, s.per_session)?;
     let t = aggregate(&chain_tls, s.sessions, s.per_session)?;
