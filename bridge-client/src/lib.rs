@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 
 use shared::conn::{recv, reserve, Conn, ConnEvent, Heartbeat, Link};
 use shared::framing::{self, Frame, LineReader};
-use shared::jsonrpc::{self, ClassifyError, Id, Kind};
+use shared::jsonrpc::{self, ClassifyError, Id, Kind, Oversize};
 use shared::tunnel::{self, Control, Inbox, Outbox, Received};
 
 mod connect;
@@ -423,26 +423,21 @@ impl<'a> Client<'a> {
         let line = match frame {
             Frame::Line(line) => line,
             Frame::Oversize { head, len } => {
-                let info = jsonrpc::scan_head(&head);
                 let message = format!(
                     "message of {} exceeds bridge-client's limit of {} (raise it with --max-message-size)",
                     shared::human_bytes(len),
                     shared::human_bytes(self.opts.max_message_size)
                 );
                 warn!("{message}");
-                match info.id {
-                    // The IDE's answer to a tool's request: tell the tool instead.
-                    Some(id) if info.is_response => {
-                        let body = jsonrpc::error_response(
-                            Some(&id),
-                            jsonrpc::MESSAGE_TOO_LARGE,
-                            &message,
-                            None,
-                        );
-                        self.outbox.push(Bytes::from(body));
+                match jsonrpc::oversize(&head, &message) {
+                    Oversize::Request { error, .. } => {
+                        let _ = self.out.send(Bytes::from(error)).await;
                     }
-                    Some(id) => self.answer(&id, jsonrpc::MESSAGE_TOO_LARGE, &message).await,
-                    None => {}
+                    // The IDE's answer to a tool's request: tell the tool instead.
+                    Oversize::Response { error, .. } => {
+                        self.outbox.push(Bytes::from(error));
+                    }
+                    Oversize::Other => {}
                 }
                 return;
             }
@@ -621,22 +616,19 @@ impl<'a> Client<'a> {
 
     /// A message from the relay over `--max-message-size`: its requester gets an error instead.
     async fn deliver_oversize(&mut self, payload: &[u8]) {
-        let info = jsonrpc::scan_head(&payload[..payload.len().min(framing::OVERSIZE_HEAD)]);
         let message = format!(
             "a message of {} from the tool exceeds bridge-client's limit of {} (raise it with --max-message-size)",
             shared::human_bytes(payload.len()),
             shared::human_bytes(self.opts.max_message_size)
         );
         warn!("{message}");
-        match info.id {
-            Some(id) if info.is_response && self.pending.remove(&id) => {
-                self.answer(&id, jsonrpc::MESSAGE_TOO_LARGE, &message).await;
+        match jsonrpc::oversize(payload, &message) {
+            Oversize::Response { id, error } if self.pending.remove(&id) => {
+                let _ = self.out.send(Bytes::from(error)).await;
             }
-            Some(id) if info.has_method => {
-                // The tool's own request: tell the tool it cannot be delivered.
-                let body =
-                    jsonrpc::error_response(Some(&id), jsonrpc::MESSAGE_TOO_LARGE, &message, None);
-                self.outbox.push(Bytes::from(body));
+            // The tool's own request: tell the tool it cannot be delivered.
+            Oversize::Request { error, .. } => {
+                self.outbox.push(Bytes::from(error));
             }
             _ => {}
         }

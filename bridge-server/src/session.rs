@@ -23,7 +23,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use shared::conn::{recv, reserve, Conn, ConnEvent, Link};
 use shared::framing::{self, Frame, LineReader};
-use shared::jsonrpc::{self, ClassifyError, Id, Kind};
+use shared::jsonrpc::{self, ClassifyError, Id, Kind, Oversize};
 use shared::tunnel::{self, Control, Inbox, Outbox, Received, PROTOCOL_VERSION};
 
 use crate::child::{self, ToolProcess};
@@ -712,7 +712,6 @@ impl State<'_> {
     fn on_client_message(&mut self, bytes: Bytes) {
         let tool = &self.p.tool;
         if bytes.len() > tool.max_message_size {
-            let info = jsonrpc::scan_head(&bytes[..bytes.len().min(framing::OVERSIZE_HEAD)]);
             let message = format!(
                 "message of {} exceeds the relay's limit of {} for tool `{}`",
                 shared::human_bytes(bytes.len()),
@@ -720,19 +719,13 @@ impl State<'_> {
                 tool.name
             );
             warn!("{message}");
-            match info.id {
-                // The client's answer to a tool's request: the tool must still get an answer.
-                Some(id) if info.is_response => {
-                    let body = jsonrpc::error_response(
-                        Some(&id),
-                        jsonrpc::MESSAGE_TOO_LARGE,
-                        &message,
-                        None,
-                    );
-                    self.to_tool_q.push_back(Bytes::from(body));
+            match jsonrpc::oversize(&bytes, &message) {
+                Oversize::Request { error, .. } => {
+                    self.outbox.push(Bytes::from(error));
                 }
-                Some(id) => self.reply(Some(&id), jsonrpc::MESSAGE_TOO_LARGE, &message),
-                None => {}
+                // The client's answer to a tool's request: the tool must still get an answer.
+                Oversize::Response { error, .. } => self.to_tool_q.push_back(Bytes::from(error)),
+                Oversize::Other => {}
             }
             return;
         }
@@ -835,7 +828,6 @@ async fn read_tool(
                 }
             },
             Frame::Oversize { head, len } => {
-                let info = jsonrpc::scan_head(&head);
                 let message = format!(
                     "the tool's message of {} exceeds the relay's limit of {} for tool `{}`",
                     shared::human_bytes(len),
@@ -843,31 +835,18 @@ async fn read_tool(
                     tool.name
                 );
                 warn!("{message}");
-                match info.id {
-                    Some(id) if info.is_response => {
-                        let body = jsonrpc::error_response(
-                            Some(&id),
-                            jsonrpc::MESSAGE_TOO_LARGE,
-                            &message,
-                            None,
-                        );
-                        ToolMsg {
-                            bytes: Bytes::from(body),
-                            answers: Some(id),
-                            is_error: true,
-                        }
-                    }
-                    Some(id) if info.has_method => {
-                        let body = jsonrpc::error_response(
-                            Some(&id),
-                            jsonrpc::MESSAGE_TOO_LARGE,
-                            &message,
-                            None,
-                        );
-                        let _ = to_tool.send(Bytes::from(body)).await;
+                match jsonrpc::oversize(&head, &message) {
+                    // The client's request waits for this answer: it gets the error instead.
+                    Oversize::Response { id, error } => ToolMsg {
+                        bytes: Bytes::from(error),
+                        answers: Some(id),
+                        is_error: true,
+                    },
+                    Oversize::Request { error, .. } => {
+                        let _ = to_tool.send(Bytes::from(error)).await;
                         continue;
                     }
-                    _ => continue,
+                    Oversize::Other => continue,
                 }
             }
         };

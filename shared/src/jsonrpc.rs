@@ -259,6 +259,44 @@ pub fn error_response(
     })
 }
 
+/// Who must hear about a message that was too large to forward, and what they get.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Oversize {
+    /// It was a request: its sender is waiting, and gets `error` (a -32012 response).
+    Request {
+        /// The request's id.
+        id: Id,
+        /// The error response to send back to the sender.
+        error: Vec<u8>,
+    },
+    /// It was a response: the side that asked is waiting, and gets `error` instead.
+    Response {
+        /// The id of the request it answered.
+        id: Id,
+        /// The error response to deliver in its place.
+        error: Vec<u8>,
+    },
+    /// A notification, or nothing recognizable: nobody waits for it.
+    Other,
+}
+
+/// Decides, from the head of a message too large to forward, who gets a
+/// [`MESSAGE_TOO_LARGE`] error saying `message`.
+pub fn oversize(head: &[u8], message: &str) -> Oversize {
+    let info = scan_head(&head[..head.len().min(crate::framing::OVERSIZE_HEAD)]);
+    match info.id {
+        Some(id) => {
+            let error = error_response(Some(&id), MESSAGE_TOO_LARGE, message, None);
+            if info.is_response {
+                Oversize::Response { id, error }
+            } else {
+                Oversize::Request { id, error }
+            }
+        }
+        None => Oversize::Other,
+    }
+}
+
 /// What could be learned from the first bytes of a message too large to parse whole.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HeadInfo {
@@ -458,6 +496,35 @@ mod tests {
         let out = error_response(None, PARSE_ERROR, "bad", None);
         let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
         assert!(v["id"].is_null());
+    }
+
+    #[test]
+    fn oversize_routes_the_error_to_whoever_waits() {
+        let req = oversize(
+            br#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"x":"aaaa"#,
+            "big",
+        );
+        assert!(matches!(req, Oversize::Request { id: Id::Num(ref n), .. } if &**n == "4"));
+        let resp = oversize(
+            br#"{"jsonrpc":"2.0","id":"s1","result":{"content":"aaaa"#,
+            "big",
+        );
+        match resp {
+            Oversize::Response { id, error } => {
+                assert_eq!(id, Id::Str("s1".into()));
+                let v: serde_json::Value = serde_json::from_slice(&error).expect("json");
+                assert_eq!(v["error"]["code"], MESSAGE_TOO_LARGE);
+                assert_eq!(v["error"]["message"], "big");
+            }
+            other => panic!("expected a response, got {other:?}"),
+        }
+        assert_eq!(
+            oversize(
+                br#"{"jsonrpc":"2.0","method":"notifications/x","params":"#,
+                "big"
+            ),
+            Oversize::Other
+        );
     }
 
     #[test]
