@@ -310,49 +310,53 @@ fn upgrade(
             "the relay is shutting down; connect to another node",
         );
     }
-    let (total, of_tool, of_user) = relay.registry.counts(&tool.name, &principal.user);
-    if of_user >= relay.limits.max_sessions_per_user {
-        warn!(target: "audit", event = "refused", reason = "user_limit", %peer, user = %principal.user, "user session limit reached");
-        relay.metrics.reject("user_limit");
-        return text(
-            StatusCode::TOO_MANY_REQUESTS,
-            &format!(
-                "user `{}` holds the maximum of {} sessions; close some and try again",
-                principal.user, relay.limits.max_sessions_per_user
+    // Check the limits and take the slot in one step, so a burst cannot overshoot them.
+    let session_id = crate::new_session_id();
+    let (attach_tx, attach_rx) = mpsc::channel(4);
+    let limits = session::SessionLimits {
+        total: relay.limits.max_sessions,
+        per_user: relay.limits.max_sessions_per_user,
+        per_tool: tool.max_sessions,
+    };
+    if let Err(over) =
+        relay
+            .registry
+            .try_insert(&session_id, &tool.name, &principal.user, attach_tx, limits)
+    {
+        let (status, reason, text_) = match over {
+            session::Over::User(max) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "user_limit",
+                format!(
+                    "user `{}` holds the maximum of {max} sessions; close some and try again",
+                    principal.user
+                ),
             ),
-        );
-    }
-    if total >= relay.limits.max_sessions {
-        warn!(%peer, "refused: relay session limit reached");
-        relay.metrics.reject("relay_limit");
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!(
-                "the relay holds its maximum of {} sessions; try again later",
-                relay.limits.max_sessions
-            ),
-        );
-    }
-    if let Some(max) = tool.max_sessions {
-        if of_tool >= max {
-            warn!(%peer, tool = %tool.name, "refused: tool session limit reached");
-            relay.metrics.reject("tool_limit");
-            return text(
+            session::Over::Relay(max) => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                &format!(
+                "relay_limit",
+                format!("the relay holds its maximum of {max} sessions; try again later"),
+            ),
+            session::Over::Tool(max) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "tool_limit",
+                format!(
                     "tool `{}` has its maximum of {max} sessions; try again later",
                     tool.name
                 ),
-            );
-        }
+            ),
+        };
+        warn!(target: "audit", event = "refused", reason, %peer, user = %principal.user, tool = %tool.name, "session limit reached");
+        relay.metrics.reject(reason);
+        return text(status, &text_);
     }
 
-    let session_id = crate::new_session_id();
     let span = info_span!("session", id = %short(&session_id), user = %principal.user, tool = %tool.name, %peer);
     let tool_proc = match ToolProcess::spawn(&tool) {
         Ok(p) => p,
         Err(e) => {
             error!(parent: &span, "{e}");
+            relay.registry.end_quietly(&session_id);
             relay.metrics.reject("spawn_failed");
             return text(
                 StatusCode::BAD_GATEWAY,
@@ -378,10 +382,6 @@ fn upgrade(
             kind,
         })
         .inc();
-    let (attach_tx, attach_rx) = mpsc::channel(4);
-    relay
-        .registry
-        .insert(&session_id, &tool.name, &principal.user, attach_tx);
     let params = session::Params {
         id: session_id,
         user: principal.user,

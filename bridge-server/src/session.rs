@@ -78,6 +78,22 @@ struct Entry {
     attach: mpsc::Sender<Attach>,
 }
 
+/// The session limits a new session must fit in.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SessionLimits {
+    pub(crate) total: usize,
+    pub(crate) per_user: usize,
+    pub(crate) per_tool: Option<usize>,
+}
+
+/// Which limit a new session would pass, and its value.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Over {
+    User(usize),
+    Relay(usize),
+    Tool(usize),
+}
+
 /// Why a resume cannot happen.
 pub(crate) enum ResumeRefusal {
     /// The session ended; the reason is known.
@@ -99,16 +115,29 @@ impl Registry {
         self.live().is_empty()
     }
 
-    /// Sessions held now: over all tools, for one tool, and for one user.
-    pub(crate) fn counts(&self, tool: &str, user: &str) -> (usize, usize, usize) {
-        let live = self.live();
-        let of_tool = live.values().filter(|e| e.tool == tool).count();
-        let of_user = live.values().filter(|e| e.user == user).count();
-        (live.len(), of_tool, of_user)
-    }
-
-    pub(crate) fn insert(&self, id: &str, tool: &str, user: &str, attach: mpsc::Sender<Attach>) {
-        self.live().insert(
+    /// Registers a new session unless that would pass a limit; the check and the insert happen
+    /// under one lock.
+    pub(crate) fn try_insert(
+        &self,
+        id: &str,
+        tool: &str,
+        user: &str,
+        attach: mpsc::Sender<Attach>,
+        limits: SessionLimits,
+    ) -> Result<(), Over> {
+        let mut live = self.live();
+        if live.values().filter(|e| e.user == user).count() >= limits.per_user {
+            return Err(Over::User(limits.per_user));
+        }
+        if live.len() >= limits.total {
+            return Err(Over::Relay(limits.total));
+        }
+        if let Some(max) = limits.per_tool {
+            if live.values().filter(|e| e.tool == tool).count() >= max {
+                return Err(Over::Tool(max));
+            }
+        }
+        live.insert(
             id.to_owned(),
             Entry {
                 tool: tool.to_owned(),
@@ -116,6 +145,7 @@ impl Registry {
                 attach,
             },
         );
+        Ok(())
     }
 
     /// The way to hand a connection to session `id` of `tool`.
