@@ -34,6 +34,10 @@ use prometheus_client::metrics::histogram::Histogram;
 /// Messages queued for the tool's stdin before the session stops reading from the client.
 const TOOL_QUEUE: usize = 64;
 
+/// Most data frames held back (unacknowledged) while the tool's queue is full; a client's
+/// window is 1,024, so a compliant client never reaches this.
+const STASH_MESSAGES: usize = 4096;
+
 /// After the tool's stdout closes, how long to wait for its exit status before ending it.
 const EXIT_STATUS_WAIT: Duration = Duration::from_millis(300);
 
@@ -274,6 +278,8 @@ pub(crate) async fn run(
         ),
         inbox: Inbox::default(),
         to_tool_q: VecDeque::new(),
+        stash: VecDeque::new(),
+        stash_bytes: 0,
         pending: HashMap::new(),
         tool_gone: None,
         draining: false,
@@ -313,7 +319,12 @@ pub(crate) async fn run(
         let ack_deadline = s.ack_at.unwrap_or(far);
         let ack_now = s.ack_at.is_some_and(|t| t <= Instant::now());
         let want_send = link.is_up() && (!s.outbox.all_sent() || ack_now);
-        let can_read_client = s.to_tool_q.len() < TOOL_QUEUE;
+        // v1: always read (acks must get through; data waits in the stash); plain: stop when
+        // the tool's queue is full (backpressure on the socket).
+        let can_read_client = match p.wire {
+            Wire::V1 => s.stash.len() < STASH_MESSAGES,
+            Wire::Plain => s.to_tool_q.len() < TOOL_QUEUE,
+        };
         let can_read_tool = s.tool_gone.is_none() && (!link.is_up() || s.outbox.has_room(1));
 
         tokio::select! {
@@ -437,6 +448,9 @@ pub(crate) async fn run(
                     Ok(permit) => {
                         if let Some(msg) = s.to_tool_q.pop_front() {
                             permit.send(msg);
+                        }
+                        if let Err(ClientStep::Ended(reason) | ClientStep::Broken(reason)) = s.drain_stash() {
+                            break reason;
                         }
                     }
                     // stdin is gone: the tool is exiting, and its stdout closing ends the wait.
@@ -577,6 +591,9 @@ struct State<'a> {
     inbox: Inbox,
     /// Client → tool messages waiting for room in the tool's stdin queue.
     to_tool_q: VecDeque<Bytes>,
+    /// Data frames read (for their acks) while `to_tool_q` was full; not acknowledged yet.
+    stash: VecDeque<(u64, Bytes)>,
+    stash_bytes: usize,
     /// Client requests the tool has not answered, with what the audit log needs.
     pending: HashMap<Id, Call>,
     /// Set when the tool has exited: how, in words.
@@ -698,22 +715,13 @@ impl State<'_> {
             Wire::Plain => raw,
             Wire::V1 => match tunnel::decode(raw) {
                 Ok(tunnel::Frame::Data { seq, ack, payload }) => {
+                    // The ack is always taken in, whether or not the data can be yet: acks must
+                    // keep flowing while the tool is busy, or both ends wait on each other.
                     self.on_ack(ack)?;
-                    match self.inbox.receive(seq) {
-                        Received::New => {}
-                        Received::Duplicate => return Ok(()),
-                        Received::Gap { expected } => {
-                            return Err(ClientStep::Broken(format!(
-                                "client skipped from {expected} to {seq}"
-                            )))
-                        }
+                    if !self.stash.is_empty() || self.to_tool_q.len() >= TOOL_QUEUE {
+                        return self.stash_data(seq, payload);
                     }
-                    if self.inbox.unacked() >= ACK_EVERY {
-                        self.ack_at = Some(Instant::now());
-                    } else if self.ack_at.is_none() {
-                        self.ack_at = Some(Instant::now() + ACK_DELAY);
-                    }
-                    payload
+                    return self.accept_data(seq, payload);
                 }
                 Ok(tunnel::Frame::Ack { ack }) => return self.on_ack(ack),
                 Ok(tunnel::Frame::Control(Control::End { reason })) => {
@@ -729,6 +737,53 @@ impl State<'_> {
             },
         };
         self.on_client_message(payload);
+        Ok(())
+    }
+
+    /// Takes in one data frame in order: deduplicates, schedules the ack, forwards.
+    fn accept_data(&mut self, seq: u64, payload: Bytes) -> Result<(), ClientStep> {
+        match self.inbox.receive(seq) {
+            Received::New => {}
+            Received::Duplicate => return Ok(()),
+            Received::Gap { expected } => {
+                return Err(ClientStep::Broken(format!(
+                    "client skipped from {expected} to {seq}"
+                )))
+            }
+        }
+        if self.inbox.unacked() >= ACK_EVERY {
+            self.ack_at = Some(Instant::now());
+        } else if self.ack_at.is_none() {
+            self.ack_at = Some(Instant::now() + ACK_DELAY);
+        }
+        self.on_client_message(payload);
+        Ok(())
+    }
+
+    /// Keeps a data frame for later (not acknowledged yet) while the tool's queue is full.
+    /// A client sends at most its window unacknowledged, so this stays bounded; one that
+    /// sends more breaks the protocol.
+    fn stash_data(&mut self, seq: u64, payload: Bytes) -> Result<(), ClientStep> {
+        let cap_bytes = (4 * self.p.tool.max_message_size).max(64 * 1024 * 1024);
+        if self.stash.len() >= STASH_MESSAGES || self.stash_bytes + payload.len() > cap_bytes {
+            return Err(ClientStep::Ended(
+                "the client sent more than its window without acknowledgement".to_owned(),
+            ));
+        }
+        self.stash_bytes += payload.len();
+        self.stash.push_back((seq, payload));
+        Ok(())
+    }
+
+    /// Moves stashed data frames on while the tool's queue has room.
+    fn drain_stash(&mut self) -> Result<(), ClientStep> {
+        while self.to_tool_q.len() < TOOL_QUEUE {
+            let Some((seq, payload)) = self.stash.pop_front() else {
+                break;
+            };
+            self.stash_bytes -= payload.len();
+            self.accept_data(seq, payload)?;
+        }
         Ok(())
     }
 

@@ -387,3 +387,38 @@ fn limits_per_tool_and_idle_timeout() -> Result<()> {
     relay.wait_no_children(T)?;
     Ok(())
 }
+
+/// Deep pipelining with tool→IDE traffic on top: 3,000 requests sent without waiting, each
+/// answered with a progress notification and a result. More is in flight than any one queue
+/// holds, so this only completes if acknowledgements keep flowing while the tool is busy.
+#[test]
+fn deep_pipelining_with_notifications_does_not_stall() -> Result<()> {
+    const N: u64 = 3_000;
+    let relay = Relay::start(&demo_tool("demo", ""))?;
+    let mut ide = Ide::connect(&relay.url("demo"), &[])?;
+    ide.initialize()?;
+    let started = Instant::now();
+    for i in 0..N {
+        ide.send(&json!({"jsonrpc": "2.0", "id": i, "method": "tools/call",
+            "params": {"name": "slow", "arguments": {"steps": 1, "delay_ms": 0}, "_meta": {"progressToken": i}}}))?;
+    }
+    let (mut results, mut notes) = (0u64, 0u64);
+    while results < N {
+        let msg = ide.recv(Duration::from_secs(30))?;
+        if msg["method"] == "notifications/progress" {
+            notes += 1;
+        } else {
+            assert_eq!(text_of(&msg), "done after 1 steps", "{msg}");
+            results += 1;
+        }
+    }
+    println!(
+        "deep pipelining: {results} results, {notes} notifications in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(notes, N);
+    ide.close_stdin();
+    assert!(ide.wait(T)?.success());
+    relay.wait_no_children(T)?;
+    Ok(())
+}
