@@ -78,14 +78,11 @@ pub(crate) fn readyz(relay: &Relay) -> Response<Body> {
 
 /// The Prometheus text exposition.
 pub(crate) fn metrics(relay: &Relay) -> Response<Body> {
-    let mut resp = Response::new(Body::new(Bytes::from(relay.metrics.encode())));
-    resp.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
-    resp.headers_mut()
-        .insert(CONNECTION, HeaderValue::from_static("close"));
-    resp
+    response(
+        StatusCode::OK,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        relay.metrics.encode(),
+    )
 }
 
 /// Decides whether this caller may open (or resume) a session of tool `name`: Origin, then
@@ -460,14 +457,16 @@ fn header_has_token(value: Option<&HeaderValue>, token: &str) -> bool {
 
 /// A short plain-text response: the body is the reason, on one line.
 pub(crate) fn text(status: StatusCode, body: &str) -> Response<Body> {
-    let mut resp = Response::new(Body::new(Bytes::from(format!("{body}\n"))));
+    response(status, "text/plain; charset=utf-8", format!("{body}\n"))
+}
+
+/// Every non-upgrade answer: one request per connection (`Connection: close`), so a
+/// connection never holds its handshake slot past its one answer.
+fn response(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut resp = Response::new(Body::new(Bytes::from(body)));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    // One request per connection (keeps handshake slots short-lived).
-    resp.headers_mut()
-        .insert(CONNECTION, HeaderValue::from_static("close"));
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(CONNECTION, HeaderValue::from_static("close"));
     resp
 }

@@ -49,11 +49,6 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
         }
     }
 
-    /// The configured line cap.
-    pub fn max(&self) -> usize {
-        self.max
-    }
-
     /// The next frame, or `None` at end of stream. A last line without a terminator counts.
     pub async fn next_frame(&mut self) -> std::io::Result<Option<Frame>> {
         loop {

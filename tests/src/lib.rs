@@ -384,6 +384,20 @@ pub fn children_of(pid: u32) -> Vec<(u32, char)> {
     out
 }
 
+/// The lines of a child's output, read on a thread, as they come.
+fn lines_of(stream: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// Whether a process exists (and is not a zombie).
 pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -420,16 +434,7 @@ impl Ide {
             .context("starting the stdio server")?;
         let stderr = Log::default();
         stderr.drain_from(child.stderr.take().context("stderr")?, "client");
-        let stdout = child.stdout.take().context("stdout")?;
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = lines_of(child.stdout.take().context("stdout")?);
         Ok(Ide {
             stdin: child.stdin.take(),
             child,
@@ -546,54 +551,11 @@ impl Drop for Ide {
 
 /// Runs a peer driver script to completion and returns its JSON summary (its last stdout line).
 pub fn run_driver(cmd: &mut Command, limit: Duration) -> Result<Value> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting the driver")?;
-    let out_log = Log::default();
-    let out_thread = out_log.drain_from(child.stdout.take().context("stdout")?, "driver");
-    let err_log = Log::default();
-    let err_thread = err_log.drain_from(child.stderr.take().context("stderr")?, "driver-err");
-    let status = match wait_child(&mut child, limit) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("{e}: driver hung; stderr:\n{}", err_log.text());
-        }
-    };
-    // The pipes close once the driver (and anything it started) has exited.
-    let _ = wait_until(Duration::from_secs(5), || {
-        out_thread.is_finished() && err_thread.is_finished()
-    });
-    let out = out_log.text();
-    if !status.success() {
-        bail!(
-            "driver failed ({status}); stdout:\n{out}\nstderr:\n{}",
-            err_log.text()
-        );
-    }
-    let last = out
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
-    let summary: Value = serde_json::from_str(last).with_context(|| {
-        format!(
-            "driver's last line is not JSON: {last:?}; stderr:\n{}",
-            err_log.text()
-        )
-    })?;
-    if summary.get("ok") != Some(&Value::Bool(true)) {
-        bail!(
-            "driver reported failure: {summary}; stderr:\n{}",
-            err_log.text()
-        );
-    }
-    println!("driver summary: {summary}");
-    Ok(summary)
+    run_driver_interactive(cmd, limit, || {
+        Err(anyhow!(
+            "the driver asked for a relay restart, which this test does not do"
+        ))
+    })
 }
 
 /// Runs a driver that pauses mid-scenario: when it prints `{"event": "ready"}` on stdout,
@@ -612,17 +574,8 @@ pub fn run_driver_interactive(
         .context("starting the driver")?;
     let err_log = Log::default();
     err_log.drain_from(child.stderr.take().context("stderr")?, "driver-err");
-    let stdout = child.stdout.take().context("stdout")?;
+    let rx = lines_of(child.stdout.take().context("stdout")?);
     let mut stdin = child.stdin.take().context("stdin")?;
-    let (tx, rx) = mpsc::channel::<String>();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
     let deadline = Instant::now() + limit;
     let mut last = String::new();
     let outcome = loop {

@@ -13,8 +13,8 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use mcp_bridge_tests::proxy::FaultProxy;
 use mcp_bridge_tests::{
-    alive, bin, children_of, demo_tool, repo_root, run_driver, run_driver_interactive, signal,
-    tool_table, wait_child, wait_until, Ide, Peers, Relay, TempDir,
+    alive, bin, children_of, demo_tool, http_get, repo_root, run_driver, run_driver_interactive,
+    signal, tool_table, wait_child, wait_until, Ide, Peers, Relay, TempDir,
 };
 use serde_json::{json, Value};
 
@@ -307,25 +307,6 @@ impl Drop for Nginx {
             eprintln!("nginx access log:\n{}", self.access_log());
         }
     }
-}
-
-/// A plain HTTP/1.0 GET; returns the status and the body.
-fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: relay.test\r\n\r\n")?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .with_context(|| format!("bad HTTP answer {resp:?}"))?;
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
 }
 
 // ---------------------------------------------------------------------------------------------

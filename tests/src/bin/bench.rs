@@ -198,19 +198,31 @@ fn rss_kib(pid: u32) -> Result<u64> {
         .context("VmRSS")
 }
 
-/// Opens `n` idle `mcp-bridge.v1` sessions straight from this process and returns the relay's
-/// RSS once all are welcomed (every session must be welcomed: no errors allowed).
-async fn idle_sessions(relay: &Relay, url: &str, n: usize) -> Result<u64> {
+/// An upgrade request for a new `mcp-bridge.v1` session.
+fn v1_request(url: &str) -> Result<tokio_tungstenite::tungstenite::handshake::client::Request> {
+    let mut req = url.into_client_request()?;
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static("mcp-bridge.v1"),
+    );
+    Ok(req)
+}
+
+/// Opens `n` idle sessions with `connect` (plain or TLS) straight from this process, returns the
+/// relay's RSS once every one is welcomed (no errors allowed), then ends them on purpose.
+async fn idle_sessions<S, F, Fut>(relay: &Relay, n: usize, connect: F) -> Result<u64>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<tokio_tungstenite::WebSocketStream<S>>>
+        + Send
+        + 'static,
+{
     let mut tasks = Vec::new();
     for _ in 0..n {
-        let url = url.to_owned();
+        let connecting = connect();
         tasks.push(tokio::spawn(async move {
-            let mut req = url.as_str().into_client_request()?;
-            req.headers_mut().insert(
-                "sec-websocket-protocol",
-                HeaderValue::from_static("mcp-bridge.v1"),
-            );
-            let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
+            let mut ws = connecting.await?;
             let first = tokio::time::timeout(Duration::from_secs(30), ws.next())
                 .await?
                 .context("closed")??;
@@ -369,7 +381,11 @@ fn main() -> Result<()> {
     let base_plain = rss_kib(plain.pid())?;
     let base_tls = rss_kib(tls.pid())?;
     for n in s.idle {
-        let rp = rt.block_on(idle_sessions(&plain, &plain.url("idle"), n))?;
+        let url = plain.url("idle");
+        let rp = rt.block_on(idle_sessions(&plain, n, || {
+            let url = url.clone();
+            async move { Ok(tokio_tungstenite::connect_async(v1_request(&url)?).await?.0) }
+        }))?;
         rt.block_on(async { tokio::time::sleep(Duration::from_millis(1500)).await });
         let per = |rss: u64, base: u64| (rss.saturating_sub(base) as f64) / n as f64;
         let rt_tls = rt.block_on(idle_tls(&tls, &pki, n))?;
@@ -393,40 +409,15 @@ async fn idle_tls(relay: &Relay, pki: &Pki, n: usize) -> Result<u64> {
     let config = shared::tls::client_config(Some(std::path::Path::new(&pki.path("ca.pem"))), None)?;
     let connector = tokio_rustls::TlsConnector::from(config);
     let addr = relay.addr;
-    let mut tasks = Vec::new();
-    for _ in 0..n {
+    idle_sessions(relay, n, move || {
         let connector = connector.clone();
-        tasks.push(tokio::spawn(async move {
+        async move {
             let tcp = tokio::net::TcpStream::connect(addr).await?;
             let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
             let tls = connector.connect(name, tcp).await?;
-            let mut req =
-                format!("wss://127.0.0.1:{}/mcp/idle", addr.port()).into_client_request()?;
-            req.headers_mut().insert(
-                "sec-websocket-protocol",
-                HeaderValue::from_static("mcp-bridge.v1"),
-            );
-            let (mut ws, _) = tokio_tungstenite::client_async(req, tls).await?;
-            let first = tokio::time::timeout(Duration::from_secs(30), ws.next())
-                .await?
-                .context("closed")??;
-            if first.into_data().first() != Some(&3) {
-                bail!("no welcome");
-            }
-            Ok::<_, anyhow::Error>(ws)
-        }));
-        if tasks.len() % 50 == 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            let req = v1_request(&format!("wss://127.0.0.1:{}/mcp/idle", addr.port()))?;
+            Ok(tokio_tungstenite::client_async(req, tls).await?.0)
         }
-    }
-    let mut open = Vec::new();
-    for t in tasks {
-        open.push(t.await??);
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss = rss_kib(relay.pid())?;
-    for ws in &mut open {
-        end_session(ws).await;
-    }
-    Ok(rss)
+    })
+    .await
 }
