@@ -277,13 +277,7 @@ fn upgrade(
                 let Ok(upgraded) = on_upgrade.await else {
                     return;
                 };
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(ws_config),
-                )
-                .await;
-                let conn = shared::conn::spawn(ws, heartbeat);
+                let conn = open_conn(upgraded, ws_config, heartbeat).await;
                 if let Err(e) = attach.send(Attach { conn, last_seq }).await {
                     // The session ended between the check and now: say why on this connection.
                     let reason = registry
@@ -394,13 +388,7 @@ fn upgrade(
         async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
-                    let ws = WebSocketStream::from_raw_socket(
-                        TokioIo::new(upgraded),
-                        Role::Server,
-                        Some(ws_config),
-                    )
-                    .await;
-                    let conn = shared::conn::spawn(ws, heartbeat);
+                    let conn = open_conn(upgraded, ws_config, heartbeat).await;
                     session::run(params, tool_proc, conn, attach_rx).await;
                 }
                 Err(e) => {
@@ -419,6 +407,17 @@ fn upgrade(
 }
 
 use crate::session::short_id as short;
+
+/// The upgraded connection as a WebSocket, with its reader and writer tasks.
+async fn open_conn(
+    upgraded: hyper::upgrade::Upgraded,
+    config: WebSocketConfig,
+    heartbeat: shared::conn::Heartbeat,
+) -> shared::conn::Conn {
+    let ws =
+        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    shared::conn::spawn(ws, heartbeat)
+}
 
 /// The `101 Switching Protocols` answer.
 fn switching(key: &HeaderValue, protocol: Option<&'static str>) -> Response<Body> {
