@@ -28,14 +28,15 @@ use shared::tunnel::{
 };
 use shared::SUBPROTOCOL_MCP;
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::auth::{AuthError, Principal};
 use crate::child::ToolProcess;
 use crate::config::ToolConfig;
 use crate::metrics::{ConnectLabels, ReasonLabel, ToolLabel};
-use crate::session::{self, Attach, ResumeRefusal, Wire};
+use crate::session::{self, Attach, ResumeRefusal};
 use crate::Relay;
+use shared::carrier::WsCarrier;
+use shared::endpoint::{Framing, Transmit};
 
 pub(crate) type Body = Full<Bytes>;
 
@@ -201,9 +202,9 @@ fn upgrade(
     }
     let offered = headers.get(SEC_WEBSOCKET_PROTOCOL);
     let (wire, protocol) = match offered {
-        None => (Wire::Plain, None),
-        Some(v) if header_has_token(Some(v), SUBPROTOCOL_V1) => (Wire::V1, Some(SUBPROTOCOL_V1)),
-        Some(v) if header_has_token(Some(v), SUBPROTOCOL_MCP) => (Wire::Plain, Some(SUBPROTOCOL_MCP)),
+        None => (Framing::Plain, None),
+        Some(v) if header_has_token(Some(v), SUBPROTOCOL_V1) => (Framing::V1, Some(SUBPROTOCOL_V1)),
+        Some(v) if header_has_token(Some(v), SUBPROTOCOL_MCP) => (Framing::Plain, Some(SUBPROTOCOL_MCP)),
         Some(v) => {
             return text(
                 StatusCode::BAD_REQUEST,
@@ -215,7 +216,7 @@ fn upgrade(
         }
     };
     let resume = match (wire, headers.get(HEADER_SESSION)) {
-        (Wire::V1, Some(id)) => {
+        (Framing::V1, Some(id)) => {
             let id = String::from_utf8_lossy(id.as_bytes()).into_owned();
             let last_seq = headers
                 .get(HEADER_LAST_SEQ)
@@ -277,15 +278,15 @@ fn upgrade(
                 let Ok(upgraded) = on_upgrade.await else {
                     return;
                 };
-                let conn = open_conn(upgraded, ws_config, heartbeat).await;
-                if let Err(e) = attach.send(Attach { conn, last_seq }).await {
+                let carrier = open_conn(upgraded, ws_config, heartbeat).await;
+                if let Err(e) = attach.send(Attach { carrier, last_seq }).await {
                     // The session ended between the check and now: say why on this connection.
                     let reason = registry
                         .ended_reason(&id)
                         .unwrap_or_else(|| "session ended".to_owned());
-                    let conn = e.0.conn;
                     let end = tunnel::encode_control(&Control::End { reason });
-                    conn.close(vec![Message::Binary(end)], None, Duration::from_secs(1))
+                    e.0.carrier
+                        .close(vec![Transmit::Binary(end)], None, Duration::from_secs(1))
                         .await;
                 }
             }
@@ -377,7 +378,7 @@ fn upgrade(
         id: session_id,
         user: principal.user,
         tool,
-        wire,
+        framing: wire,
         limits: relay.limits.clone(),
         shutdown: relay.shutdown.clone(),
         registry: relay.registry.clone(),
@@ -388,8 +389,8 @@ fn upgrade(
         async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
-                    let conn = open_conn(upgraded, ws_config, heartbeat).await;
-                    session::run(params, tool_proc, conn, attach_rx).await;
+                    let carrier = open_conn(upgraded, ws_config, heartbeat).await;
+                    session::run(params, tool_proc, carrier, attach_rx).await;
                 }
                 Err(e) => {
                     warn!("WebSocket upgrade failed: {e}");
@@ -408,15 +409,15 @@ fn upgrade(
 
 use crate::session::short_id as short;
 
-/// The upgraded connection as a WebSocket, with its reader and writer tasks.
+/// The upgraded connection as a WebSocket carrier for the session's driver.
 async fn open_conn(
     upgraded: hyper::upgrade::Upgraded,
     config: WebSocketConfig,
     heartbeat: shared::conn::Heartbeat,
-) -> shared::conn::Conn {
+) -> WsCarrier<session::Socket> {
     let ws =
         WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-    shared::conn::spawn(ws, heartbeat)
+    WsCarrier::new(ws, heartbeat)
 }
 
 /// The `101 Switching Protocols` answer.

@@ -26,6 +26,8 @@ pub const TOOL_EXITED: i64 = -32010;
 pub const RELAY_UNAVAILABLE: i64 = -32011;
 /// A message exceeded the bridge's size limit.
 pub const MESSAGE_TOO_LARGE: i64 = -32012;
+/// Too many requests in flight on one session; wait for answers, then send again.
+pub const TOO_MANY_REQUESTS: i64 = -32013;
 
 /// A JSON-RPC id, normalized so that it can key a table of requests in flight.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

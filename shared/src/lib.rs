@@ -4,8 +4,11 @@
 //!
 //! Nothing here does network or process I/O of its own; the client and the relay own that.
 
+pub mod carrier;
 pub mod conn;
+pub mod endpoint;
 pub mod framing;
+pub mod ingress;
 pub mod jsonrpc;
 pub mod tls;
 pub mod tunnel;
@@ -52,6 +55,32 @@ pub fn no_secret_traces(
     })
 }
 
+/// A peer-supplied value made safe for any log format: control characters (newlines above
+/// all, which could forge a whole log line) are escaped, and the result is cut at 256 bytes.
+pub fn log_safe(s: &str) -> std::borrow::Cow<'_, str> {
+    log_safe_max(s, 256)
+}
+
+/// [`log_safe`] with another length limit (in bytes).
+pub fn log_safe_max(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max && !s.chars().any(|c| c.is_control() || c == '\\') {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len().min(max) + 8);
+    for c in s.chars() {
+        if out.len() >= max {
+            out.push('…');
+            break;
+        }
+        if c.is_control() || c == '\\' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Formats a duration for messages: "400 ms", "60 s", "1.5 s".
 pub fn human_duration(d: std::time::Duration) -> String {
     let ms = d.as_millis();
@@ -67,6 +96,13 @@ pub fn human_duration(d: std::time::Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::{human_bytes, human_duration};
+
+    #[test]
+    fn log_safe_escapes_and_cuts() {
+        assert_eq!(super::log_safe("plain"), "plain");
+        assert_eq!(super::log_safe("a\nb"), "a\\nb");
+        assert!(super::log_safe(&"x".repeat(1000)).len() < 300);
+    }
 
     #[test]
     fn human_duration_reads_well() {

@@ -1,0 +1,453 @@
+//! The relay session's driver: the one task that owns a session's client connection (its
+//! carrier) and its tool's pipes and process, feeds what happens on them to the [`Core`], and
+//! writes what the core says to write. No channels on the message path; the only other task
+//! a session has copies the tool's stderr into the log.
+//!
+//! It decides nothing about messages: that is the core's job. It ends the tool in the MCP
+//! order (close stdin, wait; SIGTERM; SIGKILL), reaps it, and only then frees the session's
+//! slot in the registry.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::histogram::Histogram;
+use tokio::io::AsyncWriteExt;
+use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tracing::{debug, info, warn, Instrument};
+
+use shared::carrier::{Io, WsCarrier};
+use shared::endpoint::{Framing, Transmit};
+use shared::framing::{Frame, LineReader};
+use shared::ingress::{Peer, RefusalKind};
+use shared::tunnel::{self, Control};
+
+use super::core::{Core, CoreConfig, Event};
+use super::end::EndReason;
+use super::{short_id, Attach, Params};
+use crate::child::{self, ToolProcess};
+use crate::metrics::{self, Direction, ExitLabels, MethodLabels, ToolLabel};
+
+/// The relay's WebSocket connections.
+pub(crate) type Socket = TokioIo<Upgraded>;
+
+/// How long to wait for queued frames and the close frame to reach a departing client.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// Bytes gathered for one write to the tool's stdin.
+const STDIN_BATCH: usize = 64 * 1024;
+
+/// Runs a session to its end. Owns the tool process and always reaps it.
+pub(crate) async fn run(
+    p: Params,
+    mut tool: ToolProcess,
+    first: WsCarrier<Socket>,
+    mut attach_rx: mpsc::Receiver<Attach>,
+) {
+    let started = Instant::now();
+    if let Some(stderr) = tool.stderr.take() {
+        tokio::spawn(log_stderr(stderr).in_current_span());
+    }
+    let mut stdin: Option<ChildStdin> = tool.stdin.take();
+    let mut stdout = tool
+        .stdout
+        .take()
+        .map(|o| LineReader::new(o, p.tool.max_message_size));
+    let mut stdin_buf = BytesMut::new();
+    let mut exited = false;
+
+    let tool_label = ToolLabel {
+        tool: p.tool.name.clone(),
+    };
+    p.metrics.sessions_total.get_or_create(&tool_label).inc();
+    p.metrics.sessions_active.get_or_create(&tool_label).inc();
+    let mut rec = Recorder::new(&p);
+
+    let mut core = Core::new(
+        CoreConfig {
+            id: p.id.clone(),
+            tool: p.tool.name.clone(),
+            framing: p.framing,
+            max_message: p.tool.max_message_size,
+            resume_window: p.limits.resume_window,
+            resume_buffer_messages: p.limits.resume_buffer_messages,
+            resume_buffer_bytes: p.limits.resume_buffer_bytes,
+            idle_timeout: p.limits.idle_timeout,
+            stall_timeout: p.limits.heartbeat.timeout,
+        },
+        Instant::now(),
+    );
+    let mut carrier: Option<WsCarrier<Socket>> = Some(first);
+    let mut drained = false;
+
+    while !core.check_done() {
+        let now = Instant::now();
+        let deadline = [
+            core.poll_timeout(),
+            carrier.as_ref().map(WsCarrier::deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let want_client = core.wants_client();
+        let want_send = core.wants_client_transmit(now);
+        tokio::select! {
+            biased;
+            () = p.shutdown.force.cancelled() => core.on_force(),
+            () = p.shutdown.drain.cancelled(), if !drained => {
+                drained = true;
+                core.on_drain();
+            }
+            attach = attach_rx.recv() => {
+                let Some(attach) = attach else { continue };
+                if carrier.take().is_some() {
+                    debug!("a new connection replaces the current one");
+                }
+                match core.on_attach(attach.last_seq, Instant::now()) {
+                    Ok(()) => carrier = Some(attach.carrier),
+                    Err(why) => {
+                        let end = Transmit::Binary(tunnel::encode_control(&Control::End { reason: why.clone() }));
+                        let frame = close_frame(tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Policy, &why);
+                        tokio::spawn(attach.carrier.close(vec![end], Some(frame), CLOSE_WAIT).in_current_span());
+                    }
+                }
+            }
+            status = tool.child.wait(), if !exited => {
+                exited = true;
+                let (how, clean) = match &status {
+                    Ok(s) => (child::describe_exit(s), s.success()),
+                    Err(e) => (format!("could not be waited for ({e})"), false),
+                };
+                // Helpers it started (in its process group) go with it, and with them any
+                // holder of its stdout.
+                child::kill_group(tool.pgid, nix::sys::signal::Signal::SIGKILL);
+                core.on_tool_exit(how, clean, Instant::now());
+            }
+            n = write_some(stdin.as_mut(), &stdin_buf), if !stdin_buf.is_empty() => match n {
+                Ok(n) => {
+                    let _ = stdin_buf.split_to(n);
+                    core.on_tool_wrote(n, Instant::now());
+                }
+                Err(e) => {
+                    debug!("writing to the tool's stdin failed: {e}");
+                    stdin = None;
+                    stdin_buf.clear();
+                    core.on_tool_stdin_closed();
+                }
+            },
+            io = client_io(carrier.as_mut(), want_client, want_send) => match io {
+                Io::Ready => {
+                    if let (Some(c), Some(t)) = (carrier.as_mut(), core.poll_client_transmit(Instant::now())) {
+                        if let Err(why) = c.send(t) {
+                            carrier = None;
+                            core.on_client_gone(&why, Instant::now());
+                        }
+                    }
+                }
+                Io::Message(raw) => core.on_client_message(raw, Instant::now()),
+                Io::Closed(why) => {
+                    carrier = None;
+                    core.on_client_gone(&why, Instant::now());
+                }
+                Io::Fatal(why) => {
+                    carrier = None;
+                    warn!("{why}; ending the session");
+                    core.on_client_fatal(&why);
+                }
+            },
+            frame = next_line(stdout.as_mut()), if core.wants_tool() => match frame {
+                Some(frame) => core.on_tool_frame(frame, Instant::now()),
+                None => {
+                    stdout = None;
+                    core.on_tool_stdout_closed(Instant::now());
+                }
+            },
+            () = sleep_until(deadline) => {
+                let now = Instant::now();
+                core.on_timeout(now);
+                if let Some(c) = carrier.as_mut() {
+                    if let Err(why) = c.on_timer(now) {
+                        carrier = None;
+                        core.on_client_gone(&why, now);
+                    }
+                }
+            }
+        }
+        if stdin.is_some() && stdin_buf.len() < STDIN_BATCH {
+            while let Some(msg) = core.poll_tool_transmit() {
+                stdin_buf.reserve(msg.len() + 1);
+                stdin_buf.put_slice(&msg);
+                stdin_buf.put_u8(b'\n');
+                if stdin_buf.len() >= STDIN_BATCH {
+                    break;
+                }
+            }
+        } else if stdin.is_none() && core.tool_is_gone() {
+            while core.poll_tool_transmit().is_some() {}
+        }
+        while let Some(e) = core.poll_event() {
+            rec.record(e);
+        }
+    }
+
+    // Answer what is still in flight, tell the client (if it is here), end the tool.
+    let reason = core.finish();
+    while let Some(e) = core.poll_event() {
+        rec.record(e);
+    }
+    p.registry.ending(&p.id, &reason.to_string());
+    attach_rx.close();
+    // Close the tool's stdin first: a tool that follows the MCP stdio shutdown order exits by
+    // itself on EOF.
+    drop(stdin);
+    if let Some(c) = carrier {
+        flush_and_close(c, &mut core, p.framing, &reason).await;
+    }
+    let mut how = "ended";
+    if !exited {
+        match child::terminate(&mut tool.child, tool.pgid, p.limits.kill_grace).await {
+            Ok(status) => {
+                debug!("tool {}", child::describe_exit(&status));
+                if status.success() {
+                    how = "exited";
+                }
+            }
+            Err(e) => warn!("could not reap the tool: {e}"),
+        }
+        p.metrics
+            .tool_exits
+            .get_or_create(&ExitLabels {
+                tool: p.tool.name.clone(),
+                how: "ended",
+            })
+            .inc();
+    }
+    // Only now, with the tool reaped, is the slot free.
+    p.registry.release(&p.id);
+    p.metrics.sessions_active.get_or_create(&tool_label).dec();
+    p.metrics
+        .session_duration
+        .get_or_create(&tool_label)
+        .observe(started.elapsed().as_secs_f64());
+    info!(
+        target: "audit",
+        event = "session_ended",
+        user = %p.user,
+        reason = ?reason.to_string(),
+        source = ?reason.source(),
+        end = reason.label(),
+        tool_end = how,
+        duration_ms = started.elapsed().as_millis() as u64,
+        "session ended"
+    );
+}
+
+/// Sends what the client has not been sent yet (answers, errors), then the end notice and a
+/// close frame, within [`CLOSE_WAIT`].
+async fn flush_and_close(
+    mut c: WsCarrier<Socket>,
+    core: &mut Core,
+    framing: Framing,
+    reason: &EndReason,
+) {
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        while core.wants_client_transmit(Instant::now()) {
+            match c.io(false, true).await {
+                Io::Ready => {
+                    if let Some(t) = core.poll_client_transmit(Instant::now()) {
+                        if c.send(t).is_err() {
+                            return;
+                        }
+                    }
+                }
+                _ => return,
+            }
+        }
+    })
+    .await;
+    let mut last = Vec::new();
+    if framing == Framing::V1 {
+        last.push(Transmit::Binary(tunnel::encode_control(&Control::End {
+            reason: reason.to_string(),
+        })));
+    }
+    c.close(
+        last,
+        Some(close_frame(reason.close_code(), &reason.to_string())),
+        CLOSE_WAIT,
+    )
+    .await;
+}
+
+fn close_frame(
+    code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode,
+    reason: &str,
+) -> CloseFrame {
+    CloseFrame {
+        code,
+        reason: Utf8Bytes::from(truncate_reason(reason)),
+    }
+}
+
+/// The carrier's next event; never resolves without a connection.
+async fn client_io(c: Option<&mut WsCarrier<Socket>>, recv: bool, send: bool) -> Io {
+    match c {
+        Some(c) => c.io(recv, send).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One write to the tool's stdin (cancel-safe: it either wrote `n` bytes or nothing).
+async fn write_some(stdin: Option<&mut ChildStdin>, buf: &[u8]) -> std::io::Result<usize> {
+    match stdin {
+        Some(s) => match s.write(buf).await {
+            Ok(0) => Err(std::io::ErrorKind::WriteZero.into()),
+            other => other,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// The tool's next stdout line; `None` at its end. Never resolves once stdout is gone.
+async fn next_line(stdout: Option<&mut LineReader<ChildStdout>>) -> Option<Frame> {
+    match stdout {
+        Some(r) => match r.next_frame().await {
+            Ok(f) => f,
+            Err(e) => {
+                warn!("reading the tool's stdout failed: {e}");
+                None
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Turns the core's events into metrics and log lines.
+struct Recorder<'a> {
+    p: &'a Params,
+    to_client: metrics::Flow,
+    to_tool: metrics::Flow,
+    /// Request latency histograms by method, looked up once per method per session.
+    latency: HashMap<&'static str, Histogram>,
+}
+
+impl<'a> Recorder<'a> {
+    fn new(p: &'a Params) -> Recorder<'a> {
+        Recorder {
+            p,
+            to_client: p.metrics.flow(&p.tool.name, Direction::ToClient),
+            to_tool: p.metrics.flow(&p.tool.name, Direction::ToTool),
+            latency: HashMap::new(),
+        }
+    }
+
+    fn record(&mut self, e: Event) {
+        match e {
+            Event::ToClient(n) => self.to_client.record(n),
+            Event::ToTool(n) => self.to_tool.record(n),
+            Event::Call { call, outcome } => {
+                let method = metrics::method_label(&call.method);
+                let metrics = &self.p.metrics;
+                let tool = &self.p.tool.name;
+                self.latency
+                    .entry(method)
+                    .or_insert_with(|| {
+                        metrics
+                            .request_duration
+                            .get_or_create(&MethodLabels {
+                                tool: tool.clone(),
+                                method: method.to_owned(),
+                            })
+                            .clone()
+                    })
+                    .observe(call.started.elapsed().as_secs_f64());
+                // One audit event per finished client request: who, which session and tool,
+                // which method (and tool name for `tools/call`), how long, how it ended.
+                // Never the payload; peer-chosen names are escaped and cut.
+                info!(
+                    target: "audit",
+                    event = "call",
+                    user = %self.p.user,
+                    session = %short_id(&self.p.id),
+                    tool = %self.p.tool.name,
+                    method = ?&*call.method,
+                    tool_name = ?call.tool_name.as_deref().unwrap_or(""),
+                    duration_ms = call.started.elapsed().as_millis() as u64,
+                    outcome = outcome.as_str(),
+                    "call finished"
+                );
+            }
+            Event::Refused { from, kind, what } => match (from, kind) {
+                (_, RefusalKind::Oversize) => warn!("{what}"),
+                (Peer::Client, RefusalKind::Batch) => {
+                    warn!("client sent {what}; answered with errors")
+                }
+                (Peer::Client, _) => debug!(error = %what, "client sent an unusable message"),
+                (Peer::Server, _) => warn!(
+                    line = %what,
+                    "tool wrote a line that is not a JSON-RPC message to stdout; skipped"
+                ),
+            },
+            Event::Detached { why } => info!(
+                why = ?why,
+                window = %shared::human_duration(self.p.limits.resume_window),
+                "client away; keeping the session for a resume"
+            ),
+            Event::Resumed { away, replay } => info!(
+                away_ms = away.as_millis() as u64,
+                replay, "client resumed the session"
+            ),
+            Event::ResumeRefused { why } => warn!(why = ?why, "resume refused"),
+            Event::ToolGone { how, clean } => {
+                let label = if clean { "exited" } else { "crashed" };
+                self.p
+                    .metrics
+                    .tool_exits
+                    .get_or_create(&ExitLabels {
+                        tool: self.p.tool.name.clone(),
+                        how: label,
+                    })
+                    .inc();
+                warn!("tool `{}` {how}", self.p.tool.name);
+            }
+        }
+    }
+}
+
+/// Copies the tool's stderr into the relay's log, one event per line (escaped: a tool's
+/// output never forges a log line).
+async fn log_stderr(stderr: ChildStderr) {
+    let mut reader = LineReader::new(stderr, 16 * 1024);
+    while let Ok(Some(frame)) = reader.next_frame().await {
+        match frame {
+            Frame::Line(line) => {
+                info!(target: "tool", "tool stderr: {}", shared::log_safe_max(&String::from_utf8_lossy(&line), 16 * 1024));
+            }
+            Frame::Oversize { len, .. } => {
+                info!(target: "tool", "tool stderr: (a line of {len} bytes, not shown)");
+            }
+        }
+    }
+}
+
+/// Close reasons are limited to 123 bytes by RFC 6455.
+fn truncate_reason(reason: &str) -> String {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_owned()
+}

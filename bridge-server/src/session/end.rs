@@ -1,0 +1,147 @@
+//! Why a session ended, typed by where the end came from (the client, the tool, or the relay
+//! itself). Everything said about an end — the WebSocket close code, the text the user reads,
+//! the metric label, the JSON-RPC error code for calls still in flight — derives from here, so
+//! no code ever matches on an end's text.
+
+use std::fmt;
+use std::time::Duration;
+
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use shared::jsonrpc;
+
+/// Where an end came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    Client,
+    Tool,
+    Relay,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum EndReason {
+    /// The client ended the session on purpose (v1 `end`); its words, escaped.
+    ClientEnded(String),
+    /// A plain client's connection closed (or broke).
+    ClientLeft(String),
+    /// The client broke a hard limit (a message over the WebSocket cap, its window).
+    ClientBrokeLimit(String),
+    /// The client stayed away longer than the resume window.
+    ClientAway(Duration),
+    /// The tool exited by itself, crashed, or closed its stdout: how, in words.
+    ToolGone { tool: String, how: String },
+    /// The tool took none of its input for this long while input waited.
+    ToolStalled { tool: String, after: Duration },
+    /// The relay is shutting down.
+    RelayShutdown,
+    /// No message either way for this long.
+    RelayIdle(Duration),
+    /// The tool's output while the client was away filled the resume buffer.
+    RelayResumeBufferFull { messages: usize, bytes: usize },
+}
+
+impl EndReason {
+    pub(crate) fn source(&self) -> Source {
+        match self {
+            EndReason::ClientEnded(_)
+            | EndReason::ClientLeft(_)
+            | EndReason::ClientBrokeLimit(_)
+            | EndReason::ClientAway(_) => Source::Client,
+            EndReason::ToolGone { .. } | EndReason::ToolStalled { .. } => Source::Tool,
+            EndReason::RelayShutdown
+            | EndReason::RelayIdle(_)
+            | EndReason::RelayResumeBufferFull { .. } => Source::Relay,
+        }
+    }
+
+    /// The WebSocket close code the client gets.
+    pub(crate) fn close_code(&self) -> CloseCode {
+        match self {
+            EndReason::ToolGone { .. } | EndReason::ToolStalled { .. } => CloseCode::Error,
+            EndReason::RelayShutdown => CloseCode::Away,
+            EndReason::ClientBrokeLimit(_) => CloseCode::Policy,
+            _ => CloseCode::Normal,
+        }
+    }
+
+    /// The label of `mcp_bridge_session_ends_total`.
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            EndReason::ClientEnded(_) => "client_ended",
+            EndReason::ClientLeft(_) => "client_left",
+            EndReason::ClientBrokeLimit(_) => "client_broke_limit",
+            EndReason::ClientAway(_) => "client_away",
+            EndReason::ToolGone { .. } => "tool_gone",
+            EndReason::ToolStalled { .. } => "tool_stalled",
+            EndReason::RelayShutdown => "relay_shutdown",
+            EndReason::RelayIdle(_) => "idle",
+            EndReason::RelayResumeBufferFull { .. } => "resume_buffer_full",
+        }
+    }
+
+    /// The JSON-RPC error code for the client's calls the end left unanswered.
+    pub(crate) fn error_code(&self) -> i64 {
+        match self.source() {
+            Source::Tool => jsonrpc::TOOL_EXITED,
+            _ => jsonrpc::RELAY_UNAVAILABLE,
+        }
+    }
+}
+
+impl fmt::Display for EndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EndReason::ClientEnded(why) => write!(f, "client ended the session ({why})"),
+            EndReason::ClientLeft(why) => write!(f, "client left ({why})"),
+            EndReason::ClientBrokeLimit(why) => write!(f, "the client broke a limit: {why}"),
+            EndReason::ClientAway(window) => write!(
+                f,
+                "the client was away longer than the resume window ({})",
+                shared::human_duration(*window)
+            ),
+            EndReason::ToolGone { tool, how } => write!(f, "tool `{tool}` {how}"),
+            EndReason::ToolStalled { tool, after } => write!(
+                f,
+                "tool `{tool}` read none of its input for {}",
+                shared::human_duration(*after)
+            ),
+            EndReason::RelayShutdown => f.write_str("the relay is shutting down"),
+            EndReason::RelayIdle(d) => write!(
+                f,
+                "idle for {} with no message either way",
+                shared::human_duration(*d)
+            ),
+            EndReason::RelayResumeBufferFull { messages, bytes } => write!(
+                f,
+                "the tool's output while the client was away filled the resume buffer \
+                 ({messages} messages / {})",
+                shared::human_bytes(*bytes)
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn everything_derives_from_the_source() {
+        let tool = EndReason::ToolGone {
+            tool: "demo".into(),
+            how: "exited with status 3".into(),
+        };
+        assert_eq!(tool.source(), Source::Tool);
+        assert_eq!(tool.close_code(), CloseCode::Error);
+        assert_eq!(tool.error_code(), jsonrpc::TOOL_EXITED);
+        assert_eq!(tool.to_string(), "tool `demo` exited with status 3");
+        let shutdown = EndReason::RelayShutdown;
+        assert_eq!(shutdown.close_code(), CloseCode::Away);
+        assert_eq!(shutdown.error_code(), jsonrpc::RELAY_UNAVAILABLE);
+        assert_eq!(
+            EndReason::ClientBrokeLimit("x".into()).close_code(),
+            CloseCode::Policy
+        );
+    }
+}

@@ -1,0 +1,48 @@
+//! Relay sessions: a tool process on one side, and on the other a client that may come and go
+//! (subprotocol `mcp-bridge.v1`) or stays for the session's life (plain `mcp`).
+//!
+//! [`core`] decides (sans-IO), [`driver`] is the one task per session that does the I/O,
+//! [`registry`] holds the relay-wide table of sessions and their limits, [`end`] says why a
+//! session ended. Authenticating, routing and spawning are the HTTP layer's job.
+
+mod core;
+mod driver;
+mod end;
+mod registry;
+
+use std::sync::Arc;
+
+use shared::carrier::WsCarrier;
+use shared::endpoint::Framing;
+
+use crate::config::{Limits, ToolConfig};
+use crate::metrics::Metrics;
+
+pub(crate) use driver::{run, Socket};
+pub(crate) use registry::{Over, Registry, ResumeRefusal, SessionLimits, Shutdown};
+
+/// A client connection being handed to an existing session.
+pub(crate) struct Attach {
+    pub(crate) carrier: WsCarrier<Socket>,
+    /// The highest sequence number the client says it received from the relay.
+    pub(crate) last_seq: u64,
+}
+
+/// What a session needs besides its tool and first connection.
+pub(crate) struct Params {
+    pub(crate) id: String,
+    /// The authenticated user (for audit events).
+    pub(crate) user: String,
+    pub(crate) tool: Arc<ToolConfig>,
+    pub(crate) framing: Framing,
+    pub(crate) limits: Limits,
+    pub(crate) shutdown: Shutdown,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+/// The first 8 hex digits of a session id: enough to follow a session in the logs, too few to
+/// take it over.
+pub(crate) fn short_id(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
