@@ -46,6 +46,10 @@ const EOF_ANSWER_WAIT: Duration = Duration::from_millis(1200);
 /// How long the relay may take to confirm our close.
 const CLOSE_WAIT: Duration = Duration::from_millis(500);
 
+/// When the first connection fails: how long to go on reading the IDE's lines (to answer
+/// each request with the reason) before exiting.
+const FIRST_FAILURE_DRAIN: Duration = Duration::from_millis(300);
+
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -203,11 +207,29 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    run_until(opts, input, output, std::future::pending()).await
+}
+
+/// [`run`], but `stop` resolving (a signal from the IDE: SIGINT, SIGTERM, SIGHUP) ends the
+/// session exactly as the end of `input` does: answers in flight are awaited briefly, the
+/// relay is told the session is over (so it frees the session and the tool at once), then it
+/// returns.
+pub async fn run_until<R, W, S>(
+    opts: Options,
+    input: R,
+    output: W,
+    stop: S,
+) -> Result<(), ClientError>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+    S: std::future::Future<Output = ()> + Send + 'static,
+{
     let (out_tx, out_rx) = mpsc::channel::<Bytes>(QUEUE_DEPTH);
     let writer = tokio::spawn(write_output(output, out_rx));
     let (in_tx, mut in_rx) = mpsc::channel::<Frame>(QUEUE_DEPTH);
     // Read stdin while the connection is being made, so neither waits on the other.
-    let reader = tokio::spawn(read_input(input, opts.max_message_size, in_tx));
+    let reader = tokio::spawn(read_input(input, opts.max_message_size, in_tx, stop));
 
     let first = tokio::time::timeout(CONNECT_TIMEOUT, connect::connect(&opts, None, false)).await;
     let first = first.unwrap_or_else(|_| {
@@ -228,9 +250,11 @@ where
             Ok(())
         }
         Err(e) => {
-            // Answer what the IDE already asked, so nothing is left hanging.
+            // Answer what the IDE already asked, so nothing is left hanging — including lines
+            // it wrote just before the failure that the reader has not handed over yet.
             let message = e.to_string();
-            while let Ok(frame) = in_rx.try_recv() {
+            let until = Instant::now() + FIRST_FAILURE_DRAIN;
+            while let Ok(Some(frame)) = tokio::time::timeout_at(until, in_rx.recv()).await {
                 if let Frame::Line(line) = frame {
                     if let Ok(Kind::Request { id, .. }) = jsonrpc::classify(&line) {
                         let body = jsonrpc::error_response(
@@ -912,10 +936,22 @@ fn with_id(msg: &[u8], id: &Id) -> Option<(Bytes, Id)> {
     Some((Bytes::from(bytes), id.clone()))
 }
 
-async fn read_input<R: AsyncRead + Unpin>(input: R, max: usize, tx: mpsc::Sender<Frame>) {
+async fn read_input<R, S>(input: R, max: usize, tx: mpsc::Sender<Frame>, stop: S)
+where
+    R: AsyncRead + Unpin,
+    S: std::future::Future<Output = ()>,
+{
     let mut reader = LineReader::new(input, max);
+    let mut stop = std::pin::pin!(stop);
     loop {
-        match reader.next_frame().await {
+        let next = tokio::select! {
+            next = reader.next_frame() => next,
+            () = &mut stop => {
+                info!("asked to stop; ending the session as at the end of stdin");
+                return;
+            }
+        };
+        match next {
             Ok(Some(frame)) => {
                 if tx.send(frame).await.is_err() {
                     return;

@@ -225,12 +225,12 @@ fn connect(args: ConnectArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(bridge_client::run(
-        opts,
-        tokio::io::stdin(),
-        tokio::io::stdout(),
-    ));
-    // stdin is read on a blocking thread that cannot be interrupted; do not wait for it.
+    let result = runtime.block_on(async {
+        let (input, output) = bridge_client::stdio::open();
+        bridge_client::run_until(opts, input, output, stop_signal()).await
+    });
+    // A terminal's stdin is read on a blocking thread that cannot be interrupted; do not wait
+    // for it.
     runtime.shutdown_timeout(Duration::from_millis(50));
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -307,6 +307,30 @@ fn options(args: &ConnectArgs, url: String) -> Result<Options, String> {
         proxy,
         affinity: Some(affinity_key()),
     })
+}
+
+/// Resolves at the first SIGINT, SIGTERM or SIGHUP: how hosts end their stdio servers
+/// (Claude Code sends SIGINT, Gemini CLI SIGTERM, without closing stdin first).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let kinds = [
+            SignalKind::interrupt(),
+            SignalKind::terminate(),
+            SignalKind::hangup(),
+        ];
+        let mut streams: Vec<_> = kinds.into_iter().filter_map(|k| signal(k).ok()).collect();
+        if streams.is_empty() {
+            return std::future::pending().await;
+        }
+        let waits = streams.iter_mut().map(|s| Box::pin(s.recv()));
+        let _ = futures_util::future::select_all(waits).await;
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// A random key for this process: the same on every (re)connect, different per IDE session.
