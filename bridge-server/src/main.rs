@@ -193,7 +193,10 @@ async fn real_main(args: Args) -> anyhow::Result<ExitCode> {
                 loaded.config
             }
             Err(e) => {
-                eprintln!("{e}");
+                match &e {
+                    ConfigError::Read { .. } => eprintln!("bridge-server: {e}"),
+                    _ => eprintln!("{e}"),
+                }
                 eprintln!(
                     "bridge-server: invalid config {}; the relay did not start",
                     path.display()

@@ -29,6 +29,22 @@ pub(super) fn auth(
         return None;
     }
     let (mode, at) = a.string("mode", p)?;
+    // Tables another mode would use are not read: say so, rather than leave them looking live.
+    let known = matches!(mode, "none" | "tokens" | "jwt");
+    if let (Some(t), true) = (tokens.first(), known && mode != "tokens") {
+        p.warn(
+            t.at(),
+            &a.key("token"),
+            format!("ignored: [[auth.token]] tables are used with mode \"tokens\", and mode is \"{mode}\""),
+        );
+    }
+    if let (Some(j), true) = (&jwt, known && mode != "jwt") {
+        p.warn(
+            j.at(),
+            j.name(),
+            format!("ignored: [auth.jwt] is used with mode \"jwt\", and mode is \"{mode}\""),
+        );
+    }
     match mode {
         "none" => Some(AuthConfig::None),
         "tokens" => {

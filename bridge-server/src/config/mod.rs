@@ -39,7 +39,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
 pub const DEMO_TOOL: &str = "demo";
 
 /// The top-level keys of a config file.
-const SECTIONS: &[&str] = &[
+const TOP_LEVEL_KEYS: &[&str] = &[
     "listen", "tls", "auth", "security", "metrics", "limits", "tool",
 ];
 
@@ -200,7 +200,7 @@ impl Config {
             return Err(p.into_error());
         }
         let root = Section::root(doc.get_ref());
-        root.only(SECTIONS, &mut p);
+        root.only(TOP_LEVEL_KEYS, &mut p);
         let base = path.parent().unwrap_or(Path::new("."));
         let listen = server::listen(&root, &mut p);
         let tls = server::tls(&root, base, &mut p);

@@ -70,7 +70,8 @@ impl<'a, 'i> Section<'a, 'i> {
             let hint = match nearest(name, known) {
                 Some(c) => format!("did you mean `{c}`? "),
                 // A top-level key written after a table header lands in that table.
-                None => match nearest(name, super::SECTIONS).filter(|_| !self.key.is_empty()) {
+                None => match nearest(name, super::TOP_LEVEL_KEYS).filter(|_| !self.key.is_empty())
+                {
                     Some(c) => format!(
                         "did you mean `{c}`? It belongs at the top level: move it above the \
                          first [table]; "
@@ -123,12 +124,19 @@ impl<'a, 'i> Section<'a, 'i> {
     /// A string value.
     pub(super) fn string(&self, field: &str, p: &mut Problems<'_>) -> Option<(&'a str, Span)> {
         let v = self.value(field)?;
+        let s = self.peek_string(field);
+        if s.is_none() {
+            self.wrong_type(field, v, "a string", p);
+        }
+        s
+    }
+
+    /// A string value, if `field` holds one, without reporting anything.
+    pub(super) fn peek_string(&self, field: &str) -> Option<(&'a str, Span)> {
+        let v = self.value(field)?;
         match v.get_ref() {
             DeValue::String(s) => Some((s.as_ref(), v.span())),
-            _ => {
-                self.wrong_type(field, v, "a string", p);
-                None
-            }
+            _ => None,
         }
     }
 

@@ -281,3 +281,26 @@ fn columns_count_characters() {
     assert_eq!(diag::line_col("a\nzé = x", 6), (2, 4));
     assert_eq!(diag::line_col("", 0), (1, 1));
 }
+
+#[test]
+fn a_wrong_type_is_reported_once() {
+    let got = problems("[[tool]]\nname = 1\ncommand = '/bin/sh'\n");
+    assert_eq!(
+        got,
+        ["relay.toml:2:8: `tool[0].name`: expected a string, found an integer"]
+    );
+}
+
+#[test]
+fn tables_of_another_auth_mode_are_a_warning() {
+    let loaded = parse(&format!(
+        "[auth]\nmode = \"none\"\n[[auth.token]]\nuser = \"a\"\nsha256 = \"x\"\n{SH_TOOL}"
+    ))
+    .expect("valid");
+    let w: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert!(
+        w[0].starts_with("relay.toml:3:1: warning: `auth.token`: ignored"),
+        "{w:#?}"
+    );
+}

@@ -36,7 +36,8 @@ pub(super) fn tools(root: &Section<'_, '_>, p: &mut Problems<'_>) -> Vec<ToolCon
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
     let mut out = Vec::new();
     for t in root.tables("tool", p) {
-        if let Some((name, at)) = t.string("name", p) {
+        // Type errors are tool()'s to report.
+        if let Some((name, at)) = t.peek_string("name") {
             if let Some(first) = seen.get(name) {
                 p.error(
                     at,
