@@ -1,4 +1,5 @@
-//! Relay tokens in the OS keyring, keyed by the relay's origin (`wss://host:port`).
+//! Relay tokens in the OS keyring, keyed by the relay's origin (`wss://host:port`, made by
+//! [`crate::relay_url::origin`], the one rule for login, logout and connecting).
 //!
 //! Uses the `keyring` crate: the platform's native store on macOS and Windows; on Linux, the
 //! kernel's keyutils facility in the **user** keyring, which works headless (CI, servers,
@@ -165,36 +166,5 @@ mod user_keyring {
         fn as_any(&self) -> &dyn Any {
             self
         }
-    }
-}
-
-/// The origin a token is stored under: `scheme://host:port` of the relay URL, with the
-/// default port filled in, so every tool URL of one relay shares one token.
-pub fn origin_of(url: &str) -> Option<String> {
-    let uri: http::Uri = url.parse().ok()?;
-    let scheme = uri.scheme_str()?.to_ascii_lowercase();
-    let host = uri.host()?.to_ascii_lowercase();
-    let port = uri.port_u16().unwrap_or(match scheme.as_str() {
-        "wss" | "https" => 443,
-        _ => 80,
-    });
-    Some(format!("{scheme}://{host}:{port}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::origin_of;
-
-    #[test]
-    fn origins_are_normalized() {
-        assert_eq!(
-            origin_of("wss://Relay.Example.com/mcp/github").as_deref(),
-            Some("wss://relay.example.com:443")
-        );
-        assert_eq!(
-            origin_of("ws://127.0.0.1:8787/mcp/demo").as_deref(),
-            Some("ws://127.0.0.1:8787")
-        );
-        assert_eq!(origin_of("not a url"), None);
     }
 }

@@ -27,6 +27,7 @@ use shared::tunnel::{self, Control, Inbox, Outbox, Received};
 
 mod connect;
 pub mod credentials;
+pub mod relay_url;
 pub mod stdio;
 mod transport;
 

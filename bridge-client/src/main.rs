@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use bridge_client::{credentials, parse_header, Backoff, Options, Proxy, Secret};
+use bridge_client::{credentials, parse_header, relay_url, Backoff, Options, Proxy, Secret};
 use shared::conn::Heartbeat;
 
 /// Connects an IDE's MCP stdio session to a tool hosted on an mcp-bridge relay.
@@ -17,8 +17,12 @@ use shared::conn::Heartbeat;
 /// `bridge-client URL` (or `bridge-client connect URL`) is the IDE's command: stdin/stdout carry
 /// JSON-RPC, logs go to stderr. `bridge-client login URL` stores the relay token in the OS
 /// keyring; `bridge-client logout URL` removes it.
+///
+/// Tokens are stored per origin: the URL's host and port, with ws:// and http:// counting as one
+/// scheme and wss:// and https:// as another; the path is ignored. So `login http://HOST:PORT`
+/// serves `ws://HOST:PORT/mcp/TOOL`, and one login serves every tool of a relay.
 #[derive(Parser, Debug)]
-#[command(version, about, args_conflicts_with_subcommands = true)]
+#[command(version, about, args_conflicts_with_subcommands = true, after_help = EXIT_STATUS)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
@@ -31,16 +35,38 @@ struct Cli {
 enum Cmd {
     /// Run the stdio session (the default when a URL is given directly).
     Connect(Box<ConnectArgs>),
-    /// Store the token for a relay in the OS keyring (read without echo, or from stdin when piped).
+    /// Store the token for a relay in the OS keyring (read without echo, or the first line of
+    /// stdin when it is not a terminal: `bridge-client login URL < alice.token`).
     Login {
-        /// Any URL of the relay (the token is stored for its origin, scheme://host:port).
+        /// Any URL of the relay: ws://, wss://, http:// or https:// (the token is stored for its
+        /// origin: see `bridge-client --help`).
         url: String,
     },
     /// Remove the stored token for a relay.
     Logout {
-        /// Any URL of the relay.
+        /// Any URL of the relay (the same origin rule as login).
         url: String,
     },
+}
+
+const EXIT_STATUS: &str = "Exit status: 0 the IDE closed stdin (the session ended normally), or \
+login/logout done; 1 the first connection failed (the relay cannot be reached, or refuses), \
+writing to stdout failed, or the keyring or the token could not be used; 2 invalid command-line \
+arguments (including a URL that is not ws:// or wss://, and an unreadable --token-file).";
+
+/// Exit status for invalid command-line arguments, as clap uses.
+const EXIT_USAGE: u8 = 2;
+
+/// Why a command failed: a usage error (exit 2) or anything else (exit 1).
+enum Failure {
+    Usage(String),
+    Other(String),
+}
+
+impl From<relay_url::UrlError> for Failure {
+    fn from(e: relay_url::UrlError) -> Failure {
+        Failure::Usage(e.to_string())
+    }
 }
 
 #[derive(Args, Debug)]
@@ -99,7 +125,7 @@ struct ConnectArgs {
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     max_backoff: f64,
 
-    /// More log output on stderr (-v info, -vv debug). RUST_LOG overrides.
+    /// More log output on stderr: -v debug, -vv trace (default: warnings). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
 }
@@ -114,49 +140,54 @@ fn main() -> ExitCode {
     }
 }
 
-fn finish(result: Result<(), String>) -> ExitCode {
+fn finish(result: Result<(), Failure>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Failure::Usage(e)) => {
+            eprintln!("bridge-client: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(Failure::Other(e)) => {
             eprintln!("bridge-client: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn origin(url: &str) -> Result<String, String> {
-    credentials::origin_of(url).ok_or_else(|| {
-        format!("`{url}` is not a relay URL: expected ws://HOST:PORT/... or wss://HOST/...")
-    })
-}
-
-fn login(url: &str) -> Result<(), String> {
-    let origin = origin(url)?;
+fn login(url: &str) -> Result<(), Failure> {
+    let origin = relay_url::origin(url)?;
     let token = if std::io::stdin().is_terminal() {
         rpassword::prompt_password(format!("Token for {origin}: "))
-            .map_err(|e| format!("cannot read the token: {e}"))?
+            .map_err(|e| Failure::Other(format!("cannot read the token: {e}")))?
     } else {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
-            .map_err(|e| format!("cannot read the token from stdin: {e}"))?;
+            .map_err(|e| Failure::Other(format!("cannot read the token from stdin: {e}")))?;
         text.lines().next().unwrap_or("").to_owned()
     };
     let token = token.trim();
     if token.is_empty() {
-        return Err("no token given".into());
+        return Err(Failure::Other(
+            "no token given: type it at the prompt, or give it on stdin \
+             (`bridge-client login URL < alice.token`)"
+                .into(),
+        ));
     }
-    credentials::store(&origin, &Secret::new(token.to_owned())).map_err(|e| e.to_string())?;
+    credentials::store(&origin, &Secret::new(token.to_owned()))
+        .map_err(|e| Failure::Other(e.to_string()))?;
     eprintln!(
-        "bridge-client: token for {origin} stored in the {}",
-        credentials::store_name()
+        "bridge-client: token for {origin} stored in the {}; it serves every {} URL of that host \
+         and port",
+        credentials::store_name(),
+        same_origin_schemes(&origin)
     );
     Ok(())
 }
 
-fn logout(url: &str) -> Result<(), String> {
-    let origin = origin(url)?;
-    match credentials::delete(&origin).map_err(|e| e.to_string())? {
+fn logout(url: &str) -> Result<(), Failure> {
+    let origin = relay_url::origin(url)?;
+    match credentials::delete(&origin).map_err(|e| Failure::Other(e.to_string()))? {
         true => eprintln!(
             "bridge-client: token for {origin} removed from the {}",
             credentials::store_name()
@@ -164,6 +195,15 @@ fn logout(url: &str) -> Result<(), String> {
         false => eprintln!("bridge-client: no token was stored for {origin}"),
     }
     Ok(())
+}
+
+/// "ws:// and http://" for a plain origin, "wss:// and https://" for a TLS one.
+fn same_origin_schemes(origin: &str) -> &'static str {
+    if origin.starts_with("wss://") {
+        "wss:// and https://"
+    } else {
+        "ws:// and http://"
+    }
 }
 
 /// Where the token comes from: a file, the environment, or the keyring (in that order).
@@ -186,9 +226,7 @@ fn token(args: &ConnectArgs, url: &str) -> Result<Option<Secret>, String> {
     if args.no_keyring {
         return Ok(None);
     }
-    let Some(origin) = credentials::origin_of(url) else {
-        return Ok(None);
-    };
+    let origin = relay_url::origin(url).map_err(|e| e.to_string())?;
     match credentials::load(&origin) {
         Ok(t) => Ok(t),
         Err(e) => {
@@ -205,13 +243,13 @@ fn connect(args: ConnectArgs) -> ExitCode {
         eprintln!(
             "bridge-client: give the relay URL, e.g. `bridge-client ws://127.0.0.1:8787/mcp/demo`"
         );
-        return ExitCode::from(2);
+        return ExitCode::from(EXIT_USAGE);
     };
     let opts = match options(&args, url) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("bridge-client: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(EXIT_USAGE);
         }
     };
     // One thread is plenty for one IDE session, and saves cross-thread wake-ups on every hop.
@@ -264,6 +302,7 @@ fn options(args: &ConnectArgs, url: String) -> Result<Options, String> {
         initial: Duration::from_millis(100),
         max: secs("max-backoff", args.max_backoff)?,
     };
+    relay_url::check_tunnel_url(&url).map_err(|e| e.to_string())?;
     let uri: http::Uri = url
         .parse()
         .map_err(|_| format!("invalid relay URL {url}; expected ws://HOST:PORT/mcp/TOOL"))?;
@@ -349,10 +388,12 @@ fn affinity_key() -> String {
 
 fn init_logging(verbose: u8) {
     use tracing_subscriber::prelude::*;
+    // The same levels as bridge-server's -v and -vv; the default is quieter here, as the
+    // IDE shows every line in its MCP log.
     let default = match verbose {
         0 => "warn",
-        1 => "info",
-        _ => "debug",
+        1 => "debug",
+        _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let layer = tracing_subscriber::fmt::layer()

@@ -173,6 +173,29 @@ pub fn hash_token(token: &str) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(token.as_bytes())))
 }
 
+/// A new token (for `bridge-server new-token`); never shown by `Debug`.
+pub struct NewToken(String);
+
+impl NewToken {
+    /// 32 random bytes from the OS, as 64 hex digits (safe in a header and a file).
+    pub fn generate() -> Result<NewToken, getrandom::Error> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes)?;
+        Ok(NewToken(hex::encode(bytes)))
+    }
+
+    /// The token itself, to write it where its user gets it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for NewToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NewToken(…)")
+    }
+}
+
 /// Parses `sha256:<64 hex digits>`.
 pub fn parse_hash(text: &str) -> Option<[u8; 32]> {
     let hex_part = text.strip_prefix("sha256:")?;

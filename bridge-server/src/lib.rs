@@ -25,7 +25,7 @@ mod metrics;
 mod session;
 
 pub use child::SpawnError;
-pub use config::{Config, ConfigError, Limits, ToolConfig};
+pub use config::{Config, ConfigError, Limits, Loaded, Problem, Severity, ToolConfig};
 
 /// State shared by every connection of one relay.
 pub(crate) struct Relay {

@@ -1,6 +1,6 @@
 //! The `bridge-server` binary: parse arguments, set up logging, load the config, bind, run.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -8,23 +8,26 @@ use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use bridge_server::{Config, ShutdownHandle};
+use bridge_server::{Config, ConfigError, Severity, ShutdownHandle};
+
+/// Exit status for a config the relay refuses (EX_USAGE-like; systemd does not restart on it).
+const EXIT_INVALID_CONFIG: u8 = 64;
 
 /// mcp-bridge relay: serves hosted MCP tools to bridge-client (and any WebSocket MCP client).
 ///
 /// With no --config it listens on 127.0.0.1:8787 and hosts the built-in demo tool at /mcp/demo.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, after_help = EXIT_STATUS)]
 struct Args {
     /// Relay config file (TOML). Without it, the built-in default is used.
-    #[arg(long, short = 'c', value_name = "FILE", global = true)]
+    #[arg(long, short = 'c', value_name = "FILE")]
     config: Option<PathBuf>,
 
     /// Listen address, overriding the config's `listen` (e.g. 127.0.0.1:0 for any free port).
     #[arg(long, value_name = "IP:PORT")]
     listen: Option<std::net::SocketAddr>,
 
-    /// More log output (-v debug, -vv trace). RUST_LOG overrides.
+    /// More log output on stderr: -v debug, -vv trace (default: info). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
 
@@ -37,6 +40,11 @@ struct Args {
     command: Option<Cmd>,
 }
 
+const EXIT_STATUS: &str = "Exit status: 0 done (the relay drained after SIGTERM or SIGINT; \
+check-config found no error, warnings allowed); 1 the relay could not start or run (e.g. the \
+address is taken), or a token could not be made; 2 invalid command-line arguments; 64 invalid \
+config (nothing was bound).";
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum LogFormat {
     Human,
@@ -45,22 +53,45 @@ enum LogFormat {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Check a config file and report every problem with its key and line; exit 0 if it is valid.
+    /// Check config files: report every problem, in file order, as FILE:LINE:COLUMN with its
+    /// key and what to do; exit 0 if every file is valid (warnings allowed), 64 if not.
+    ///
+    /// Warnings are for what the relay starts with but cannot serve yet, such as a tool whose
+    /// command is not found in PATH (each connection to that tool is refused with HTTP 502
+    /// until it is installed).
+    #[command(after_help = "Examples: bridge-server check-config relay.toml; \
+bridge-server check-config -c relay.toml (the same)")]
     CheckConfig {
-        /// The file to check.
+        /// The config files to check.
+        #[arg(value_name = "FILE", required_unless_present = "config")]
+        files: Vec<PathBuf>,
+        /// A config file to check, as given to the relay (the same as FILE; repeatable).
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: Vec<PathBuf>,
+    },
+    /// Make a new random token: write it to FILE and print the hashed form for the config.
+    ///
+    /// FILE is created with mode 0600 and is never overwritten; if anything fails, no file is
+    /// left behind and nothing is printed. Give FILE to the token's user over a safe channel;
+    /// they store it with `bridge-client login URL < FILE`.
+    NewToken {
+        /// Where to write the token (must not exist yet).
         file: PathBuf,
     },
-    /// Read a token from stdin and print the hashed form to put in the config (`sha256 = …`).
+    /// Read a token from stdin (its first line) and print the hashed form to put in the config
+    /// (`sha256 = …`).
     ///
-    /// Example: `head -c 32 /dev/urandom | base64 | tee token.txt | bridge-server hash-token`
+    /// Example: `bridge-server hash-token < alice.token`
     HashToken,
-    /// Run the built-in demo MCP tool on stdin/stdout (this is what the relay starts for /mcp/demo).
-    #[command(hide = true)]
+    /// Run the built-in demo MCP tool on stdin/stdout: what the built-in config hosts at
+    /// /mcp/demo; use it in a [[tool]] table (`command = "bridge-server"`,
+    /// `args = ["demo-tool"]`) to try things out.
     DemoTool,
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    reject_unused_options(&mut args);
     init_logging(args.verbose, args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -81,6 +112,33 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--listen` and `--config` are for running the relay: with a subcommand they would be
+/// ignored, so they are refused (exit 2) — except `--config FILE check-config`, which checks FILE.
+fn reject_unused_options(args: &mut Args) {
+    use clap::CommandFactory;
+    let Some(cmd) = &mut args.command else {
+        return;
+    };
+    if let Cmd::CheckConfig { config, .. } = cmd {
+        if let Some(file) = args.config.take() {
+            config.insert(0, file);
+        }
+    }
+    let unused = match (&args.listen, &args.config) {
+        (Some(_), _) => Some("--listen"),
+        (None, Some(_)) => Some("--config"),
+        (None, None) => None,
+    };
+    if let Some(option) = unused {
+        Args::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!("{option} is for running the relay; the subcommand does not use it"),
+            )
+            .exit();
+    }
+}
+
 async fn real_main(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Some(Cmd::DemoTool) => {
@@ -94,44 +152,56 @@ async fn real_main(args: Args) -> anyhow::Result<ExitCode> {
                 .context("cannot read the token from stdin")?;
             let token = token.trim_end_matches(['\r', '\n']);
             if token.is_empty() {
-                anyhow::bail!("no token on stdin: pipe the token in, e.g. `echo -n TOKEN | bridge-server hash-token`");
+                anyhow::bail!(
+                    "no token on stdin: give it a file with the token, e.g. \
+                     `bridge-server hash-token < alice.token`, or make a new one with \
+                     `bridge-server new-token alice.token`"
+                );
             }
-            // The hash is the command's output, for the config file: stdout is right here.
-            #[allow(clippy::print_stdout)]
-            {
-                println!("{}", bridge_server::auth::hash_token(token));
-            }
+            print_hash(&bridge_server::auth::hash_token(token));
             return Ok(ExitCode::SUCCESS);
         }
-        Some(Cmd::CheckConfig { file }) => {
-            return Ok(match Config::load(&file) {
-                Ok(cfg) => {
-                    eprintln!(
-                        "{}: ok ({} tool(s): {})",
-                        file.display(),
-                        cfg.tools.len(),
-                        cfg.tools
-                            .iter()
-                            .map(|t| t.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    ExitCode::from(64)
-                }
+        Some(Cmd::NewToken { file }) => {
+            let hash = new_token(&file)?;
+            eprintln!(
+                "bridge-server: wrote a new token to {} (mode 0600); its hash, for `sha256` in \
+                 [[auth.token]]:",
+                file.display()
+            );
+            print_hash(&hash);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Cmd::CheckConfig { files, config }) => {
+            let mut valid = true;
+            for file in config.iter().chain(&files) {
+                valid &= check_config(file);
+            }
+            return Ok(if valid {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_INVALID_CONFIG)
             });
         }
         None => {}
     }
     let mut config = match &args.config {
         Some(path) => match Config::load(path) {
-            Ok(c) => c,
+            Ok(loaded) => {
+                for warning in &loaded.warnings {
+                    tracing::warn!("{warning}");
+                }
+                loaded.config
+            }
             Err(e) => {
-                eprintln!("bridge-server: invalid config: {e}");
-                return Ok(ExitCode::from(64));
+                match &e {
+                    ConfigError::Read { .. } => eprintln!("bridge-server: {e}"),
+                    _ => eprintln!("{e}"),
+                }
+                eprintln!(
+                    "bridge-server: invalid config {}; the relay did not start",
+                    path.display()
+                );
+                return Ok(ExitCode::from(EXIT_INVALID_CONFIG));
             }
         },
         None => {
@@ -157,6 +227,92 @@ async fn real_main(args: Args) -> anyhow::Result<ExitCode> {
     tokio::spawn(on_signals(shutdown.clone()));
     bridge_server::run(listener, config, shutdown).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Checks one config file and reports on stderr: every problem, then a summary line.
+fn check_config(file: &Path) -> bool {
+    match Config::load(file) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!("{w}");
+            }
+            let tools: Vec<&str> = loaded
+                .config
+                .tools
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect();
+            eprintln!(
+                "{}: ok ({} tool(s): {}){}",
+                file.display(),
+                tools.len(),
+                tools.join(", "),
+                count(loaded.warnings.len(), "; ", "warning")
+            );
+            true
+        }
+        Err(e @ ConfigError::Read { .. }) => {
+            eprintln!("bridge-server: {e}");
+            false
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            let all = e.problems();
+            let errors = all.iter().filter(|p| p.severity == Severity::Error).count();
+            eprintln!(
+                "{}: {errors} error(s){}: the relay would not start with this file",
+                file.display(),
+                count(all.len() - errors, ", ", "warning")
+            );
+            false
+        }
+    }
+}
+
+/// "; 2 warning(s)", or nothing for none.
+fn count(n: usize, lead: &str, what: &str) -> String {
+    match n {
+        0 => String::new(),
+        n => format!("{lead}{n} {what}(s)"),
+    }
+}
+
+/// Writes a new random token to `file` (created, mode 0600, never overwritten); its hash.
+/// On any failure no file is left behind.
+fn new_token(file: &Path) -> anyhow::Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let token = bridge_server::auth::NewToken::generate()
+        .map_err(|e| anyhow::anyhow!("cannot make a random token: {e}"))?;
+    let mut out = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => anyhow::bail!(
+            "{} already exists: new-token never overwrites a file; choose another name, or \
+             remove the old file first",
+            file.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("cannot create {}", file.display())),
+    };
+    let written = out
+        .write_all(format!("{}\n", token.expose()).as_bytes())
+        .and_then(|()| out.sync_all());
+    if let Err(e) = written {
+        drop(out);
+        let _ = std::fs::remove_file(file);
+        return Err(e).with_context(|| format!("cannot write the token to {}", file.display()));
+    }
+    Ok(bridge_server::auth::hash_token(token.expose()))
+}
+
+/// The hash is the command's output, for the config file: stdout is right here.
+#[allow(clippy::print_stdout)]
+fn print_hash(hash: &str) {
+    println!("{hash}");
 }
 
 /// First SIGINT or SIGTERM: drain. Second: end everything now.
@@ -185,6 +341,8 @@ async fn on_signals(shutdown: ShutdownHandle) {
 
 fn init_logging(verbose: u8, format: LogFormat) {
     use tracing_subscriber::prelude::*;
+    // The same levels as bridge-client's -v and -vv; the default is one step louder here
+    // (a relay's operator wants its start-up and audit lines).
     let default = match verbose {
         0 => "info",
         1 => "debug,hyper=info",

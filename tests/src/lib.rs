@@ -147,7 +147,9 @@ impl Drop for TempDir {
 pub struct Log(Arc<Mutex<String>>);
 
 impl Log {
-    fn drain_from(
+    /// Collects the lines of `stream` (a child's stderr) on a thread, tagged `tag` when
+    /// `MCP_BRIDGE_TEST_ECHO` is set.
+    pub fn drain_from(
         &self,
         stream: impl std::io::Read + Send + 'static,
         tag: &'static str,

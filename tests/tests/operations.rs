@@ -235,17 +235,21 @@ fn check_config_names_the_file_key_and_line() -> Result<()> {
     assert!(msg.contains("ok (1 tool(s): time)"), "{msg}");
     let cases = [
         ("typo.toml", "[[tool]]\nname = \"a\"\ncomand = \"x\"\n", "typo.toml:3:", "comand"),
-        ("listen.toml", "listen = \"nowhere\"\n[[tool]]\nname = \"a\"\ncommand = \"x\"\n", "listen.toml:1: `listen`", "IP:PORT"),
-        ("dup.toml", "[[tool]]\nname = \"a\"\ncommand = \"x\"\n[[tool]]\nname = \"a\"\ncommand = \"y\"\n", "dup.toml:5: `tool[1].name`", "already"),
-        ("hb.toml", "[limits]\nheartbeat_interval_ms = 5000\nheartbeat_timeout_ms = 1000\n[[tool]]\nname = \"a\"\ncommand = \"x\"\n", "hb.toml:3: `limits.heartbeat_timeout_ms`", "longer"),
-        ("auth.toml", "[auth]\nmode = \"magic\"\n[[tool]]\nname = \"a\"\ncommand = \"x\"\n", "auth.toml:2: `auth.mode`", "magic"),
-        ("none.toml", "[[tool]]\nname = \"a b\"\ncommand = \"x\"\n", "none.toml:2: `tool[0].name`", "URL path"),
-        ("empty.toml", "listen = \"127.0.0.1:1\"\n", "`tool`", "no tools"),
+        ("listen.toml", "listen = \"nowhere\"\n[[tool]]\nname = \"a\"\ncommand = \"x\"\n", "listen.toml:1:10: `listen`", "IP:PORT"),
+        ("dup.toml", "[[tool]]\nname = \"a\"\ncommand = \"x\"\n[[tool]]\nname = \"a\"\ncommand = \"y\"\n", "dup.toml:5:8: `tool[1].name`", "already"),
+        ("hb.toml", "[limits]\nheartbeat_interval_ms = 5000\nheartbeat_timeout_ms = 1000\n[[tool]]\nname = \"a\"\ncommand = \"x\"\n", "hb.toml:3:24: `limits.heartbeat_timeout_ms`", "longer"),
+        ("auth.toml", "[auth]\nmode = \"magic\"\n[[tool]]\nname = \"a\"\ncommand = \"x\"\n", "auth.toml:2:8: `auth.mode`", "magic"),
+        ("none.toml", "[[tool]]\nname = \"a b\"\ncommand = \"x\"\n", "none.toml:2:8: `tool[0].name`", "URL path"),
+        ("empty.toml", "listen = \"127.0.0.1:1\"\n", "empty.toml:2:1: `tool`", "no tools"),
+        // Two typos: both, the earlier line first.
+        ("two.toml", "[[tool]]\nname = \"a\"\ncommand = \"x\"\n[limits]\nkill_grace = 1\n\n\n\nlisen = 2\n", "two.toml:5:1: `limits.kill_grace`", "two.toml:9:1: `limits.lisen`"),
     ];
     for (file, text, place, words) in cases {
         let (ok, msg) = check(file, text)?;
         assert!(!ok, "{file} should fail");
-        assert!(msg.contains(place) && msg.contains(words), "{file}: {msg}");
+        // `words` comes after `place` (for two.toml: the second problem after the first).
+        let (at, then) = (msg.find(place), msg.rfind(words));
+        assert!(at.is_some() && then.is_some() && at < then, "{file}: {msg}");
         println!("{}", msg.trim());
     }
     // The relay refuses to start with the same text, exit status 64.
@@ -255,6 +259,6 @@ fn check_config_names_the_file_key_and_line() -> Result<()> {
         .arg(&path)
         .output()?;
     assert_eq!(out.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("dup.toml:5: `tool[1].name`"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dup.toml:5:8: `tool[1].name`"));
     Ok(())
 }

@@ -1,0 +1,148 @@
+//! The sections about the relay's own network face: `listen`, `[tls]`, `[security]`,
+//! `[metrics]`, and the rule that ties `listen` to `[auth]`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::auth::AuthConfig;
+
+use super::diag::Problems;
+use super::read::Section;
+use super::{TlsFiles, DEFAULT_LISTEN};
+
+/// `listen = "IP:PORT"`; the default when absent, `None` when invalid.
+pub(super) fn listen(root: &Section<'_, '_>, p: &mut Problems<'_>) -> Option<SocketAddr> {
+    if !root.has("listen") {
+        return DEFAULT_LISTEN.parse().ok();
+    }
+    let (text, at) = root.string("listen", p)?;
+    match text.parse() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            p.error(
+                at,
+                "listen",
+                format!("`{text}` is not an address: write IP:PORT, e.g. \"127.0.0.1:8787\""),
+            );
+            None
+        }
+    }
+}
+
+/// `[tls]`: the files are loaded, so a missing or unreadable one is reported here, at its key.
+pub(super) fn tls(root: &Section<'_, '_>, base: &Path, p: &mut Problems<'_>) -> Option<TlsFiles> {
+    let t = root.table("tls", p)?;
+    t.only(&["cert", "key", "client_ca"], p);
+    let file = |field: &str, p: &mut Problems<'_>| {
+        t.string(field, p)
+            .map(|(text, _)| resolve(base, Path::new(text)))
+    };
+    let cert = file("cert", p);
+    let key = file("key", p);
+    let client_ca = file("client_ca", p);
+    if !t.has("cert") {
+        t.missing("cert", "the PEM certificate chain", p);
+    }
+    if !t.has("key") {
+        t.missing("key", "the PEM private key", p);
+    }
+    let mut loaded = true;
+    if let Some(cert) = &cert {
+        if let Err(e) = shared::tls::load_certs(cert) {
+            p.error(t.span("cert"), &t.key("cert"), e.to_string());
+            loaded = false;
+        }
+    }
+    if let Some(key) = &key {
+        if let Err(e) = shared::tls::load_key(key) {
+            p.error(t.span("key"), &t.key("key"), e.to_string());
+            loaded = false;
+        }
+    }
+    if let Some(ca) = &client_ca {
+        if let Err(e) = shared::tls::load_certs(ca) {
+            p.error(t.span("client_ca"), &t.key("client_ca"), e.to_string());
+            loaded = false;
+        }
+    }
+    let (cert, key) = (cert?, key?);
+    if loaded {
+        // Each file reads; what is left is whether they fit together.
+        if let Err(e) = shared::tls::server_config(&cert, &key, client_ca.as_deref()) {
+            p.error(t.span("key"), &t.key("key"), e.to_string());
+        }
+    }
+    Some(TlsFiles {
+        cert,
+        key,
+        client_ca,
+    })
+}
+
+/// Relative paths in the config are taken from the config file's folder.
+pub(super) fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        base.join(p)
+    }
+}
+
+/// Without authentication, the relay may listen on loopback only.
+pub(super) fn auth_off_loopback(
+    root: &Section<'_, '_>,
+    listen: SocketAddr,
+    auth: &AuthConfig,
+    p: &mut Problems<'_>,
+) {
+    if !matches!(auth, AuthConfig::None) || listen.ip().is_loopback() {
+        return;
+    }
+    let fix = "configure [auth] with mode = \"tokens\" or \"jwt\", or listen on 127.0.0.1";
+    // Report it where the file says "no authentication", else where it says where to listen.
+    let explicit = root.child("auth").filter(|a| a.has("mode"));
+    match explicit {
+        Some(a) => p.error(
+            a.span("mode"),
+            &a.key("mode"),
+            format!(
+                "\"none\" is allowed only on a loopback address, and `listen` is {listen}: {fix}"
+            ),
+        ),
+        None => p.error(
+            root.span("listen"),
+            "listen",
+            format!(
+                "{listen} is not a loopback address, and without [auth] (auth.mode \"none\") \
+                 the relay may listen on loopback only: {fix}"
+            ),
+        ),
+    }
+}
+
+/// `[security] allowed_origins = [...]`.
+pub(super) fn security(root: &Section<'_, '_>, p: &mut Problems<'_>) -> Vec<String> {
+    let Some(s) = root.table("security", p) else {
+        return Vec::new();
+    };
+    s.only(&["allowed_origins"], p);
+    s.strings("allowed_origins", p).unwrap_or_default()
+}
+
+/// `[metrics] listen = "IP:PORT"`.
+pub(super) fn metrics(root: &Section<'_, '_>, p: &mut Problems<'_>) -> Option<SocketAddr> {
+    let m = root.table("metrics", p)?;
+    m.only(&["listen"], p);
+    let (text, at) = m.string("listen", p)?;
+    match text.parse() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            p.error(
+                at,
+                &m.key("listen"),
+                format!("`{text}` is not an address: write IP:PORT, e.g. \"127.0.0.1:9090\""),
+            );
+            None
+        }
+    }
+}
