@@ -20,6 +20,7 @@ use serde_json::Value;
 
 pub mod pki;
 pub mod proxy;
+pub mod ws;
 
 /// The command that installs the test peers; named in every "peers missing" failure.
 pub const SETUP_COMMAND: &str = "scripts/install-peers.sh";
@@ -282,6 +283,47 @@ impl Relay {
         children_of(self.pid())
     }
 
+    /// The relay's resident memory now (VmRSS), in bytes.
+    pub fn rss(&self) -> u64 {
+        proc_status_bytes(self.pid(), "VmRSS").unwrap_or(0)
+    }
+
+    /// The relay's peak resident memory so far (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        proc_status_bytes(self.pid(), "VmHWM").unwrap_or(0)
+    }
+
+    /// Every sample of `/metrics`, keyed by name with labels as exposed
+    /// (`mcp_bridge_sessions_active{tool="demo"}`).
+    pub fn metrics(&self) -> Result<std::collections::HashMap<String, f64>> {
+        let (status, body) = http_get(self.addr, "/metrics")?;
+        if status != 200 {
+            bail!("/metrics answered {status}: {body}");
+        }
+        Ok(parse_metrics(&body))
+    }
+
+    /// The `mcp_bridge_sessions_active` gauge of `tool` (0 when it was never set).
+    pub fn sessions_active(&self, tool: &str) -> Result<f64> {
+        let key = format!("mcp_bridge_sessions_active{{tool=\"{tool}\"}}");
+        Ok(self.metrics()?.get(&key).copied().unwrap_or(0.0))
+    }
+
+    /// Waits until `tool` has no session on the relay (`/metrics`) and the relay has no child
+    /// process left (none running, no zombie).
+    pub fn wait_idle(&self, tool: &str, limit: Duration) -> Result<()> {
+        wait_until(limit, || {
+            self.sessions_active(tool).is_ok_and(|n| n == 0.0) && self.children().is_empty()
+        })
+        .map_err(|_| {
+            anyhow!(
+                "after {limit:?} the relay still holds {} session(s) of `{tool}` and children {:?}",
+                self.sessions_active(tool).unwrap_or(f64::NAN),
+                self.children()
+            )
+        })
+    }
+
     /// Waits until the relay has no child process left at all (none running, no zombie).
     pub fn wait_no_children(&self, limit: Duration) -> Result<()> {
         wait_until(limit, || self.children().is_empty()).map_err(|_| {
@@ -331,6 +373,65 @@ impl Drop for Relay {
             }
         }
     }
+}
+
+/// Prometheus text as a map from `name{labels}` to value (comments and `# EOF` skipped).
+pub fn parse_metrics(text: &str) -> std::collections::HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            Some((key.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// A `kB` field of `/proc/<pid>/status` (VmRSS, VmHWM, …), in bytes.
+pub fn proc_status_bytes(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|line| {
+        let rest = line.strip_prefix(field)?.strip_prefix(':')?;
+        let kib: u64 = rest.trim().trim_end_matches("kB").trim().parse().ok()?;
+        Some(kib * 1024)
+    })
+}
+
+/// Bytes as MiB, for messages.
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// The real python3 interpreter (resolved once through `python3` on PATH, so that a version
+/// manager's shim is not what the relay starts for every session).
+pub fn python3() -> PathBuf {
+    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let out = Command::new("python3")
+                .args(["-c", "import sys; print(sys.executable)"])
+                .output()
+                .expect("python3 is needed for the test fixture tools");
+            let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            assert!(
+                out.status.success() && !path.is_empty(),
+                "python3 did not say where it is: {out:?}"
+            );
+            PathBuf::from(path)
+        })
+        .clone()
+}
+
+/// A file in tests/fixtures.
+pub fn fixture(name: &str) -> PathBuf {
+    repo_root().join("tests/fixtures").join(name)
+}
+
+/// The fixture tool tests/fixtures/mcp_tool.py with `args`, as a `[[tool]]` table named `name`.
+pub fn fixture_tool(name: &str, args: &[&str], extra: &str) -> String {
+    let script = fixture("mcp_tool.py").display().to_string();
+    let mut all = vec![script.as_str()];
+    all.extend_from_slice(args);
+    tool_table(name, &python3(), &all, extra)
 }
 
 /// Sends a signal by name with kill(1) (the harness keeps to safe Rust).

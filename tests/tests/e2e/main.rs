@@ -1,0 +1,14 @@
+//! The end-to-end tests: one test binary, one module per area. The harness (starting the relay,
+//! driving bridge-client as an IDE, the process table, metrics) is the `mcp_bridge_tests` library
+//! in tests/src.
+//!
+//! Run one area with `cargo test -p mcp-bridge-tests --test e2e -- tunnel::` (after
+//! `cargo build --workspace --bins`).
+
+mod lifecycle;
+mod operations;
+mod peers;
+mod resilience;
+mod scale_out;
+mod security;
+mod tunnel;
