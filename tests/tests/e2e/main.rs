@@ -5,6 +5,7 @@
 //! Run one area with `cargo test -p mcp-bridge-tests --test e2e -- tunnel::` (after
 //! `cargo build --workspace --bins`).
 
+mod abuse;
 mod lifecycle;
 mod operations;
 mod peers;
