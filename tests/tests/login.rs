@@ -6,7 +6,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use mcp_bridge_tests::{bin, demo_tool, wait_child, Ide, Relay};
+use mcp_bridge_tests::{bin, demo_tool, relay_config, token_auth, wait_child, Ide, Relay};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(15);
@@ -68,25 +68,9 @@ fn connects(url: &str) -> Result<(bool, String)> {
 }
 
 fn token_relay() -> Result<Relay> {
-    let out = Command::new(bin("bridge-server"))
-        .arg("hash-token")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            if let Some(mut stdin) = c.stdin.take() {
-                stdin.write_all(TOKEN.as_bytes())?;
-            }
-            c.wait_with_output()
-        })?;
-    let hash = String::from_utf8(out.stdout)?;
+    let auth = token_auth(&[("alice", TOKEN, &["*"])])?;
     Relay::start_config(
-        &format!(
-            "listen = \"127.0.0.1:0\"\n[limits]\nkill_grace_ms = 500\n[auth]\nmode = \"tokens\"\n\
-             [[auth.token]]\nuser = \"alice\"\nsha256 = \"{}\"\ntools = [\"*\"]\n{}",
-            hash.trim(),
-            demo_tool("demo", "")
-        ),
+        &relay_config("", &format!("{auth}{}", demo_tool("demo", ""))),
         &[],
     )
 }
