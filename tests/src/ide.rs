@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use crate::paths::bin;
-use crate::process::{reap, wait_child, Log, Piped};
+use crate::process::{reap, wait_child, Log, Piped, STDERR_DRAIN};
 
 /// A bridge-client process driven as an IDE drives it: JSON lines in, JSON lines out.
 pub struct Ide {
@@ -121,9 +121,11 @@ impl Ide {
         self.stdin.take();
     }
 
-    /// Waits for the process to exit.
+    /// Waits for the process to exit, and for the last of its stderr to be read.
     pub fn wait(&mut self, limit: Duration) -> Result<ExitStatus> {
-        wait_child(&mut self.child, limit)
+        let status = wait_child(&mut self.child, limit)?;
+        self.stderr.wait_closed(STDERR_DRAIN);
+        Ok(status)
     }
 
     /// The process id.

@@ -12,7 +12,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 use crate::paths::repo_root;
-use crate::process::{reap, Piped};
+use crate::process::{reap, Piped, STDERR_DRAIN};
 
 /// The command that installs the test peers; named in every "peers missing" failure.
 pub const SETUP_COMMAND: &str = "scripts/install-peers.sh";
@@ -112,6 +112,7 @@ pub fn run_driver_interactive(
     drop(stdin);
     let status = reap(&mut child, Duration::from_secs(10))
         .with_context(|| format!("stderr:\n{}", err_log.text()))?;
+    err_log.wait_closed(STDERR_DRAIN);
     if let Err(e) = outcome {
         return Err(e).context(format!("stderr:\n{}", err_log.text()));
     }

@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -11,9 +12,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+/// How long to wait, once a process has exited, for the rest of its stderr to be read.
+pub(crate) const STDERR_DRAIN: Duration = Duration::from_secs(2);
+
 /// Collected stderr of a process, shared with the thread that reads it.
 #[derive(Clone, Default)]
-pub struct Log(Arc<Mutex<String>>);
+pub struct Log {
+    text: Arc<Mutex<String>>,
+    /// Streams still being read: a process's exit does not mean its last lines were read yet.
+    open: Arc<AtomicUsize>,
+}
 
 impl Log {
     /// Collects the lines of `stream` (a child's stderr) on a thread, tagged `tag` when
@@ -24,22 +32,31 @@ impl Log {
         tag: &'static str,
     ) -> thread::JoinHandle<()> {
         let log = self.clone();
+        log.open.fetch_add(1, Ordering::SeqCst);
         thread::spawn(move || {
             for line in BufReader::new(stream).lines() {
                 let Ok(line) = line else { break };
                 if std::env::var_os("MCP_BRIDGE_TEST_ECHO").is_some() {
                     eprintln!("[{tag}] {line}");
                 }
-                let mut text = log.0.lock().unwrap();
+                let mut text = log.text.lock().unwrap();
                 text.push_str(&line);
                 text.push('\n');
             }
+            log.open.fetch_sub(1, Ordering::SeqCst);
         })
     }
 
     /// Everything logged so far.
     pub fn text(&self) -> String {
-        self.0.lock().unwrap().clone()
+        self.text.lock().unwrap().clone()
+    }
+
+    /// Waits (at most `limit`) until every stream drained into this log has ended, so that
+    /// [`Log::text`] holds all a process wrote before it exited. A stream another process still
+    /// holds open may not end: then this gives up quietly after `limit`.
+    pub fn wait_closed(&self, limit: Duration) {
+        let _ = wait_until(limit, || self.open.load(Ordering::SeqCst) == 0);
     }
 
     /// Waits until the log contains `needle`.

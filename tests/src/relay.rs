@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use crate::config::relay_config_on;
 use crate::metrics::{http_get, parse_metrics};
 use crate::paths::{bin, TempDir};
-use crate::process::{reap, signal, terminate_and_reap, wait_until, Log};
+use crate::process::{reap, signal, terminate_and_reap, wait_until, Log, STDERR_DRAIN};
 use crate::procfs::{children_of, proc_status_bytes};
 
 /// A running relay (the real `bridge-server` binary) on a free loopback port.
@@ -151,7 +151,9 @@ impl Relay {
     /// Sends SIGTERM and waits for the relay to exit (SIGKILLed after 15 s, and an error).
     pub fn stop(mut self) -> Result<ExitStatus> {
         let mut child = self.child.take().context("already stopped")?;
-        terminate_and_reap(&mut child, Duration::from_secs(15))
+        let status = terminate_and_reap(&mut child, Duration::from_secs(15))?;
+        self.log.wait_closed(STDERR_DRAIN);
+        Ok(status)
     }
 
     /// Sends SIGTERM without waiting (the relay drains).
@@ -163,7 +165,9 @@ impl Relay {
     /// an error.
     pub fn wait_exit(mut self, limit: Duration) -> Result<ExitStatus> {
         let mut child = self.child.take().context("already stopped")?;
-        reap(&mut child, limit)
+        let status = reap(&mut child, limit)?;
+        self.log.wait_closed(STDERR_DRAIN);
+        Ok(status)
     }
 
     /// SIGKILLs the relay, as a crash would, and reaps it. Its tools are orphaned and end when
