@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # The system package the scale-out tests need.
-# nginx for tests/tests/e2e/scale_out.rs (the load balancer in front of two relays; it runs
+# nginx for tests/tests/e2e/scale_out/ (the load balancer in front of two relays; it runs
 # deploy/nginx/nginx.conf). Debian package `nginx` (bookworm: 1.22.1; on trixie and later
 # nginx-light/-core are transitional and `nginx` is the package). The tests start it
 # themselves, on loopback; where a service manager is allowed to start packages' services, the
