@@ -72,10 +72,7 @@ fn a_source_at_its_bound_is_refused_while_another_is_admitted() {
     }
     assert_eq!(refused(&mut p, v4(1), t0), ShedReason::SourceLimit);
     admitted(&mut p, v4(2), t0, 10);
-    assert_eq!(
-        (p.len(), p.held_by(v4(1)), p.held_by(v4(2))),
-        (4, 3, 1)
-    );
+    assert_eq!((p.len(), p.held_by(v4(1)), p.held_by(v4(2))), (4, 3, 1));
 }
 
 #[test]
