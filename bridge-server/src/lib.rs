@@ -11,7 +11,6 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -20,6 +19,7 @@ pub mod auth;
 mod child;
 pub mod config;
 pub mod demo_tool;
+mod handshake;
 mod http;
 mod metrics;
 mod session;
@@ -126,15 +126,21 @@ async fn serve_http<S>(
     relay: Arc<Relay>,
     peer: std::net::SocketAddr,
     shutdown: tokio_util::sync::CancellationToken,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    slot: Arc<handshake::Slot>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let header_timeout = relay.limits.header_read_timeout;
     let max_head = relay.limits.max_header_bytes;
-    let service = service_fn(move |req| http::handle(req, relay.clone(), peer));
+    let service = service_fn(move |req| {
+        // The request head has arrived: the handshake is over, and its slot free for another
+        // connection, before the answer is written. So a probe or a refusal never waits behind
+        // slow handshakes, and a client that is slow to read its answer holds no slot.
+        slot.finish();
+        http::handle(req, relay.clone(), peer)
+    });
     // One request per connection: every answer but an upgrade says `Connection: close` (see
-    // `http::text`), so a connection never holds its handshake slot past its one answer.
+    // `http::text`), so the connection ends after its one answer.
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
@@ -149,7 +155,6 @@ async fn serve_http<S>(
             conn.await
         }
     };
-    drop(permit);
     if let Err(e) = res {
         debug!(%peer, "HTTP connection ended: {e}");
     }
@@ -180,13 +185,15 @@ pub async fn run(
         )),
         None => None,
     };
-    let handshakes = Arc::new(Semaphore::new(config.limits.max_handshakes));
+    let metrics = Arc::new(metrics::Metrics::new());
+    let handshakes = handshake::Gate::new(&config.limits, metrics.clone());
+    let mut shed_log = handshake::ShedLog::new(metrics.clone());
     let relay = Arc::new(Relay {
         tools: config.tools.into_iter().map(Arc::new).collect(),
         limits: config.limits,
         auth: config.auth,
         allowed_origins: config.allowed_origins,
-        metrics: Arc::new(metrics::Metrics::new()),
+        metrics,
         metrics_on_main: config.metrics_listen.is_none(),
         shutdown: shutdown.inner.clone(),
         registry: Arc::default(),
@@ -219,8 +226,17 @@ pub async fn run(
         }
     };
     tokio::pin!(drained);
+    // Shedding is logged once a second at most (see `handshake::ShedLog`).
+    let mut shed_tick = tokio::time::interval(Duration::from_secs(1));
+    shed_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_flush = tokio::time::Instant::now();
     loop {
         let (stream, peer) = tokio::select! {
+            now = shed_tick.tick() => {
+                shed_log.flush(now.duration_since(last_flush));
+                last_flush = now;
+                continue;
+            }
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -233,32 +249,52 @@ pub async fn run(
             () = &mut drained => break,
         };
         let _ = stream.set_nodelay(true);
-        // Bound the connections still in their TLS/HTTP handshake: past the bound, new ones are
-        // dropped at once instead of tying up memory (slowloris and connection floods).
-        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-            debug!(%peer, "too many connections in handshake; dropping one");
-            continue;
+        // Bound the connections still in their TLS/HTTP handshake, per source and in total, so
+        // that neither memory nor the slots can be tied up by slow connections (slowloris,
+        // connection floods): a newcomer over its source's bound is closed at once; when every
+        // slot is taken, the oldest handshake of the source holding the most gives way.
+        let source = handshake::Source::of(peer.ip());
+        let slot = match handshakes.admit(source) {
+            Ok(admitted) => {
+                if let Some((victim, age)) = admitted.shed {
+                    debug!(%peer, %victim, ?age, "every handshake slot busy: shed the oldest");
+                    shed_log.record(victim, handshake::ShedReason::Oldest);
+                }
+                Arc::new(admitted.slot)
+            }
+            Err(reason) => {
+                debug!(%peer, reason = reason.label(), "closing a connection before its handshake");
+                shed_log.record(source, reason);
+                continue;
+            }
         };
         let relay2 = relay.clone();
         let conn_shutdown = relay.shutdown.force.clone();
         let tls = tls.clone();
         relay.tracker.spawn(async move {
             let header_timeout = relay2.limits.header_read_timeout;
-            match tls {
-                Some(acceptor) => {
-                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => {
-                            serve_http(stream, relay2, peer, conn_shutdown, permit).await
+            let serve = async {
+                match tls {
+                    Some(acceptor) => {
+                        match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => {
+                                serve_http(stream, relay2, peer, conn_shutdown, slot.clone()).await
+                            }
+                            Ok(Err(e)) => debug!(%peer, "TLS handshake failed: {e}"),
+                            Err(_) => debug!(%peer, "TLS handshake timed out"),
                         }
-                        Ok(Err(e)) => debug!(%peer, "TLS handshake failed: {e}"),
-                        Err(_) => debug!(%peer, "TLS handshake timed out"),
                     }
+                    None => serve_http(stream, relay2, peer, conn_shutdown, slot.clone()).await,
                 }
-                None => serve_http(stream, relay2, peer, conn_shutdown, permit).await,
+            };
+            tokio::select! {
+                () = slot.shed() => debug!(%peer, "handshake shed for a newcomer"),
+                () = serve => {}
             }
         });
     }
     drop(listener);
+    shed_log.flush(last_flush.elapsed());
     relay.tracker.close();
     if !relay.registry.is_empty() {
         warn!("calls still in flight after the grace period; ending them");

@@ -97,6 +97,10 @@ pub(crate) struct Metrics {
     pub(crate) tool_exits: Family<ExitLabels, Counter>,
     pub(crate) auth_failures: Family<ReasonLabel, Counter>,
     pub(crate) rejected: Family<ReasonLabel, Counter>,
+    /// Connections closed in (or before) their TLS/HTTP handshake, by `ShedReason::label`.
+    pub(crate) handshakes_shed: Family<ReasonLabel, Counter>,
+    /// Connections in their TLS/HTTP handshake now.
+    pub(crate) handshakes_in_progress: Gauge,
 }
 
 impl Metrics {
@@ -114,6 +118,8 @@ impl Metrics {
             tool_exits: Family::default(),
             auth_failures: Family::default(),
             rejected: Family::default(),
+            handshakes_shed: Family::default(),
+            handshakes_in_progress: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -166,6 +172,17 @@ impl Metrics {
             "rejected_connections",
             "Connections refused before the upgrade, by reason",
             m.rejected.clone(),
+        );
+        registry.register(
+            "handshakes_shed",
+            "Connections closed in their TLS/HTTP handshake to bound handshakes, by reason \
+             (source_limit, oldest, full)",
+            m.handshakes_shed.clone(),
+        );
+        registry.register(
+            "handshakes_in_progress",
+            "Connections in their TLS/HTTP handshake now",
+            m.handshakes_in_progress.clone(),
         );
         Metrics { registry, ..m }
     }

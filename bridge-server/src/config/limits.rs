@@ -22,6 +22,7 @@ const COUNTS: &[&str] = &[
     "max_sessions",
     "max_sessions_per_user",
     "max_handshakes",
+    "max_handshakes_per_source",
     "max_header_bytes",
 ];
 
@@ -63,6 +64,10 @@ pub(super) fn limits(root: &Section<'_, '_>, p: &mut Problems<'_>) -> Limits {
         max_sessions: count("max_sessions", defaults.max_sessions),
         max_sessions_per_user: count("max_sessions_per_user", defaults.max_sessions_per_user),
         max_handshakes: count("max_handshakes", defaults.max_handshakes).max(1),
+        max_handshakes_per_source: count(
+            "max_handshakes_per_source",
+            defaults.max_handshakes_per_source,
+        ),
         max_header_bytes: count("max_header_bytes", defaults.max_header_bytes).max(8192),
     };
     if l.has("heartbeat_interval_ms") && limits.heartbeat.interval.is_zero() {
@@ -87,6 +92,13 @@ pub(super) fn limits(root: &Section<'_, '_>, p: &mut Problems<'_>) -> Limits {
                 limits.heartbeat.timeout.as_millis(),
                 limits.heartbeat.interval.as_millis()
             ),
+        );
+    }
+    if l.has("max_handshakes_per_source") && limits.max_handshakes_per_source == 0 {
+        p.error(
+            l.span("max_handshakes_per_source"),
+            &l.key("max_handshakes_per_source"),
+            "must be at least 1 (to have no bound per source, set it to max_handshakes)",
         );
     }
     if l.has("resume_buffer_messages") && limits.resume_buffer_messages == 0 {

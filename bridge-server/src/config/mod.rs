@@ -107,8 +107,13 @@ pub struct Limits {
     pub max_sessions: usize,
     /// Most sessions one user holds at once.
     pub max_sessions_per_user: usize,
-    /// Most connections still in their TLS or HTTP handshake at once; more are dropped.
+    /// Most connections still in their TLS or HTTP handshake at once. When all are taken, the
+    /// oldest handshakes of the source holding the most give way to a newcomer from a source
+    /// holding fewer; otherwise the newcomer is closed.
     pub max_handshakes: usize,
+    /// Most connections from one source (an IPv4 address, or an IPv6 /64) in their TLS or HTTP
+    /// handshake at once; more from that source are closed at once.
+    pub max_handshakes_per_source: usize,
     /// Largest HTTP request head (request line and headers), in bytes.
     pub max_header_bytes: usize,
 }
@@ -127,6 +132,7 @@ impl Default for Limits {
             max_sessions: 1024,
             max_sessions_per_user: 64,
             max_handshakes: 256,
+            max_handshakes_per_source: 32,
             max_header_bytes: 16 * 1024,
         }
     }

@@ -304,3 +304,46 @@ fn tables_of_another_auth_mode_are_a_warning() {
         "{w:#?}"
     );
 }
+
+#[test]
+fn handshake_bounds_parse_with_their_defaults() {
+    let cfg = parse(SH_TOOL).expect("valid").config;
+    assert_eq!(cfg.limits.max_handshakes, 256);
+    assert_eq!(cfg.limits.max_handshakes_per_source, 32);
+    let cfg = parse(&format!(
+        "[limits]\nmax_handshakes = 64\nmax_handshakes_per_source = 8\n{SH_TOOL}"
+    ))
+    .expect("valid")
+    .config;
+    assert_eq!(cfg.limits.max_handshakes, 64);
+    assert_eq!(cfg.limits.max_handshakes_per_source, 8);
+}
+
+#[test]
+fn a_zero_or_negative_per_source_handshake_bound_is_reported_with_its_place() {
+    let got = problems(&format!(
+        "[limits]\nmax_handshakes_per_source = 0\n{SH_TOOL}"
+    ));
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0]
+            .starts_with("relay.toml:2:29: `limits.max_handshakes_per_source`: must be at least 1"),
+        "{got:#?}"
+    );
+    let got = problems(&format!(
+        "[limits]\nmax_handshakes_per_source = -4\n{SH_TOOL}"
+    ));
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0]
+            .starts_with("relay.toml:2:29: `limits.max_handshakes_per_source`: must be 0 or more"),
+        "{got:#?}"
+    );
+    let got = problems(&format!(
+        "[limits]\nmax_handshake_per_source = 4\n{SH_TOOL}"
+    ));
+    assert!(
+        got[0].contains("did you mean `max_handshakes_per_source`?"),
+        "{got:#?}"
+    );
+}

@@ -6,6 +6,7 @@
 //! `cargo build --workspace --bins`).
 
 mod abuse;
+mod floods;
 mod lifecycle;
 mod operations;
 mod peers;
