@@ -70,14 +70,19 @@ impl Backoff {
     /// The delay before attempt `n` (0-based): `initial * 2^n`, capped, then scaled by a random
     /// factor in [0.5, 1.0] so that many clients cut at once do not return at once.
     pub fn delay(&self, n: u32) -> Duration {
-        let base = self.initial.saturating_mul(1u32 << n.min(16)).min(self.max);
         let mut b = [0u8; 2];
         let r = if getrandom::fill(&mut b).is_ok() {
             u16::from_le_bytes(b) as f64 / u16::MAX as f64
         } else {
             1.0
         };
-        base.mul_f64(0.5 + 0.5 * r)
+        self.delay_with(n, r)
+    }
+
+    /// [`Self::delay`] with `r` in [0, 1] as its random part.
+    pub fn delay_with(&self, n: u32, r: f64) -> Duration {
+        let base = self.initial.saturating_mul(1u32 << n.min(16)).min(self.max);
+        base.mul_f64(0.5 + 0.5 * r.clamp(0.0, 1.0))
     }
 }
 

@@ -75,6 +75,8 @@ pub(crate) struct CoreConfig {
     pub(crate) max_message: usize,
     /// Delays between connection attempts.
     pub(crate) backoff: Backoff,
+    /// Seeds the backoff's jitter (random in the driver, fixed in tests so a run replays).
+    pub(crate) seed: u64,
 }
 
 impl CoreConfig {
@@ -95,6 +97,22 @@ impl CoreConfig {
                 recv_bytes: usize::MAX / 2,
             },
         )
+    }
+}
+
+/// Random factors for the backoff's jitter (xorshift64*).
+#[derive(Debug, Clone)]
+struct Jitter(u64);
+
+impl Jitter {
+    /// A number in [0, 1).
+    fn next(&mut self) -> f64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
@@ -150,6 +168,7 @@ pub(crate) struct Exit {
 #[derive(Debug)]
 pub(crate) struct Core {
     cfg: CoreConfig,
+    jitter: Jitter,
     /// The current session's endpoint (a fresh one for each new session).
     ep: Endpoint,
     session: Option<SessionInfo>,
@@ -194,6 +213,7 @@ impl Core {
     pub(crate) fn new(cfg: CoreConfig, now: Instant) -> Core {
         Core {
             ep: cfg.endpoint(),
+            jitter: Jitter(cfg.seed | 1),
             cfg,
             session: None,
             link: Link::Waiting {
@@ -224,6 +244,11 @@ impl Core {
     /// Whether a connection is up (the driver drops its connection when this turns false).
     pub(crate) fn is_connected(&self) -> bool {
         self.link == Link::Connected
+    }
+
+    fn backoff(&mut self, attempt: u32) -> Duration {
+        let r = self.jitter.next();
+        self.cfg.backoff.delay_with(attempt, r)
     }
 
     fn out_has_room(&self) -> bool {
@@ -364,7 +389,7 @@ impl Core {
                 }
             }
             e if e.is_transient() && (self.session.is_some() || attempt < 3) => {
-                let delay = self.cfg.backoff.delay(attempt + 1);
+                let delay = self.backoff(attempt + 1);
                 warn!("{e}; retrying in {:.1}s", delay.as_secs_f64());
                 self.link = Link::Waiting {
                     at: now + delay,
@@ -397,7 +422,7 @@ impl Core {
             return;
         }
         self.lost_at.get_or_insert(now);
-        let delay = self.cfg.backoff.delay(0);
+        let delay = self.backoff(0);
         warn!(
             "connection to the relay lost ({why}); resuming in {:.1}s",
             delay.as_secs_f64()

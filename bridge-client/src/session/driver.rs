@@ -58,6 +58,7 @@ where
             url: opts.url.clone(),
             max_message: opts.max_message_size,
             backoff: opts.backoff,
+            seed: seed(),
         },
         Instant::now(),
     );
@@ -169,6 +170,13 @@ where
         (Ok(()), Some(e)) => Err(ClientError::Stdout(e)),
         (Ok(()), None) => Ok(()),
     }
+}
+
+/// A random seed for the core's jitter.
+fn seed() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    u64::from_le_bytes(b)
 }
 
 /// Starts a connection attempt, bounded by the request's timeout.
