@@ -327,11 +327,13 @@ impl Core {
     }
 
     /// When to call [`Self::on_timeout`] (or [`Self::poll_connect`], [`Self::is_done`]) next.
-    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self, now: Instant) -> Option<Instant> {
         let mut t: Option<Instant> = None;
         let mut at = |d: Instant| t = Some(t.map_or(d, |t| t.min(d)));
         if self.link == Link::Connected {
-            if let Some(d) = self.ep.poll_timeout() {
+            // An ack already due is [`Self::wants_transmit`]'s: it waits for the connection to
+            // be writable, not for a timer.
+            if let Some(d) = self.ep.poll_timeout().filter(|d| *d > now) {
                 at(d);
             }
         }

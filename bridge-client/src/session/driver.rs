@@ -82,7 +82,7 @@ where
             break;
         }
         let deadline = [
-            core.poll_timeout(),
+            core.poll_timeout(now),
             carrier.as_ref().map(WsCarrier::deadline),
         ]
         .into_iter()

@@ -247,7 +247,7 @@ fn a_replayed_initialize_without_answer_is_given_up_after_its_wait() {
     relay.connect(0).expect("connect");
     core.on_connected(welcome("s2", false, 0), t0);
     assert_eq!(to_relay(&mut core, &mut relay, t0).len(), 1);
-    assert_eq!(core.poll_timeout(), Some(t0 + REINIT_WAIT));
+    assert_eq!(core.poll_timeout(t0), Some(t0 + REINIT_WAIT));
     core.on_timeout(t0 + REINIT_WAIT);
     let got = to_relay(&mut core, &mut relay, t0 + REINIT_WAIT);
     assert_eq!(got[0]["method"], "ping", "held messages go on");

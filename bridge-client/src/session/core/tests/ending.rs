@@ -16,7 +16,7 @@ fn stdin_eof_waits_for_answers_then_gives_up_at_its_deadline() {
     core.on_stdin_eof(t0);
     assert!(!core.wants_stdin());
     assert!(!core.is_done(t0), "a request is in flight");
-    assert_eq!(core.poll_timeout(), Some(t0 + EOF_ANSWER_WAIT));
+    assert_eq!(core.poll_timeout(t0), Some(t0 + EOF_ANSWER_WAIT));
     assert!(core.is_done(t0 + EOF_ANSWER_WAIT));
     let exit = core.finish();
     assert!(exit.tell_relay && exit.result.is_ok());
