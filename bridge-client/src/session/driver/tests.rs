@@ -7,13 +7,24 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::Message;
 
 use shared::carrier::Heartbeat;
 use shared::tunnel::{self, Control};
 
 use crate::{Backoff, Options};
+
+/// The upgrade's answer: subprotocol `mcp-bridge.v1` (tungstenite's callback type fixes the
+/// error type).
+#[allow(clippy::result_large_err)]
+fn select_v1(_: &Request, mut resp: Response) -> Result<Response, ErrorResponse> {
+    resp.headers_mut().insert(
+        http::header::SEC_WEBSOCKET_PROTOCOL,
+        http::HeaderValue::from_static(tunnel::SUBPROTOCOL_V1),
+    );
+    Ok(resp)
+}
 
 /// A relay that welcomes the first connection, drops it at once, and then accepts TCP
 /// connections without ever answering them (a resume that hangs). `hanging` fires once the
@@ -22,14 +33,7 @@ async fn relay_that_hangs_after_a_drop(listener: TcpListener, hanging: oneshot::
     let Ok((tcp, _)) = listener.accept().await else {
         return;
     };
-    let answer = |_: &Request, mut resp: Response| {
-        resp.headers_mut().insert(
-            http::header::SEC_WEBSOCKET_PROTOCOL,
-            http::HeaderValue::from_static(tunnel::SUBPROTOCOL_V1),
-        );
-        Ok(resp)
-    };
-    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, answer).await else {
+    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, select_v1).await else {
         return;
     };
     let welcome = tunnel::encode_control(&Control::Welcome {
