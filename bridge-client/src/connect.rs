@@ -3,79 +3,100 @@
 
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue};
+use futures_util::StreamExt;
+use http::HeaderValue;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
 
-use shared::conn::{self, Conn, ConnEvent};
 use shared::tunnel::{
     self, Control, HEADER_AFFINITY, HEADER_LAST_SEQ, HEADER_REESTABLISH, HEADER_SESSION,
     SUBPROTOCOL_V1,
 };
 
+use crate::session::Welcome;
 use crate::transport::{self, BoxIo};
 use crate::{ClientError, Options};
 
 /// How long the relay may take to send its welcome after the upgrade.
 const WELCOME_WAIT: Duration = Duration::from_secs(10);
 
-/// What the relay said when the connection opened.
-#[derive(Debug, Clone)]
-pub(crate) struct Welcome {
-    pub(crate) session: String,
-    pub(crate) resumed: bool,
-    pub(crate) last_seq: u64,
-    pub(crate) resume_window: Duration,
-}
+/// An open WebSocket to the relay.
+pub(crate) type Ws = WebSocketStream<BoxIo>;
 
 /// Connects, upgrades with subprotocol `mcp-bridge.v1` (resuming `resume` = (session id, last
-/// sequence received) when given), and waits for the relay's welcome.
+/// sequence received) when given), and waits for the relay's welcome. What the relay sends
+/// after the welcome stays in the returned stream.
 pub(crate) async fn connect(
     opts: &Options,
     resume: Option<(&str, u64)>,
     reestablish: bool,
-) -> Result<(Conn, Welcome), ClientError> {
-    let ws = upgrade(opts, resume, reestablish).await?;
-    let mut conn = conn::spawn(ws, opts.heartbeat);
-    let first = tokio::time::timeout(WELCOME_WAIT, conn.rx.recv()).await;
+) -> Result<(Ws, Welcome), ClientError> {
+    let mut ws = upgrade(opts, resume, reestablish).await?;
     let handshake = |reason: String| ClientError::Handshake {
         url: opts.url.clone(),
         reason,
     };
-    match first {
-        Ok(Some(ConnEvent::Message(Message::Binary(frame)))) => match tunnel::decode(frame) {
-            Ok(tunnel::Frame::Control(Control::Welcome {
+    let first = match tokio::time::timeout(WELCOME_WAIT, first_message(&mut ws)).await {
+        Ok(Ok(frame)) => frame,
+        Ok(Err(why)) => {
+            return Err(handshake(format!(
+                "the relay closed before its welcome{why}"
+            )))
+        }
+        Err(_) => {
+            return Err(handshake(format!(
+                "no welcome from the relay within {} s",
+                WELCOME_WAIT.as_secs()
+            )))
+        }
+    };
+    match tunnel::decode(first) {
+        Ok(tunnel::Frame::Control(Control::Welcome {
+            session,
+            resumed,
+            last_seq,
+            resume_window_ms,
+            ..
+        })) => Ok((
+            ws,
+            Welcome {
                 session,
                 resumed,
                 last_seq,
-                resume_window_ms,
-                ..
-            })) => Ok((
-                conn,
-                Welcome {
-                    session,
-                    resumed,
-                    last_seq,
-                    resume_window: Duration::from_millis(resume_window_ms),
-                },
-            )),
-            Ok(tunnel::Frame::Control(Control::End { reason })) => Err(ClientError::Refused {
-                url: opts.url.clone(),
-                status: 410,
-                reason,
-            }),
-            Ok(other) => Err(handshake(format!("expected a welcome, got {other:?}"))),
-            Err(e) => Err(handshake(format!("bad first frame: {e}"))),
-        },
-        Ok(Some(ConnEvent::Closed(why))) => Err(handshake(format!(
-            "the relay closed before its welcome: {why}"
-        ))),
-        Ok(_) => Err(handshake("the relay closed before its welcome".to_owned())),
-        Err(_) => Err(handshake(format!(
-            "no welcome from the relay within {} s",
-            WELCOME_WAIT.as_secs()
-        ))),
+                resume_window: Duration::from_millis(resume_window_ms),
+            },
+        )),
+        Ok(tunnel::Frame::Control(Control::End { reason })) => Err(ClientError::Refused {
+            url: opts.url.clone(),
+            status: 410,
+            reason: shared::log_safe_max(&reason, 1024).into_owned(),
+        }),
+        Ok(other) => Err(handshake(format!("expected a welcome, got {other:?}"))),
+        Err(e) => Err(handshake(format!("bad first frame: {e}"))),
+    }
+}
+
+/// The first binary message; `Err` (a suffix for the error text) when the connection ends or
+/// something else comes first.
+async fn first_message(ws: &mut Ws) -> Result<bytes::Bytes, String> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Binary(b))) => return Ok(b),
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+            Some(Ok(Message::Text(_))) => return Err(": it sent a text message".to_owned()),
+            Some(Ok(Message::Close(Some(f)))) if !f.reason.is_empty() => {
+                return Err(format!(": closed by peer: {}", shared::log_safe(&f.reason)))
+            }
+            Some(Ok(Message::Close(_))) | None => return Err(String::new()),
+            Some(Err(e)) => {
+                return Err(format!(
+                    ": connection error: {}",
+                    shared::log_safe(&e.to_string())
+                ))
+            }
+        }
     }
 }
 
@@ -85,7 +106,7 @@ async fn upgrade(
     opts: &Options,
     resume: Option<(&str, u64)>,
     reestablish: bool,
-) -> Result<tokio_tungstenite::WebSocketStream<BoxIo>, ClientError> {
+) -> Result<Ws, ClientError> {
     let url = opts.url.clone();
     let bad_url = |reason: String| ClientError::BadUrl {
         url: url.clone(),
@@ -194,30 +215,4 @@ fn ws_hard_limit(max: usize) -> usize {
     max.saturating_mul(4)
         .max(shared::DEFAULT_MAX_MESSAGE_SIZE)
         .saturating_add(64 * 1024 + tunnel::DATA_HEADER)
-}
-
-/// Parses `Name: value` into a header pair.
-pub fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), String> {
-    let (name, value) = text
-        .split_once(':')
-        .ok_or_else(|| format!("header `{text}` has no `:`; write it as 'Name: value'"))?;
-    let name = HeaderName::from_bytes(name.trim().as_bytes())
-        .map_err(|_| format!("`{}` is not a valid header name", name.trim()))?;
-    let value = HeaderValue::from_str(value.trim())
-        .map_err(|_| format!("the value of header `{name}` is not valid"))?;
-    Ok((name, value))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_header;
-
-    #[test]
-    fn headers_parse() {
-        let (n, v) = parse_header("X-Team:  tools ").expect("valid");
-        assert_eq!(n.as_str(), "x-team");
-        assert_eq!(v.to_str().ok(), Some("tools"));
-        assert!(parse_header("nocolon").is_err());
-        assert!(parse_header("bad name: x").is_err());
-    }
 }

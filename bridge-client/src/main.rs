@@ -2,15 +2,14 @@
 //! `logout` to keep the relay token in the OS keyring.
 
 use std::io::{IsTerminal, Read};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use bridge_client::{credentials, parse_header, relay_url, Backoff, Options, Proxy, Secret};
-use shared::conn::Heartbeat;
+use bridge_client::settings::ConnectArgs;
+use bridge_client::{credentials, relay_url, Secret};
 
 /// Connects an IDE's MCP stdio session to a tool hosted on an mcp-bridge relay.
 ///
@@ -67,67 +66,6 @@ impl From<relay_url::UrlError> for Failure {
     fn from(e: relay_url::UrlError) -> Failure {
         Failure::Usage(e.to_string())
     }
-}
-
-#[derive(Args, Debug)]
-struct ConnectArgs {
-    /// The relay's URL for the tool: ws://HOST:PORT/mcp/TOOL or wss://HOST/mcp/TOOL.
-    url: Option<String>,
-
-    /// Extra header for the upgrade request, as 'Name: value' (repeatable).
-    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
-    headers: Vec<String>,
-
-    /// Environment variable that holds the relay token; when it is set, it wins over the
-    /// keyring.
-    #[arg(long, value_name = "VAR", default_value = "MCP_BRIDGE_TOKEN")]
-    token_env: String,
-
-    /// Read the relay token from this file instead (first line).
-    #[arg(long, value_name = "FILE")]
-    token_file: Option<PathBuf>,
-
-    /// Do not look in the OS keyring for a token.
-    #[arg(long)]
-    no_keyring: bool,
-
-    /// PEM file of a private CA to trust for wss:// (in addition to the system's roots).
-    #[arg(long, value_name = "FILE")]
-    ca_file: Option<PathBuf>,
-
-    /// PEM client certificate for mutual TLS (with --client-key).
-    #[arg(long, value_name = "FILE", requires = "client_key")]
-    client_cert: Option<PathBuf>,
-
-    /// PEM private key of the client certificate.
-    #[arg(long, value_name = "FILE", requires = "client_cert")]
-    client_key: Option<PathBuf>,
-
-    /// HTTP proxy (http://[user:pass@]host:port), or `none`. Default: HTTPS_PROXY / HTTP_PROXY,
-    /// honouring NO_PROXY.
-    #[arg(long, value_name = "URL")]
-    proxy: Option<String>,
-
-    /// Largest JSON-RPC message accepted from the IDE or the relay, in bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = shared::DEFAULT_MAX_MESSAGE_SIZE)]
-    max_message_size: usize,
-
-    /// Seconds between WebSocket pings to the relay.
-    #[arg(long, value_name = "SECS", default_value_t = 20.0)]
-    heartbeat_interval: f64,
-
-    /// Seconds without any frame from the relay after which the connection is declared dead
-    /// (and resumed on a new one).
-    #[arg(long, value_name = "SECS", default_value_t = 45.0)]
-    heartbeat_timeout: f64,
-
-    /// Largest delay between reconnection attempts, in seconds (they start at 0.1 s and double).
-    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
-    max_backoff: f64,
-
-    /// More log output on stderr: -v debug, -vv trace (default: warnings). RUST_LOG overrides.
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    verbose: u8,
 }
 
 fn main() -> ExitCode {
@@ -206,53 +144,16 @@ fn same_origin_schemes(origin: &str) -> &'static str {
     }
 }
 
-/// Where the token comes from: a file, the environment, or the keyring (in that order).
-fn token(args: &ConnectArgs, url: &str) -> Result<Option<Secret>, String> {
-    if let Some(path) = &args.token_file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
-        let t = text.lines().next().unwrap_or("").trim().to_owned();
-        if t.is_empty() {
-            return Err(format!("the token file {} is empty", path.display()));
-        }
-        return Ok(Some(Secret::new(t)));
-    }
-    if let Some(t) = std::env::var(&args.token_env)
-        .ok()
-        .filter(|t| !t.is_empty())
-    {
-        return Ok(Some(Secret::new(t)));
-    }
-    if args.no_keyring {
-        return Ok(None);
-    }
-    let origin = relay_url::origin(url).map_err(|e| e.to_string())?;
-    match credentials::load(&origin) {
-        Ok(t) => Ok(t),
-        Err(e) => {
-            // A broken keyring should not stop a relay that needs no token.
-            tracing::warn!("{e}; connecting without a stored token");
-            Ok(None)
-        }
-    }
-}
-
 fn connect(args: ConnectArgs) -> ExitCode {
     init_logging(args.verbose);
-    let Some(url) = args.url.clone() else {
-        eprintln!(
-            "bridge-client: give the relay URL, e.g. `bridge-client ws://127.0.0.1:8787/mcp/demo`"
-        );
-        return ExitCode::from(EXIT_USAGE);
-    };
-    let opts = match options(&args, url) {
+    let opts = match args.resolve() {
         Ok(o) => o,
         Err(e) => {
             eprintln!("bridge-client: {e}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    // One thread is plenty for one IDE session, and saves cross-thread wake-ups on every hop.
+    // One thread is plenty for one IDE session: the session is one task.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -279,75 +180,6 @@ fn connect(args: ConnectArgs) -> ExitCode {
     }
 }
 
-fn options(args: &ConnectArgs, url: String) -> Result<Options, String> {
-    let mut headers = Vec::new();
-    for h in &args.headers {
-        headers.push(parse_header(h)?);
-    }
-    let secs = |name: &str, v: f64| -> Result<Duration, String> {
-        if v.is_finite() && v > 0.0 && v < 86_400.0 {
-            Ok(Duration::from_secs_f64(v))
-        } else {
-            Err(format!("--{name} must be a number of seconds above 0"))
-        }
-    };
-    let heartbeat = Heartbeat {
-        interval: secs("heartbeat-interval", args.heartbeat_interval)?,
-        timeout: secs("heartbeat-timeout", args.heartbeat_timeout)?,
-    };
-    if heartbeat.timeout <= heartbeat.interval {
-        return Err("--heartbeat-timeout must be longer than --heartbeat-interval".into());
-    }
-    let backoff = Backoff {
-        initial: Duration::from_millis(100),
-        max: secs("max-backoff", args.max_backoff)?,
-    };
-    relay_url::check_tunnel_url(&url).map_err(|e| e.to_string())?;
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|_| format!("invalid relay URL {url}; expected ws://HOST:PORT/mcp/TOOL"))?;
-    let scheme = uri.scheme_str().unwrap_or("").to_owned();
-    let host = uri.host().unwrap_or("").to_owned();
-    let tls = if scheme == "wss" {
-        let client = match (&args.client_cert, &args.client_key) {
-            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
-            _ => None,
-        };
-        Some(
-            shared::tls::client_config(args.ca_file.as_deref(), client)
-                .map_err(|e| e.to_string())?,
-        )
-    } else {
-        None
-    };
-    let proxy = match args.proxy.as_deref() {
-        Some("none") => None,
-        Some(p) => Some(Proxy::parse(p)?),
-        None => Proxy::from_env(&scheme, &host).transpose()?,
-    };
-    let token = token(args, &url)?;
-    let loopback = host == "localhost"
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if token.is_some() && scheme == "ws" && !loopback {
-        tracing::warn!("sending the relay token over unencrypted ws:// to {host}; use wss:// so it cannot be read on the way");
-    }
-    Ok(Options {
-        token,
-        url,
-        headers,
-        max_message_size: args.max_message_size.max(1024),
-        heartbeat,
-        backoff,
-        tls,
-        proxy,
-        affinity: Some(affinity_key()),
-    })
-}
-
 /// Resolves at the first SIGINT, SIGTERM or SIGHUP: how hosts end their stdio servers
 /// (Claude Code sends SIGINT, Gemini CLI SIGTERM, without closing stdin first).
 async fn stop_signal() {
@@ -370,20 +202,6 @@ async fn stop_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-/// A random key for this process: the same on every (re)connect, different per IDE session.
-fn affinity_key() -> String {
-    let mut b = [0u8; 16];
-    if getrandom::fill(&mut b).is_err() {
-        let n = std::process::id() as u128
-            ^ std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or_default();
-        b = n.to_le_bytes();
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn init_logging(verbose: u8) {

@@ -413,7 +413,7 @@ use crate::session::short_id as short;
 async fn open_conn(
     upgraded: hyper::upgrade::Upgraded,
     config: WebSocketConfig,
-    heartbeat: shared::conn::Heartbeat,
+    heartbeat: shared::carrier::Heartbeat,
 ) -> WsCarrier<session::Socket> {
     let ws =
         WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;

@@ -19,8 +19,26 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::conn::Heartbeat;
 use crate::endpoint::Transmit;
+
+/// Heartbeat settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// How often to send a WebSocket ping.
+    pub interval: Duration,
+    /// Silence after which the peer is considered dead. Longer than `interval`.
+    pub timeout: Duration,
+}
+
+impl Default for Heartbeat {
+    /// Every 20 s (well under the 60 s idle cut of common load balancers); dead after 45 s.
+    fn default() -> Self {
+        Heartbeat {
+            interval: Duration::from_secs(20),
+            timeout: Duration::from_secs(45),
+        }
+    }
+}
 
 /// What the connection did.
 #[derive(Debug)]

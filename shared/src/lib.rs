@@ -5,7 +5,6 @@
 //! Nothing here does network or process I/O of its own; the client and the relay own that.
 
 pub mod carrier;
-pub mod conn;
 pub mod endpoint;
 pub mod framing;
 pub mod ingress;

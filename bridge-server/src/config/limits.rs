@@ -42,7 +42,7 @@ pub(super) fn limits(root: &Section<'_, '_>, p: &mut Problems<'_>) -> Limits {
     let kill_grace = ms("kill_grace_ms", defaults.kill_grace);
     let shutdown_grace = ms("shutdown_grace_ms", defaults.shutdown_grace);
     let resume_window = ms("resume_window_ms", defaults.resume_window);
-    let heartbeat = shared::conn::Heartbeat {
+    let heartbeat = shared::carrier::Heartbeat {
         interval: ms("heartbeat_interval_ms", defaults.heartbeat.interval),
         timeout: ms("heartbeat_timeout_ms", defaults.heartbeat.timeout),
     };

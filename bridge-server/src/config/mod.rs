@@ -100,7 +100,7 @@ pub struct Limits {
     /// Bound on messages kept for a client that has not acknowledged them (bytes).
     pub resume_buffer_bytes: usize,
     /// WebSocket ping interval and dead-peer timeout.
-    pub heartbeat: shared::conn::Heartbeat,
+    pub heartbeat: shared::carrier::Heartbeat,
     /// A session with no message either way for this long is ended (`None`: never).
     pub idle_timeout: Option<Duration>,
     /// Most sessions the relay holds at once, over all tools.
@@ -127,7 +127,7 @@ impl Default for Limits {
             resume_window: Duration::from_secs(60),
             resume_buffer_messages: 1024,
             resume_buffer_bytes: 16 * 1024 * 1024,
-            heartbeat: shared::conn::Heartbeat::default(),
+            heartbeat: shared::carrier::Heartbeat::default(),
             idle_timeout: Some(Duration::from_secs(30 * 60)),
             max_sessions: 1024,
             max_sessions_per_user: 64,
