@@ -168,8 +168,12 @@ pub fn preflight(config: &Config) -> Result<(), String> {
         if checked.contains(&sb.network) {
             continue;
         }
-        confine::sandbox::preflight(sb.network)
-            .map_err(|why| format!("tool `{}` asks for a sandbox, which this host cannot give: {why}", tool.name))?;
+        confine::sandbox::preflight(sb.network).map_err(|why| {
+            format!(
+                "tool `{}` asks for a sandbox, which this host cannot give: {why}",
+                tool.name
+            )
+        })?;
         checked.push(sb.network);
     }
     Ok(())

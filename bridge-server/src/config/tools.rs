@@ -150,7 +150,11 @@ fn tool(t: &Section<'_, '_>, base: &Path, p: &mut Problems<'_>) -> Option<ToolCo
         "until then, every connection to /mcp/{} is refused with HTTP 502",
         tool.name
     );
-    if let Some(cwd) = tool.cwd.as_ref().filter(|c| !is_template(c) && !tool.create_cwd) {
+    if let Some(cwd) = tool
+        .cwd
+        .as_ref()
+        .filter(|c| !is_template(c) && !tool.create_cwd)
+    {
         if !cwd.is_dir() {
             p.warn(
                 t.span("cwd"),

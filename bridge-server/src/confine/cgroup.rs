@@ -51,7 +51,14 @@ impl Cgroups {
 
     /// Whether memory limits are enforced by a cgroup.
     pub(crate) fn has_memory(&self) -> bool {
-        matches!(self, Cgroups::V2 { .. } | Cgroups::V1 { memory: Some(_), .. })
+        matches!(
+            self,
+            Cgroups::V2 { .. }
+                | Cgroups::V1 {
+                    memory: Some(_),
+                    ..
+                }
+        )
     }
 
     /// Whether process limits are enforced by a cgroup.

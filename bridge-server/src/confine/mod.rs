@@ -170,8 +170,9 @@ impl Host {
         }
         hidden.sort();
         hidden.dedup();
-        let nofile_hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-            .map_or(u64::MAX, |(_, hard)| hard);
+        let nofile_hard =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .map_or(u64::MAX, |(_, hard)| hard);
         Host {
             cgroups,
             hidden,
@@ -275,9 +276,13 @@ impl Host {
         let cg_pids = cgroup.is_some() && self.cgroups.as_ref().is_some_and(Cgroups::has_pids);
         Rlimits {
             cpu_seconds: l.cpu_seconds,
-            open_files: l
-                .open_files
-                .map(|n| if self.is_root { n } else { n.min(self.nofile_hard) }),
+            open_files: l.open_files.map(|n| {
+                if self.is_root {
+                    n
+                } else {
+                    n.min(self.nofile_hard)
+                }
+            }),
             data: l.memory.filter(|_| !cg_memory),
             nproc: l.processes.filter(|_| !cg_pids && !self.is_root),
         }

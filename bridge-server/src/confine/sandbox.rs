@@ -93,11 +93,18 @@ pub(crate) fn preflight(network: bool) -> Result<(), String> {
     a.flags(network);
     a.system();
     a.out.push("--".into());
-    a.out.push("true".into());
-    let out = std::process::Command::new(BWRAP)
-        .args(&a.out)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
+    let truth = ["/usr/bin/true", "/bin/true"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("true");
+    a.out.push(truth.into());
+    // Found on the relay's PATH, as the tools' bwrap will be.
+    let mut cmd = std::process::Command::new(BWRAP);
+    cmd.args(&a.out).env_clear();
+    if let Some(path) = std::env::var_os("PATH") {
+        cmd.env("PATH", path);
+    }
+    let out = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -177,7 +177,10 @@ mod tests {
 
     #[test]
     fn placeholders_are_filled_in_and_braces_escaped() {
-        assert_eq!(expand("/srv/{user}/x", ALICE).as_deref(), Ok("/srv/alice/x"));
+        assert_eq!(
+            expand("/srv/{user}/x", ALICE).as_deref(),
+            Ok("/srv/alice/x")
+        );
         assert_eq!(expand("{tool}-{user}", ALICE).as_deref(), Ok("files-alice"));
         assert_eq!(expand("{{user}}", ALICE).as_deref(), Ok("{user}"));
         assert_eq!(expand("plain", ALICE).as_deref(), Ok("plain"));
@@ -195,7 +198,9 @@ mod tests {
 
     #[test]
     fn a_user_name_that_could_escape_its_folder_is_refused() {
-        for bad in ["../bob", "a/b", "..", ".hidden", "-rf", "", "a b", "a\nb", "ü"] {
+        for bad in [
+            "../bob", "a/b", "..", ".hidden", "-rf", "", "a b", "a\nb", "ü",
+        ] {
             let vars = Vars {
                 user: bad,
                 tool: "t",
@@ -217,7 +222,10 @@ mod tests {
 
     #[test]
     fn the_users_root_is_the_folder_above_the_user_component() {
-        assert_eq!(users_root("/srv/mcp/{user}/work").as_deref(), Some("/srv/mcp"));
+        assert_eq!(
+            users_root("/srv/mcp/{user}/work").as_deref(),
+            Some("/srv/mcp")
+        );
         assert_eq!(users_root("/srv/mcp/u-{user}").as_deref(), Some("/srv/mcp"));
         assert_eq!(users_root("/srv/mcp/{tool}"), None);
         assert_eq!(users_root("{user}/x"), None);

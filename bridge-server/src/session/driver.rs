@@ -55,13 +55,10 @@ pub(crate) async fn run(
         tokio::spawn(log_stderr(stderr).in_current_span());
     }
     let mut stdin: Option<ChildStdin> = tool.stdin.take();
-    let mut stdout = tool
-        .stdout
-        .take()
-        .map(|o| {
-            let limit = usize::try_from(p.tool.limits.max_unterminated).unwrap_or(usize::MAX);
-            LineReader::new(o, p.tool.max_message_size).with_unterminated_limit(limit)
-        });
+    let mut stdout = tool.stdout.take().map(|o| {
+        let limit = usize::try_from(p.tool.limits.max_unterminated).unwrap_or(usize::MAX);
+        LineReader::new(o, p.tool.max_message_size).with_unterminated_limit(limit)
+    });
     let mut stdin_buf = BytesMut::new();
     let mut exited = false;
 
@@ -338,7 +335,10 @@ async fn next_line(stdout: Option<&mut LineReader<ChildStdout>>) -> Stdout {
         Some(r) => match r.next_frame().await {
             Ok(Some(f)) => Stdout::Frame(f),
             Ok(None) => Stdout::End,
-            Err(e) if e.get_ref().is_some_and(|e| e.is::<shared::framing::Unterminated>()) => {
+            Err(e)
+                if e.get_ref()
+                    .is_some_and(|e| e.is::<shared::framing::Unterminated>()) =>
+            {
                 warn!("the tool {e}; ending it");
                 Stdout::Runaway
             }

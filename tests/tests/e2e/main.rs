@@ -6,6 +6,7 @@
 //! `cargo build --workspace --bins`).
 
 mod abuse;
+mod hosting;
 mod lifecycle;
 mod operations;
 mod peers;
