@@ -11,14 +11,19 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # nginx-light/-core are transitional and `nginx` is the package). The tests start it
 # themselves, on loopback; where a service manager is allowed to start packages' services, the
 # package also starts its default site on port 80, which the tests do not use.
-if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+# bubblewrap (`bwrap`) for tests/tests/e2e/hosting.rs: the per-tool sandbox (Debian package
+# `bubblewrap`; bookworm: 0.8.0).
+missing=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+if [ "${#missing[@]}" -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
-echo "test.sh: nginx: $("$nginx_bin" -v 2>&1)"
+echo "test.sh: nginx: $("$nginx_bin" -v 2>&1); $(bwrap --version)"
 scripts/install-peers.sh
 cargo build --workspace --bins --locked
 cargo test --workspace --locked "$@"

@@ -11,7 +11,11 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 
-use crate::config::ToolConfig;
+use std::sync::Arc;
+
+use crate::config::{ToolConfig, ToolLimits};
+use crate::confine::cgroup::ToolCgroup;
+use crate::confine::{self, KillReason, Prepared, Rlimits, Watch};
 
 /// Variables a tool inherits from the relay's environment; everything else comes from its config.
 const INHERITED_ENV: &[&str] = &["PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR"];
@@ -38,33 +42,49 @@ pub(crate) struct ToolProcess {
     pub(crate) stdin: Option<ChildStdin>,
     pub(crate) stdout: Option<ChildStdout>,
     pub(crate) stderr: Option<ChildStderr>,
+    /// The limits it runs under, its cgroup, and why the relay ended it, if it did.
+    limits: ToolLimits,
+    cgroup: Option<Arc<ToolCgroup>>,
+    watch: Watch,
+    sandboxed: bool,
 }
 
 impl ToolProcess {
-    pub(crate) fn spawn(tool: &ToolConfig) -> Result<ToolProcess, SpawnError> {
-        let mut cmd = Command::new(&tool.command);
-        cmd.args(&tool.args)
+    /// Starts `prepared` (see [`crate::confine::Host::prepare`]) for `tool`.
+    pub(crate) fn spawn(tool: &ToolConfig, prepared: Prepared) -> Result<ToolProcess, SpawnError> {
+        let mut cmd = Command::new(&prepared.program);
+        cmd.args(&prepared.args)
             .env_clear()
             .envs(
                 INHERITED_ENV
                     .iter()
                     .filter_map(|k| std::env::var_os(k).map(|v| (k, v))),
             )
-            .envs(&tool.env)
+            .envs(&prepared.env)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        if let Some(cwd) = &tool.cwd {
+        // In a sandbox, bwrap changes into the folder itself (it may not exist outside).
+        if let (Some(cwd), false) = (&prepared.cwd, prepared.sandboxed) {
             cmd.current_dir(cwd);
         }
-        die_with_parent(&mut cmd);
+        let join = prepared
+            .cgroup
+            .as_ref()
+            .map(|c| c.join_fds())
+            .unwrap_or_default();
+        in_child(&mut cmd, prepared.rlimits, join);
         let mut child = cmd.spawn().map_err(|source| SpawnError {
             tool: tool.name.clone(),
             command: tool.command.clone(),
             source,
         })?;
+        let watch = match &prepared.cgroup {
+            Some(cg) if tool.limits.processes.is_some() => Watch::start(cg),
+            _ => Watch::default(),
+        };
         Ok(ToolProcess {
             pgid: child
                 .id()
@@ -74,28 +94,59 @@ impl ToolProcess {
             stdout: child.stdout.take(),
             stderr: child.stderr.take(),
             child,
+            limits: tool.limits.clone(),
+            cgroup: prepared.cgroup,
+            watch,
+            sandboxed: prepared.sandboxed,
         })
     }
 
     pub(crate) fn pid(&self) -> Option<u32> {
         self.child.id()
     }
+
+    /// How the tool ended, naming the limit that ended it when one did.
+    pub(crate) fn describe_exit(&self, status: &ExitStatus) -> String {
+        confine::describe_exit(
+            status,
+            &self.limits,
+            self.cgroup.as_deref(),
+            self.watch.killed(),
+            self.sandboxed,
+        )
+    }
+
+    /// Ends the tool now because it broke `reason` (the session then ends as the tool's).
+    pub(crate) fn kill_for(&self, reason: KillReason) {
+        self.watch.record(reason);
+        kill_group(self.pgid, Signal::SIGKILL);
+        if let Some(cg) = &self.cgroup {
+            cg.kill_all();
+        }
+    }
 }
 
-/// Asks the kernel to SIGKILL the tool if the relay dies without ending it (a crash, SIGKILL,
-/// the OOM killer), so a relay's death never leaves orphaned tools behind.
+/// What the forked child does before exec: die with the relay, join its cgroup, take its
+/// rlimits.
 #[allow(unsafe_code)]
-fn die_with_parent(cmd: &mut Command) {
+fn in_child(cmd: &mut Command, rlimits: Rlimits, cgroup_procs: Vec<i32>) {
     #[cfg(target_os = "linux")]
-    // SAFETY: the closure runs in the forked child before exec and only calls prctl(2), which is
-    // async-signal-safe; it touches no memory shared with the parent.
+    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
+    // system calls (prctl, write, setrlimit) on values prepared before the fork; it allocates
+    // nothing and touches no memory shared with the parent. The cgroup descriptors stay open in
+    // the parent (held by the ToolCgroup) until spawn returns.
     unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            for fd in &cgroup_procs {
+                let fd = std::os::fd::BorrowedFd::borrow_raw(*fd);
+                nix::unistd::write(fd, b"0").map_err(std::io::Error::from)?;
+            }
+            rlimits.apply().map_err(std::io::Error::from)
         });
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = cmd;
+    let _ = (cmd, rlimits, cgroup_procs);
 }
 
 /// Ends a tool whose stdin the caller has closed: waits `grace` for it to exit, sends SIGTERM to

@@ -344,7 +344,25 @@ fn upgrade(
     }
 
     let span = info_span!("session", id = %short(&session_id), user = %principal.user, tool = %tool.name, %peer);
-    let tool_proc = match ToolProcess::spawn(&tool) {
+    let prepared = match relay.host.prepare(&tool, &principal.user) {
+        Ok(p) => p,
+        Err(e) => {
+            relay.registry.end_quietly(&session_id);
+            return if e.is_users() {
+                warn!(target: "audit", parent: &span, event = "refused", reason = "tool_setup", "{e}");
+                relay.metrics.reject("tool_setup");
+                text(StatusCode::FORBIDDEN, &e.to_string())
+            } else {
+                error!(parent: &span, "{e}");
+                relay.metrics.reject("spawn_failed");
+                text(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("{e}; ask the relay's operator to check its config"),
+                )
+            };
+        }
+    };
+    let tool_proc = match ToolProcess::spawn(&tool, prepared) {
         Ok(p) => p,
         Err(e) => {
             error!(parent: &span, "{e}");

@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 pub mod auth;
 mod child;
 pub mod config;
+pub mod confine;
 pub mod demo_tool;
 mod handshake;
 mod http;
@@ -42,6 +43,8 @@ pub(crate) struct Relay {
     pub(crate) registry: Arc<session::Registry>,
     /// Every connection and session task, so shutdown can wait for them.
     pub(crate) tracker: TaskTracker,
+    /// How tool processes are confined on this host (cgroups, what sandboxes hide).
+    pub(crate) host: confine::Host,
 }
 
 /// Tells a running relay to stop: [`ShutdownHandle::drain`] stops accepting, tells clients, and
@@ -160,6 +163,27 @@ async fn serve_http<S>(
     }
 }
 
+/// Checks what the config asks of the host that only running can tell: every tool that wants
+/// a sandbox can have one. The error names the tool and what to install or allow; the relay
+/// must not start without it (exit 64).
+pub fn preflight(config: &Config) -> Result<(), String> {
+    let mut checked: Vec<bool> = Vec::new();
+    for tool in &config.tools {
+        let Some(sb) = &tool.sandbox else { continue };
+        if checked.contains(&sb.network) {
+            continue;
+        }
+        confine::sandbox::preflight(sb.network).map_err(|why| {
+            format!(
+                "tool `{}` asks for a sandbox, which this host cannot give: {why}",
+                tool.name
+            )
+        })?;
+        checked.push(sb.network);
+    }
+    Ok(())
+}
+
 /// Serves `listener` with `config` until `shutdown` is told to drain, then drains: no new
 /// connections, clients told, calls in flight given the configured grace, then every session
 /// and tool ended. Returns when all are gone. The caller binds the listener, so it chooses the
@@ -185,6 +209,8 @@ pub async fn run(
         )),
         None => None,
     };
+    preflight(&config).map_err(std::io::Error::other)?;
+    let host = confine::Host::detect(&config);
     let metrics = Arc::new(metrics::Metrics::new());
     let handshakes = handshake::Gate::new(&config.limits, metrics.clone());
     let mut shed_log = handshake::ShedLog::new(metrics.clone());
@@ -198,6 +224,7 @@ pub async fn run(
         shutdown: shutdown.inner.clone(),
         registry: Arc::default(),
         tracker: TaskTracker::new(),
+        host,
     });
     if let Some(addr) = config.metrics_listen {
         let listener = TcpListener::bind(addr).await?;

@@ -212,6 +212,10 @@ async fn real_main(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
+    if let Err(why) = bridge_server::preflight(&config) {
+        eprintln!("bridge-server: {why}; the relay did not start");
+        return Ok(ExitCode::from(EXIT_INVALID_CONFIG));
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

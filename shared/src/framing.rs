@@ -34,6 +34,19 @@ pub struct LineReader<R> {
     /// Set while the rest of an oversize line is being skipped.
     discarding: Option<(Bytes, usize)>,
     eof: bool,
+    /// Most bytes of one line to skip before giving up on the stream (`None`: no bound).
+    unterminated: Option<usize>,
+}
+
+/// A stream wrote more than its limit without a newline (see
+/// [`LineReader::with_unterminated_limit`]); the reader gave up on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{len} bytes without a newline (the limit is {limit})")]
+pub struct Unterminated {
+    /// Bytes of the line so far.
+    pub len: usize,
+    /// The limit.
+    pub limit: usize,
 }
 
 impl<R: AsyncRead + Unpin> LineReader<R> {
@@ -46,7 +59,16 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             scanned: 0,
             discarding: None,
             eof: false,
+            unterminated: None,
         }
+    }
+
+    /// Gives up on the stream once one line passes `limit` bytes without a newline:
+    /// [`Self::next_frame`] then fails with [`Unterminated`] (as an `InvalidData` I/O error),
+    /// instead of skipping forever a peer that never ends its line.
+    pub fn with_unterminated_limit(mut self, limit: usize) -> Self {
+        self.unterminated = Some(limit);
+        self
     }
 
     /// The next frame, or `None` at end of stream. A last line without a terminator counts.
@@ -56,6 +78,14 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
                 match frame {
                     Some(frame) => return Ok(Some(frame)),
                     None => continue, // a blank line
+                }
+            }
+            if let (Some(limit), Some((_, len))) = (self.unterminated, &self.discarding) {
+                if *len > limit {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        Unterminated { len: *len, limit },
+                    ));
                 }
             }
             if self.eof {
@@ -168,6 +198,32 @@ mod tests {
             }
             out
         })
+    }
+
+    #[test]
+    fn a_line_that_never_ends_is_given_up_on_at_its_limit() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let mut input = b"{\"a\":1}\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 1 << 20));
+        rt.block_on(async {
+            let mut r = LineReader::new(&input[..], 1024).with_unterminated_limit(64 * 1024);
+            assert!(matches!(r.next_frame().await, Ok(Some(Frame::Line(_)))));
+            let err = r.next_frame().await.expect_err("gives up");
+            let u = err
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<Unterminated>())
+                .expect("typed");
+            assert!(u.len > 64 * 1024 && u.len < 128 * 1024, "{u:?}");
+            // Without the limit the same input is one oversize line at EOF.
+            let mut r = LineReader::new(&input[..], 1024);
+            assert!(matches!(r.next_frame().await, Ok(Some(Frame::Line(_)))));
+            assert!(matches!(
+                r.next_frame().await,
+                Ok(Some(Frame::Oversize { len, .. })) if len == 1 << 20
+            ));
+        });
     }
 
     #[test]

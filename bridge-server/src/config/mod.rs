@@ -20,6 +20,7 @@ use crate::auth::AuthConfig;
 
 mod auth;
 mod diag;
+mod hosting;
 mod limits;
 mod read;
 mod server;
@@ -156,6 +157,60 @@ pub struct ToolConfig {
     /// Most sessions of this tool at once (each is a process); unlimited but for the relay's
     /// `max_sessions` when unset.
     pub max_sessions: Option<usize>,
+    /// Environment values read from files when a session starts (`{user}` allowed in the path);
+    /// the value never appears in a log.
+    pub env_files: BTreeMap<String, PathBuf>,
+    /// Create `cwd` (mode 0700) when a session starts, if it is not there yet.
+    pub create_cwd: bool,
+    /// Resource limits of each of this tool's processes.
+    pub limits: ToolLimits,
+    /// Run the tool in a bubblewrap sandbox.
+    pub sandbox: Option<Sandbox>,
+}
+
+/// Resource limits of one tool process (and whatever it starts). `None`: no limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolLimits {
+    /// Memory, in bytes: a cgroup's `memory.max` when the relay has a cgroup to delegate,
+    /// else `RLIMIT_DATA`.
+    pub memory: Option<u64>,
+    /// CPU time in seconds (`RLIMIT_CPU`; the tool gets SIGXCPU, then SIGKILL a second later).
+    pub cpu_seconds: Option<u64>,
+    /// Processes and threads (a cgroup's `pids.max`; without one, `RLIMIT_NPROC` when the relay
+    /// does not run as root).
+    pub processes: Option<u64>,
+    /// Open files (`RLIMIT_NOFILE`).
+    pub open_files: Option<u64>,
+    /// Most bytes the tool may write on stdout without a newline before it is ended.
+    pub max_unterminated: u64,
+}
+
+impl ToolLimits {
+    /// The defaults: generous for a real tool (a Node.js server with npx), tight enough that
+    /// one runaway tool cannot take the node.
+    pub fn defaults(max_message_size: usize) -> ToolLimits {
+        ToolLimits {
+            memory: Some(2 << 30),
+            cpu_seconds: None,
+            processes: Some(256),
+            open_files: Some(1024),
+            max_unterminated: (max_message_size as u64).saturating_mul(4).max(1 << 20),
+        }
+    }
+}
+
+/// A bubblewrap sandbox around a tool: the system read-only, a private `/tmp`, no network
+/// unless allowed, and only the tool's `cwd` and `writable` paths writable.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Sandbox {
+    /// Keep the host's network (off: the tool sees only its own loopback).
+    pub network: bool,
+    /// More paths to show read-only (templates; absolute).
+    pub read_only: Vec<String>,
+    /// More paths to show writable (templates; absolute).
+    pub writable: Vec<String>,
+    /// Paths to hide (an empty folder in their place), e.g. the folder of every user's data.
+    pub hide: Vec<String>,
 }
 
 impl Config {
@@ -179,6 +234,10 @@ impl Config {
                 cwd: None,
                 max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
                 max_sessions: None,
+                env_files: BTreeMap::new(),
+                create_cwd: false,
+                limits: ToolLimits::defaults(DEFAULT_MAX_MESSAGE_SIZE),
+                sandbox: None,
             }],
         }
     }
@@ -217,7 +276,7 @@ impl Config {
         let allowed_origins = server::security(&root, &mut p);
         let metrics_listen = server::metrics(&root, &mut p);
         let limits = limits::limits(&root, &mut p);
-        let tools = tools::tools(&root, &mut p);
+        let tools = tools::tools(&root, base, &mut p);
         let config = Config {
             listen: listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8787))),
             tls,

@@ -172,6 +172,41 @@ impl<'a, 'i> Section<'a, 'i> {
         }
     }
 
+    /// A size in bytes: a whole number, or a string with a unit (`"512MiB"`, `"2 GiB"`, `"64k"`).
+    pub(super) fn size(&self, field: &str, p: &mut Problems<'_>) -> Option<(u64, Span)> {
+        let v = self.value(field)?;
+        if let DeValue::String(s) = v.get_ref() {
+            return match parse_size(s) {
+                Some(n) => Some((n, v.span())),
+                None => {
+                    p.error(
+                        v.span(),
+                        &self.key(field),
+                        format!(
+                            "{:?} is not a size: write a number of bytes, or one with a unit \
+                             such as \"512MiB\" or \"2GiB\" (KiB, MiB, GiB; K, M, G)",
+                            s.as_ref()
+                        ),
+                    );
+                    None
+                }
+            };
+        }
+        self.uint(field, p)
+    }
+
+    /// `true` or `false`.
+    pub(super) fn bool(&self, field: &str, p: &mut Problems<'_>) -> Option<bool> {
+        let v = self.value(field)?;
+        match v.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            _ => {
+                self.wrong_type(field, v, "true or false", p);
+                None
+            }
+        }
+    }
+
     /// An array of strings.
     pub(super) fn strings(&self, field: &str, p: &mut Problems<'_>) -> Option<Vec<String>> {
         let v = self.value(field)?;
@@ -330,5 +365,38 @@ mod tests {
         assert_eq!(edit_distance("lisen", "listen"), 1);
         assert_eq!(edit_distance("", "abc"), 3);
         assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+}
+
+/// `"512MiB"` → 536870912. Units are powers of 1024; `B` or no unit is bytes.
+fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return None,
+    };
+    n.checked_mul(1u64 << shift)
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_size("512MiB"), Some(512 << 20));
+        assert_eq!(parse_size("2 GiB"), Some(2 << 30));
+        assert_eq!(parse_size("64k"), Some(64 << 10));
+        assert_eq!(parse_size("100"), Some(100));
+        assert_eq!(parse_size("1.5G"), None);
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("99999999999T"), None);
     }
 }

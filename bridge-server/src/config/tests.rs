@@ -347,3 +347,83 @@ fn a_zero_or_negative_per_source_handshake_bound_is_reported_with_its_place() {
         "{got:#?}"
     );
 }
+
+#[test]
+fn hosting_keys_parse_with_their_defaults() {
+    let loaded = parse(
+        r#"
+[[tool]]
+name = "files"
+command = "/bin/sh"
+args = ["/srv/{user}", "{{literal}}"]
+cwd = "/srv/users/{user}"
+create_cwd = true
+env = { WHO = "{user}@{tool}" }
+env_files = { GITHUB_TOKEN = "secrets/{user}/github" }
+[tool.limits]
+memory = "512MiB"
+cpu_seconds = 600
+processes = 0
+[tool.sandbox]
+network = true
+read_only = ["/opt/tools"]
+writable = ["/srv/shared/{user}"]
+hide = ["/srv/private"]
+"#,
+    )
+    .expect("valid");
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let tool = loaded.config.tool("files").expect("tool").clone();
+    assert!(tool.create_cwd);
+    assert_eq!(
+        tool.env_files.get("GITHUB_TOKEN").map(PathBuf::as_path),
+        Some(Path::new("secrets/{user}/github"))
+    );
+    assert_eq!(tool.limits.memory, Some(512 << 20));
+    assert_eq!(tool.limits.cpu_seconds, Some(600));
+    assert_eq!(tool.limits.processes, None, "0 turns a limit off");
+    assert_eq!(tool.limits.open_files, Some(1024), "the default stays");
+    let sb = tool.sandbox.expect("sandbox");
+    assert!(sb.network);
+    assert_eq!(sb.writable, ["/srv/shared/{user}"]);
+    // A tool without the keys gets the defaults and no sandbox.
+    let plain = parse(SH_TOOL).expect("valid").config;
+    let a = plain.tool("a").expect("tool");
+    assert_eq!(a.limits, ToolLimits::defaults(a.max_message_size));
+    assert!(a.sandbox.is_none());
+}
+
+#[test]
+fn hosting_mistakes_are_reported_with_their_place() {
+    let found = problems(
+        r#"
+[[tool]]
+name = "files"
+command = "/bin/{user}"
+args = ["{usr}"]
+create_cwd = true
+env_files = { "BAD-NAME" = "/x" }
+[tool.limits]
+memory = "lots"
+max_unterminated = 10
+[tool.sandbox]
+writable = ["relative/{user}"]
+"#,
+    );
+    let joined = found.join("\n");
+    for needle in [
+        "tool[0].command",
+        "cannot hold placeholders",
+        "tool[0].args[0]",
+        "`{usr}` is not a placeholder",
+        "create_cwd needs a `cwd`",
+        "BAD-NAME",
+        "tool[0].limits.memory",
+        "is not a size",
+        "tool[0].limits.max_unterminated",
+        "tool[0].sandbox.writable[0]",
+        "not an absolute path",
+    ] {
+        assert!(joined.contains(needle), "missing {needle:?} in:\n{joined}");
+    }
+}

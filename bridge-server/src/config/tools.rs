@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use shared::DEFAULT_MAX_MESSAGE_SIZE;
 
 use super::diag::Problems;
+use super::hosting;
 use super::read::Section;
 use super::ToolConfig;
 
@@ -21,10 +22,14 @@ const KEYS: &[&str] = &[
     "cwd",
     "max_message_size",
     "max_sessions",
+    "env_files",
+    "create_cwd",
+    "limits",
+    "sandbox",
 ];
 
 /// Every `[[tool]]`; at least one is required.
-pub(super) fn tools(root: &Section<'_, '_>, p: &mut Problems<'_>) -> Vec<ToolConfig> {
+pub(super) fn tools(root: &Section<'_, '_>, base: &Path, p: &mut Problems<'_>) -> Vec<ToolConfig> {
     if !root.has("tool") {
         p.error(
             p.end(),
@@ -48,7 +53,7 @@ pub(super) fn tools(root: &Section<'_, '_>, p: &mut Problems<'_>) -> Vec<ToolCon
                 seen.insert(name.to_owned(), t.name().to_owned());
             }
         }
-        if let Some(tool) = tool(&t, p) {
+        if let Some(tool) = tool(&t, base, p) {
             out.push(tool);
         }
     }
@@ -56,7 +61,7 @@ pub(super) fn tools(root: &Section<'_, '_>, p: &mut Problems<'_>) -> Vec<ToolCon
 }
 
 /// One `[[tool]]`, with warnings for a command or folder that is not there (yet).
-fn tool(t: &Section<'_, '_>, p: &mut Problems<'_>) -> Option<ToolConfig> {
+fn tool(t: &Section<'_, '_>, base: &Path, p: &mut Problems<'_>) -> Option<ToolConfig> {
     t.only(KEYS, p);
     let name = t.string("name", p);
     let command = t.string("command", p);
@@ -114,20 +119,42 @@ fn tool(t: &Section<'_, '_>, p: &mut Problems<'_>) -> Option<ToolConfig> {
         None if t.has("max_message_size") => None,
         None => Some(DEFAULT_MAX_MESSAGE_SIZE),
     };
+    let args = args.unwrap_or_default();
+    let env = env.unwrap_or_default();
+    hosting::check_templates(
+        t,
+        command,
+        &args,
+        &env,
+        cwd.as_deref().and_then(Path::to_str),
+        p,
+    );
+    let env_files = hosting::env_files(t, base, p);
+    let create_cwd = hosting::create_cwd(t, p);
+    let limits = hosting::limits(t, max_message_size.unwrap_or(DEFAULT_MAX_MESSAGE_SIZE), p);
+    let sandbox = hosting::sandbox(t, p);
     let tool = ToolConfig {
         name: name?.to_owned(),
         command: command?.to_owned(),
-        args: args.unwrap_or_default(),
-        env: env.unwrap_or_default(),
+        args,
+        env,
         cwd,
         max_message_size: max_message_size?,
         max_sessions,
+        env_files,
+        create_cwd,
+        limits,
+        sandbox,
     };
     let refused = format!(
         "until then, every connection to /mcp/{} is refused with HTTP 502",
         tool.name
     );
-    if let Some(cwd) = &tool.cwd {
+    if let Some(cwd) = tool
+        .cwd
+        .as_ref()
+        .filter(|c| !is_template(c) && !tool.create_cwd)
+    {
         if !cwd.is_dir() {
             p.warn(
                 t.span("cwd"),
@@ -151,6 +178,11 @@ fn tool(t: &Section<'_, '_>, p: &mut Problems<'_>) -> Option<ToolConfig> {
     Some(tool)
 }
 
+/// Whether a path is filled in per session (it holds a placeholder).
+fn is_template(path: &Path) -> bool {
+    path.to_string_lossy().contains('{')
+}
+
 fn valid_tool_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
@@ -165,7 +197,11 @@ fn valid_tool_name(name: &str) -> bool {
 /// `PATH` (its `env` PATH if it sets one, else the relay's). The error says what was searched
 /// and what to do.
 fn find_command(tool: &ToolConfig) -> Result<PathBuf, String> {
-    let base = tool.cwd.clone().unwrap_or_default();
+    let base = tool
+        .cwd
+        .clone()
+        .filter(|c| !is_template(c))
+        .unwrap_or_default();
     if tool.command.contains('/') {
         let path = base.join(&tool.command);
         return match program(&path) {

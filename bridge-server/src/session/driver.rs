@@ -55,10 +55,10 @@ pub(crate) async fn run(
         tokio::spawn(log_stderr(stderr).in_current_span());
     }
     let mut stdin: Option<ChildStdin> = tool.stdin.take();
-    let mut stdout = tool
-        .stdout
-        .take()
-        .map(|o| LineReader::new(o, p.tool.max_message_size));
+    let mut stdout = tool.stdout.take().map(|o| {
+        let limit = usize::try_from(p.tool.limits.max_unterminated).unwrap_or(usize::MAX);
+        LineReader::new(o, p.tool.max_message_size).with_unterminated_limit(limit)
+    });
     let mut stdin_buf = BytesMut::new();
     let mut exited = false;
 
@@ -121,7 +121,7 @@ pub(crate) async fn run(
             status = tool.child.wait(), if !exited => {
                 exited = true;
                 let (how, clean) = match &status {
-                    Ok(s) => (child::describe_exit(s), s.success()),
+                    Ok(s) => (tool.describe_exit(s), s.success()),
                     Err(e) => (format!("could not be waited for ({e})"), false),
                 };
                 // Helpers it started (in its process group) go with it, and with them any
@@ -162,8 +162,14 @@ pub(crate) async fn run(
                 }
             },
             frame = next_line(stdout.as_mut()), if core.wants_tool() => match frame {
-                Some(frame) => core.on_tool_frame(frame, Instant::now()),
-                None => {
+                Stdout::Frame(frame) => core.on_tool_frame(frame, Instant::now()),
+                Stdout::Runaway => {
+                    // The tool broke its limit: it ends now, and its end says why.
+                    tool.kill_for(crate::confine::KillReason::Unterminated);
+                    stdout = None;
+                    core.on_tool_stdout_closed(Instant::now());
+                }
+                Stdout::End => {
                     stdout = None;
                     core.on_tool_stdout_closed(Instant::now());
                 }
@@ -213,7 +219,7 @@ pub(crate) async fn run(
     if !exited {
         match child::terminate(&mut tool.child, tool.pgid, p.limits.kill_grace).await {
             Ok(status) => {
-                debug!("tool {}", child::describe_exit(&status));
+                debug!("tool {}", tool.describe_exit(&status));
                 if status.success() {
                     how = "exited";
                 }
@@ -314,14 +320,31 @@ async fn write_some(stdin: Option<&mut ChildStdin>, buf: &[u8]) -> std::io::Resu
     }
 }
 
-/// The tool's next stdout line; `None` at its end. Never resolves once stdout is gone.
-async fn next_line(stdout: Option<&mut LineReader<ChildStdout>>) -> Option<Frame> {
+/// What the tool's stdout gave.
+enum Stdout {
+    Frame(Frame),
+    /// Its end (EOF, or a read error).
+    End,
+    /// A line longer than the tool's `max_unterminated` and still going.
+    Runaway,
+}
+
+/// The tool's next stdout line. Never resolves once stdout is gone.
+async fn next_line(stdout: Option<&mut LineReader<ChildStdout>>) -> Stdout {
     match stdout {
         Some(r) => match r.next_frame().await {
-            Ok(f) => f,
+            Ok(Some(f)) => Stdout::Frame(f),
+            Ok(None) => Stdout::End,
+            Err(e)
+                if e.get_ref()
+                    .is_some_and(|e| e.is::<shared::framing::Unterminated>()) =>
+            {
+                warn!("the tool {e}; ending it");
+                Stdout::Runaway
+            }
             Err(e) => {
                 warn!("reading the tool's stdout failed: {e}");
-                None
+                Stdout::End
             }
         },
         None => std::future::pending().await,

@@ -7,6 +7,7 @@
 
 mod abuse;
 mod floods;
+mod hosting;
 mod lifecycle;
 mod operations;
 mod peers;

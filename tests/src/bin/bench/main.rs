@@ -98,7 +98,7 @@ fn main() -> Result<()> {
     raise_fd_limit();
     let s = scale();
     let pki = Pki::new()?;
-    let limits = "[limits]\nmax_sessions = 5000\nmax_sessions_per_user = 5000\nmax_handshakes = 5000\nkill_grace_ms = 500\n";
+    let limits = "[limits]\nmax_sessions = 5000\nmax_sessions_per_user = 5000\nmax_handshakes = 5000\nmax_handshakes_per_source = 5000\nkill_grace_ms = 500\n";
     let tools = [
         demo_tool("demo", ""),
         tool_table("idle", std::path::Path::new("/bin/cat"), &[], ""),

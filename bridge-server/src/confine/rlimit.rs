@@ -1,0 +1,38 @@
+//! The rlimits of a tool process, set in the child between fork and exec.
+
+use nix::sys::resource::{setrlimit, Resource};
+
+/// The limits to set, decided in the parent (plain numbers: the child may not allocate).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Rlimits {
+    /// `RLIMIT_CPU` soft limit in seconds; the hard limit is one more (SIGXCPU, then SIGKILL).
+    pub(crate) cpu_seconds: Option<u64>,
+    /// `RLIMIT_NOFILE`.
+    pub(crate) open_files: Option<u64>,
+    /// `RLIMIT_DATA`: the memory limit when no cgroup enforces it.
+    pub(crate) data: Option<u64>,
+    /// `RLIMIT_NPROC`: the process limit when no cgroup enforces it (not for root, whom the
+    /// kernel exempts).
+    pub(crate) nproc: Option<u64>,
+}
+
+impl Rlimits {
+    /// Applies them to the calling process. Async-signal-safe: only setrlimit(2).
+    pub(crate) fn apply(&self) -> nix::Result<()> {
+        // No core dumps of tools: they may hold users' data.
+        setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
+        if let Some(s) = self.cpu_seconds {
+            setrlimit(Resource::RLIMIT_CPU, s, s.saturating_add(1))?;
+        }
+        if let Some(n) = self.open_files {
+            setrlimit(Resource::RLIMIT_NOFILE, n, n)?;
+        }
+        if let Some(b) = self.data {
+            setrlimit(Resource::RLIMIT_DATA, b, b)?;
+        }
+        if let Some(n) = self.nproc {
+            setrlimit(Resource::RLIMIT_NPROC, n, n)?;
+        }
+        Ok(())
+    }
+}
