@@ -3,7 +3,6 @@
 //! runaway tool while other users' sessions keep answering. Real relay, real bridge-client,
 //! real child processes, real cgroups and bwrap on this machine.
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -12,7 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
-use mcp_bridge_tests::{bin, demo_tool, fixture, tool_table, Ide, Peers, Relay, TempDir};
+use mcp_bridge_tests::{
+    bin, demo_tool, fixture, relay_config, token_auth, tool_table, Ide, Peers, Relay, TempDir,
+};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -30,36 +31,12 @@ fn token(user: &str) -> &'static str {
         .unwrap_or_default()
 }
 
-fn hash(token: &str) -> Result<String> {
-    let mut child = Command::new(bin("bridge-server"))
-        .arg("hash-token")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(token.as_bytes())?;
-    let out = child.wait_with_output()?;
-    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
-}
-
 /// A relay with a token for each of alice, bob and carol (every tool granted) and `tools`.
 fn relay(limits: &str, tools: &str) -> Result<Relay> {
-    let mut auth = String::from("[auth]\nmode = \"tokens\"\n");
-    for (user, t) in TOKENS {
-        auth += &format!(
-            "[[auth.token]]\nuser = \"{user}\"\nsha256 = \"{}\"\ntools = [\"*\"]\n",
-            hash(t)?
-        );
-    }
-    Relay::start_config(
-        &format!(
-            "listen = \"127.0.0.1:0\"\n[limits]\nkill_grace_ms = 500\n{limits}\n{auth}\n{tools}"
-        ),
-        &[],
-    )
+    let all: &[&str] = &["*"];
+    let tokens: Vec<(&str, &str, &[&str])> = TOKENS.iter().map(|(u, t)| (*u, *t, all)).collect();
+    let auth = token_auth(&tokens)?;
+    Relay::start_config(&relay_config(limits, &format!("{auth}\n{tools}")), &[])
 }
 
 /// bridge-client for `user`, initialized.
