@@ -50,6 +50,8 @@ pub struct Principal {
     pub user: String,
     /// Tools granted.
     pub grant: Grant,
+    /// Groups the user belongs to (for per-tool policy rules).
+    pub groups: Vec<String>,
 }
 
 /// A configured static token: its hash, never the token.
@@ -61,6 +63,8 @@ pub struct TokenEntry {
     pub sha256: [u8; 32],
     /// Tools granted.
     pub grant: Grant,
+    /// Groups the user belongs to.
+    pub groups: Vec<String>,
 }
 
 impl fmt::Debug for TokenEntry {
@@ -89,6 +93,8 @@ pub struct JwtConfig {
     pub user_claim: String,
     /// Claim holding the granted tools (an array of names, or a space-separated string).
     pub tools_claim: String,
+    /// Claim holding the user's groups (an array of names, or a space-separated string).
+    pub groups_claim: String,
 }
 
 impl fmt::Debug for JwtConfig {
@@ -210,6 +216,7 @@ impl AuthConfig {
             return Ok(Principal {
                 user: "anonymous".to_owned(),
                 grant: Grant::All,
+                groups: Vec::new(),
             });
         }
         let header = header.ok_or(AuthError::Missing)?;
@@ -244,6 +251,7 @@ fn check_token(entries: &[TokenEntry], token: &str) -> Result<Principal, AuthErr
         .map(|e| Principal {
             user: e.user.clone(),
             grant: e.grant.clone(),
+            groups: e.groups.clone(),
         })
         .ok_or(AuthError::UnknownToken)
 }
@@ -299,7 +307,20 @@ fn check_jwt(cfg: &JwtConfig, token: &str) -> Result<Principal, AuthError> {
         Some(Value::String(s)) => Grant::from_names(s.split_whitespace()),
         _ => Grant::Only(BTreeSet::new()),
     };
-    Ok(Principal { user, grant })
+    let groups = match claims.get(&cfg.groups_claim) {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
+        _ => Vec::new(),
+    };
+    Ok(Principal {
+        user,
+        grant,
+        groups,
+    })
 }
 
 #[cfg(test)]
@@ -314,10 +335,12 @@ mod tests {
             user: "alice".into(),
             sha256: parse_hash(&hash).expect("hash"),
             grant: Grant::from_names(["time"]),
+            groups: vec!["ops".into()],
         }];
         let auth = AuthConfig::Tokens(entries);
         let p = auth.authenticate(Some(b"Bearer s3cret")).expect("ok");
         assert_eq!(p.user, "alice");
+        assert_eq!(p.groups, ["ops"]);
         assert!(p.grant.allows("time") && !p.grant.allows("github"));
         assert_eq!(
             auth.authenticate(Some(b"Bearer nope")),
@@ -344,6 +367,7 @@ mod tests {
             jwks: None,
             user_claim: "sub".into(),
             tools_claim: "tools".into(),
+            groups_claim: "groups".into(),
         }));
         let err = jwt.authenticate(Some(b"Bearer TOPSECRET.x.y")).unwrap_err();
         assert!(!err.to_string().contains("TOPSECRET"), "{err}");

@@ -19,6 +19,7 @@ pub mod auth;
 mod child;
 pub mod config;
 pub mod confine;
+pub mod policy;
 pub mod demo_tool;
 mod handshake;
 mod http;

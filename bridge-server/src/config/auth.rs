@@ -90,10 +90,11 @@ pub(super) fn auth(
 
 /// One `[[auth.token]]`.
 fn token(t: &Section<'_, '_>, p: &mut Problems<'_>) -> Option<TokenEntry> {
-    t.only(&["user", "sha256", "tools"], p);
+    t.only(&["user", "sha256", "tools", "groups"], p);
     let user = t.string("user", p);
     let sha256 = t.string("sha256", p);
     let tools = t.strings("tools", p);
+    let groups = t.strings("groups", p);
     if !t.has("user") {
         t.missing("user", "the user's name (for the audit log and limits)", p);
     }
@@ -123,6 +124,7 @@ fn token(t: &Section<'_, '_>, p: &mut Problems<'_>) -> Option<TokenEntry> {
         user: user?.0.to_owned(),
         sha256: sha256?,
         grant: Grant::from_names(tools.unwrap_or_default()),
+        groups: groups.unwrap_or_default(),
     })
 }
 
@@ -137,6 +139,7 @@ fn jwt(j: &Section<'_, '_>, base: &Path, p: &mut Problems<'_>) -> Option<JwtConf
             "jwks_file",
             "user_claim",
             "tools_claim",
+            "groups_claim",
         ],
         p,
     );
@@ -151,6 +154,7 @@ fn jwt(j: &Section<'_, '_>, base: &Path, p: &mut Problems<'_>) -> Option<JwtConf
     let leeway_s = j.uint("leeway_s", p).map_or(30, |(n, _)| n);
     let user_claim = j.string("user_claim", p).map_or("sub", |(s, _)| s);
     let tools_claim = j.string("tools_claim", p).map_or("mcp_tools", |(s, _)| s);
+    let groups_claim = j.string("groups_claim", p).map_or("groups", |(s, _)| s);
     let hs256_secret =
         j.string("hs256_secret_env", p)
             .and_then(|(var, at)| match std::env::var(var) {
@@ -201,5 +205,6 @@ fn jwt(j: &Section<'_, '_>, base: &Path, p: &mut Problems<'_>) -> Option<JwtConf
         jwks,
         user_claim: user_claim.to_owned(),
         tools_claim: tools_claim.to_owned(),
+        groups_claim: groups_claim.to_owned(),
     })
 }

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use super::diag::Problems;
 use super::read::Section;
 use super::{Sandbox, ToolLimits};
+use crate::policy::rate::Rate;
+use crate::policy::{Rule, ToolPolicy};
 use crate::confine::template;
 
 const LIMIT_KEYS: &[&str] = &[
@@ -18,6 +20,8 @@ const LIMIT_KEYS: &[&str] = &[
 ];
 
 const SANDBOX_KEYS: &[&str] = &["network", "read_only", "writable", "hide"];
+
+const POLICY_KEYS: &[&str] = &["users", "groups", "allow", "deny"];
 
 /// Checks every template of a tool (`args`, `env`, `cwd`); the command itself takes none.
 pub(super) fn check_templates(
@@ -187,4 +191,70 @@ pub(super) fn sandbox(t: &Section<'_, '_>, p: &mut Problems<'_>) -> Option<Sandb
         writable,
         hide,
     })
+}
+
+/// `calls_per_second` and `call_burst` (in `[limits]` or a `[[tool]]`): none means no limit;
+/// the burst defaults to twice the rate.
+pub(super) fn call_rate(t: &Section<'_, '_>, p: &mut Problems<'_>) -> Option<Rate> {
+    let rate = t.uint("calls_per_second", p);
+    let burst = t.uint("call_burst", p);
+    match (rate, burst) {
+        (Some((0, at)), _) => {
+            p.error(
+                at,
+                &t.key("calls_per_second"),
+                "must be at least 1 (leave it out for no limit)",
+            );
+            None
+        }
+        (Some((r, _)), burst) => {
+            let burst = burst.map_or(r.saturating_mul(2), |(b, _)| b).max(1);
+            Some(Rate {
+                per_second: r as f64,
+                burst: u32::try_from(burst).unwrap_or(u32::MAX),
+            })
+        }
+        (None, Some((_, at))) => {
+            p.error(
+                at,
+                &t.key("call_burst"),
+                "has no effect without `calls_per_second`",
+            );
+            None
+        }
+        (None, None) => None,
+    }
+}
+
+/// `[[tool.policy]]`: rules of which of the server's own tools a user may use.
+pub(super) fn policy(t: &Section<'_, '_>, p: &mut Problems<'_>) -> ToolPolicy {
+    let mut rules = Vec::new();
+    for r in t.tables("policy", p) {
+        r.only(POLICY_KEYS, p);
+        let users = r.strings("users", p).unwrap_or_default();
+        let groups = r.strings("groups", p).unwrap_or_default();
+        if users.is_empty() && groups.is_empty() {
+            p.error(
+                r.at(),
+                &r.key("users"),
+                "a policy rule names whom it applies to: `users` (\"*\" for everyone) or `groups`",
+            );
+        }
+        let allow = r.strings("allow", p).unwrap_or_default();
+        let deny = r.strings("deny", p).unwrap_or_default();
+        if allow.is_empty() && deny.is_empty() {
+            p.error(
+                r.at(),
+                &r.key("allow"),
+                "a policy rule needs `allow` or `deny` (globs of the server's tool names)",
+            );
+        }
+        rules.push(Rule {
+            users,
+            groups,
+            allow,
+            deny,
+        });
+    }
+    ToolPolicy { rules }
 }

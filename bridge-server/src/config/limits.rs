@@ -23,6 +23,8 @@ const COUNTS: &[&str] = &[
     "max_sessions_per_user",
     "max_handshakes",
     "max_handshakes_per_source",
+    "calls_per_second",
+    "call_burst",
     "max_header_bytes",
 ];
 
@@ -69,6 +71,7 @@ pub(super) fn limits(root: &Section<'_, '_>, p: &mut Problems<'_>) -> Limits {
             defaults.max_handshakes_per_source,
         ),
         max_header_bytes: count("max_header_bytes", defaults.max_header_bytes).max(8192),
+        call_rate: super::hosting::call_rate(&l, p),
     };
     if l.has("heartbeat_interval_ms") && limits.heartbeat.interval.is_zero() {
         p.error(

@@ -115,6 +115,9 @@ pub struct Limits {
     /// Most connections from one source (an IPv4 address, or an IPv6 /64) in their TLS or HTTP
     /// handshake at once; more from that source are closed at once.
     pub max_handshakes_per_source: usize,
+    /// Calls (requests) per second one user may make over all sessions and tools; `None`: no
+    /// limit.
+    pub call_rate: Option<crate::policy::rate::Rate>,
     /// Largest HTTP request head (request line and headers), in bytes.
     pub max_header_bytes: usize,
 }
@@ -134,6 +137,7 @@ impl Default for Limits {
             max_sessions_per_user: 64,
             max_handshakes: 256,
             max_handshakes_per_source: 32,
+            call_rate: None,
             max_header_bytes: 16 * 1024,
         }
     }
@@ -166,6 +170,10 @@ pub struct ToolConfig {
     pub limits: ToolLimits,
     /// Run the tool in a bubblewrap sandbox.
     pub sandbox: Option<Sandbox>,
+    /// Calls per second one user may make to this tool; `None`: no limit.
+    pub call_rate: Option<crate::policy::rate::Rate>,
+    /// Which of the server's own tools each user may see and call.
+    pub policy: crate::policy::ToolPolicy,
 }
 
 /// Resource limits of one tool process (and whatever it starts). `None`: no limit.
@@ -238,6 +246,8 @@ impl Config {
                 create_cwd: false,
                 limits: ToolLimits::defaults(DEFAULT_MAX_MESSAGE_SIZE),
                 sandbox: None,
+                call_rate: None,
+                policy: crate::policy::ToolPolicy::default(),
             }],
         }
     }

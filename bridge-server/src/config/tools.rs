@@ -26,6 +26,9 @@ const KEYS: &[&str] = &[
     "create_cwd",
     "limits",
     "sandbox",
+    "calls_per_second",
+    "call_burst",
+    "policy",
 ];
 
 /// Every `[[tool]]`; at least one is required.
@@ -133,6 +136,8 @@ fn tool(t: &Section<'_, '_>, base: &Path, p: &mut Problems<'_>) -> Option<ToolCo
     let create_cwd = hosting::create_cwd(t, p);
     let limits = hosting::limits(t, max_message_size.unwrap_or(DEFAULT_MAX_MESSAGE_SIZE), p);
     let sandbox = hosting::sandbox(t, p);
+    let call_rate = hosting::call_rate(t, p);
+    let policy = hosting::policy(t, p);
     let tool = ToolConfig {
         name: name?.to_owned(),
         command: command?.to_owned(),
@@ -145,6 +150,8 @@ fn tool(t: &Section<'_, '_>, base: &Path, p: &mut Problems<'_>) -> Option<ToolCo
         create_cwd,
         limits,
         sandbox,
+        call_rate,
+        policy,
     };
     let refused = format!(
         "until then, every connection to /mcp/{} is refused with HTTP 502",
