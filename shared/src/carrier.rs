@@ -110,13 +110,16 @@ where
                                 Message::Text(t) => return Poll::Ready(Io::Message(t.into())),
                                 Message::Binary(b) => return Poll::Ready(Io::Message(b)),
                                 Message::Close(frame) => {
+                                    // Answer the close now (tungstenite has queued the
+                                    // answer; a flush writes it): the caller drops us next.
+                                    let _ = self.sink.poll_flush_unpin(cx);
                                     return Poll::Ready(Io::Closed(match frame {
                                         Some(f) if !f.reason.is_empty() => format!(
                                             "closed by peer: {}",
                                             crate::log_safe(&f.reason)
                                         ),
                                         _ => "closed by peer".to_owned(),
-                                    }))
+                                    }));
                                 }
                                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
                             }
@@ -169,9 +172,13 @@ where
     }
 
     /// Writes `last` (an end notice, say) and a close frame, then waits at most `wait` for
-    /// them to go out and the peer to answer the close.
+    /// them to go out and the peer to answer the close. A peer that has already closed or gone
+    /// (see [`Self::peer_done`]) is sent nothing more than the answer to its close.
     pub async fn close(mut self, last: Vec<Transmit>, frame: Option<CloseFrame>, wait: Duration) {
         let _ = tokio::time::timeout(wait, async {
+            if self.peer_done().await {
+                return;
+            }
             for t in last {
                 if self.sink.feed(message(t)).await.is_err() {
                     return;
@@ -188,6 +195,44 @@ where
             }
         })
         .await;
+    }
+
+    /// For a peer that said it is done (and closes next, as `end` promises): waits at most
+    /// `wait` for its close frame and answers it, writing nothing else; sends `frame` itself
+    /// only when the peer's close does not come in time. Whatever else arrives is dropped: the
+    /// session it was for is over.
+    pub async fn await_close(mut self, frame: Option<CloseFrame>, wait: Duration) {
+        let answered = tokio::time::timeout(wait, async {
+            while let Some(Ok(msg)) = self.stream.next().await {
+                if matches!(msg, Message::Close(_)) {
+                    // Writes the answer tungstenite queued; a peer already gone is fine.
+                    let _ = self.sink.flush().await;
+                    return;
+                }
+            }
+        })
+        .await;
+        if answered.is_err() {
+            self.close(Vec::new(), frame, wait).await;
+        }
+    }
+
+    /// Whether the peer has already closed the connection or gone, judged from what has
+    /// arrived, without waiting. Its close frame, if that is what came, is answered. Data
+    /// that arrived before it is dropped: only a session that is over asks.
+    pub async fn peer_done(&mut self) -> bool {
+        poll_fn(|cx| loop {
+            match self.stream.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(Message::Close(_)))) => {
+                    let _ = self.sink.poll_flush_unpin(cx);
+                    return Poll::Ready(true);
+                }
+                Poll::Ready(Some(Ok(_))) => continue,
+                Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(true),
+                Poll::Pending => return Poll::Ready(false),
+            }
+        })
+        .await
     }
 }
 

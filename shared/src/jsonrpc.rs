@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
@@ -110,6 +111,123 @@ struct Probe<'a> {
     result: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     error: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    params: ParamsName<'a>,
+}
+
+/// The `name` member of `params`, if `params` is an object with a string `name`; anything else
+/// in `params` is skipped without being kept.
+#[derive(Default)]
+struct ParamsName<'a>(Option<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for ParamsName<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Params<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for Params<'a> {
+            type Value = ParamsName<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut name = None;
+                while let Some(IsName(is_name)) = map.next_key()? {
+                    if is_name && name.is_none() {
+                        name = map.next_value::<MaybeStr<'de>>()?.0;
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(ParamsName(name))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(ParamsName(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(ParamsName(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(ParamsName(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(ParamsName(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(ParamsName(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(ParamsName(None))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(ParamsName(None))
+            }
+        }
+        d.deserialize_any(Params(std::marker::PhantomData))
+    }
+}
+
+/// Whether an object key is `name` (escaped or not), without keeping the key.
+struct IsName(bool);
+
+impl<'de> Deserialize<'de> for IsName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Key;
+        impl Visitor<'_> for Key {
+            type Value = IsName;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<IsName, E> {
+                Ok(IsName(v == "name"))
+            }
+        }
+        d.deserialize_str(Key)
+    }
+}
+
+/// A string (borrowed when it has no escapes), or `None` for any other JSON value.
+struct MaybeStr<'a>(Option<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for MaybeStr<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Str<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for Str<'a> {
+            type Value = MaybeStr<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(MaybeStr(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(MaybeStr(Some(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(MaybeStr(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(MaybeStr(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(MaybeStr(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(MaybeStr(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(MaybeStr(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(MaybeStr(None))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(MaybeStr(None))
+            }
+        }
+        d.deserialize_any(Str(std::marker::PhantomData))
+    }
 }
 
 /// Deserializes a field that is present (even as `null`) into `Some`.
@@ -119,6 +237,23 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
 
 /// Classifies one message. Validates that the whole input is JSON; allocates only for an id.
 pub fn classify(msg: &[u8]) -> Result<Kind<'_>, ClassifyError> {
+    classify_full(msg).map(|c| c.kind)
+}
+
+/// A message's kind and, for a `tools/call` request, the tool it calls: both learned in one
+/// parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classified<'a> {
+    /// What the message is.
+    pub kind: Kind<'a>,
+    /// The `params.name` of a `tools/call` request when it is a string; `None` for anything
+    /// else.
+    pub tool_name: Option<Cow<'a, str>>,
+}
+
+/// Classifies one message as [`classify`] does, also picking up the tool name of a
+/// `tools/call` request in the same pass (for audit logs).
+pub fn classify_full(msg: &[u8]) -> Result<Classified<'_>, ClassifyError> {
     let first = msg.iter().find(|b| !b.is_ascii_whitespace());
     match first {
         Some(b'{') => {}
@@ -135,14 +270,20 @@ pub fn classify(msg: &[u8]) -> Result<Kind<'_>, ClassifyError> {
             }
         }
     }
-    let probe: Probe<'_> = serde_json::from_slice(msg).map_err(|e| {
+    let mut probe: Probe<'_> = serde_json::from_slice(msg).map_err(|e| {
         if e.is_data() {
             ClassifyError::Invalid("a field has the wrong type")
         } else {
             ClassifyError::Parse(e.to_string())
         }
     })?;
-    kind_of(probe)
+    let name = probe.params.0.take();
+    let kind = kind_of(probe)?;
+    let tool_name = match &kind {
+        Kind::Request { method, .. } if method == "tools/call" => name,
+        _ => None,
+    };
+    Ok(Classified { kind, tool_name })
 }
 
 fn kind_of(probe: Probe<'_>) -> Result<Kind<'_>, ClassifyError> {
@@ -162,6 +303,7 @@ fn kind_of(probe: Probe<'_>) -> Result<Kind<'_>, ClassifyError> {
 }
 
 /// The `params.name` of a `tools/call` request (for audit logs); `None` for anything else.
+/// This parses the message again: [`classify_full`] learns it in the same pass as the kind.
 pub fn tool_call_name(msg: &[u8]) -> Option<String> {
     #[derive(Deserialize)]
     struct Call<'a> {
@@ -187,6 +329,63 @@ pub fn batch_request_ids(msg: &[u8]) -> Vec<Id> {
             _ => None,
         })
         .collect()
+}
+
+/// The answer to a JSON-RPC batch, from [`batch_reply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchReply {
+    /// How many requests the batch holds (notifications and responses need no answer).
+    pub requests: usize,
+    /// One error per request, as a JSON array; `None` when there is no request, or when the
+    /// array would be larger than the cap it was built with.
+    pub errors: Option<Vec<u8>>,
+}
+
+/// Answers a batch with one error per request inside, as a JSON array of at most `cap` bytes.
+///
+/// The batch is read one element at a time and the array is written as it goes: neither the
+/// batch's ids nor its elements are collected, and the array is dropped as soon as it would
+/// pass `cap` (the requests are still counted). Input that is not a JSON array holds no request.
+pub fn batch_reply(msg: &[u8], code: i64, message: &str, cap: usize) -> BatchReply {
+    struct Batch<'m> {
+        code: i64,
+        message: &'m str,
+        cap: usize,
+    }
+    impl<'de> Visitor<'de> for Batch<'_> {
+        type Value = BatchReply;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON array")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<BatchReply, A::Error> {
+            let mut requests = 0;
+            let mut out = Some(Vec::new());
+            while let Some(item) = seq.next_element::<&'de RawValue>()? {
+                let Ok(Kind::Request { id, .. }) = classify(item.get().as_bytes()) else {
+                    continue;
+                };
+                requests += 1;
+                let Some(buf) = out.as_mut() else { continue };
+                buf.push(if requests == 1 { b'[' } else { b',' });
+                buf.extend_from_slice(&error_response(Some(&id), self.code, self.message, None));
+                if buf.len() + 1 > self.cap {
+                    out = None;
+                }
+            }
+            let errors = out.filter(|_| requests > 0).map(|mut buf| {
+                buf.push(b']');
+                buf
+            });
+            Ok(BatchReply { requests, errors })
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(msg);
+    serde::Deserializer::deserialize_seq(&mut de, Batch { code, message, cap }).unwrap_or(
+        BatchReply {
+            requests: 0,
+            errors: None,
+        },
+    )
 }
 
 /// The error message for a JSON-RPC batch, which the bridge answers instead of forwarding.
@@ -557,6 +756,47 @@ mod tests {
     }
 
     #[test]
+    fn batch_reply_is_capped_and_counts_every_request() {
+        let batch = br#"[{"jsonrpc":"2.0","id":1,"method":"a"},{"jsonrpc":"2.0","method":"n"},{"jsonrpc":"2.0","id":"x","method":"b"}]"#;
+        let r = batch_reply(batch, INVALID_REQUEST, "no", 1 << 20);
+        assert_eq!(r.requests, 2);
+        let v: serde_json::Value =
+            serde_json::from_slice(&r.errors.expect("errors")).expect("json");
+        assert_eq!(v[0]["id"], 1);
+        assert_eq!(v[1]["id"], "x");
+        let r = batch_reply(batch, INVALID_REQUEST, "no", 80);
+        assert_eq!((r.requests, r.errors), (2, None), "over the cap");
+        let r = batch_reply(
+            br#"[{"jsonrpc":"2.0","method":"n"}]"#,
+            INVALID_REQUEST,
+            "no",
+            1000,
+        );
+        assert_eq!((r.requests, r.errors), (0, None));
+        let r = batch_reply(b"[1,", INVALID_REQUEST, "no", 1000);
+        assert_eq!(r.requests, 0);
+    }
+
+    #[test]
+    fn the_tool_name_comes_with_the_classification() {
+        let c = classify_full(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{"name":"no","x":[1,{"name":2}]},"name":"ech\u006f"}}"#,
+        )
+        .expect("request");
+        assert_eq!(c.tool_name.as_deref(), Some("echo"));
+        for msg in [
+            &br#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"p"}}"#[..],
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["echo"]}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":7}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":null}"#,
+            br#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"n"}}"#,
+        ] {
+            let c = classify_full(msg).expect("valid");
+            assert_eq!(c.tool_name, None, "{}", String::from_utf8_lossy(msg));
+        }
+    }
+
+    #[test]
     fn head_scan_finds_id_before_a_cut() {
         let head = br#"{"jsonrpc":"2.0","method":"tools/call","params":{"a":[1,{"id":9}]},"id":"r-7","x":"aaaaaaaa"#;
         let info = scan_head(head);
@@ -576,6 +816,7 @@ mod tests {
             let _ = classify(&bytes);
             let _ = scan_head(&bytes);
             let _ = batch_request_ids(&bytes);
+            let _ = batch_reply(&bytes, INVALID_REQUEST, "x", 100);
         }
 
         #[test]

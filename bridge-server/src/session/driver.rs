@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::histogram::Histogram;
@@ -42,6 +42,10 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// Bytes gathered for one write to the tool's stdin.
 const STDIN_BATCH: usize = 64 * 1024;
+
+/// How long a tool may read none of its input, with its queue full, before further requests
+/// are answered at once (`-32013`) instead of waiting for it.
+const SHED_AFTER: Duration = Duration::from_secs(1);
 
 /// Runs a session to its end. Owns the tool process and always reaps it.
 pub(crate) async fn run(
@@ -80,6 +84,7 @@ pub(crate) async fn run(
             resume_buffer_bytes: p.limits.resume_buffer_bytes,
             idle_timeout: p.limits.idle_timeout,
             stall_timeout: p.limits.heartbeat.timeout,
+            shed_after: SHED_AFTER,
         },
         Instant::now(),
     );
@@ -131,7 +136,11 @@ pub(crate) async fn run(
             }
             n = write_some(stdin.as_mut(), &stdin_buf), if !stdin_buf.is_empty() => match n {
                 Ok(n) => {
-                    let _ = stdin_buf.split_to(n);
+                    stdin_buf.advance(n);
+                    if stdin_buf.is_empty() && stdin_buf.capacity() > 2 * STDIN_BATCH {
+                        // Grown for one large message: let it go.
+                        stdin_buf = BytesMut::new();
+                    }
                     core.on_tool_wrote(n, Instant::now());
                 }
                 Err(e) => {
@@ -203,6 +212,17 @@ pub(crate) async fn run(
     }
     p.registry.ending(&p.id, &reason.to_string());
     attach_rx.close();
+    // Connections handed over after the end was decided are told why.
+    while let Ok(late) = attach_rx.try_recv() {
+        let end = Transmit::Binary(tunnel::encode_control(&Control::End {
+            reason: reason.to_string(),
+        }));
+        tokio::spawn(
+            late.carrier
+                .close(vec![end], None, CLOSE_WAIT)
+                .in_current_span(),
+        );
+    }
     // Close the tool's stdin first: a tool that follows the MCP stdio shutdown order exits by
     // itself on EOF.
     drop(stdin);
@@ -249,13 +269,22 @@ pub(crate) async fn run(
 }
 
 /// Sends what the client has not been sent yet (answers, errors), then the end notice and a
-/// close frame, within [`CLOSE_WAIT`].
+/// close frame, within [`CLOSE_WAIT`]. A client that ended the session itself, or has already
+/// closed the connection, is sent nothing but the answer to its close.
 async fn flush_and_close(
     mut c: WsCarrier<Socket>,
     core: &mut Core,
     framing: Framing,
     reason: &EndReason,
 ) {
+    let frame = close_frame(reason.close_code(), &reason.to_string());
+    if matches!(reason, EndReason::ClientEnded(_)) {
+        // It said `end` and closes next.
+        return c.await_close(Some(frame), CLOSE_WAIT).await;
+    }
+    if c.peer_done().await {
+        return;
+    }
     let _ = tokio::time::timeout(CLOSE_WAIT, async {
         while core.wants_client_transmit(Instant::now()) {
             match c.io(false, true).await {
@@ -277,12 +306,7 @@ async fn flush_and_close(
             reason: reason.to_string(),
         })));
     }
-    c.close(
-        last,
-        Some(close_frame(reason.close_code(), &reason.to_string())),
-        CLOSE_WAIT,
-    )
-    .await;
+    c.close(last, Some(frame), CLOSE_WAIT).await;
 }
 
 fn close_frame(
@@ -401,6 +425,13 @@ impl<'a> Recorder<'a> {
                     "tool wrote a line that is not a JSON-RPC message to stdout; skipped"
                 ),
             },
+            Event::Shedding { waiting, after } => warn!(
+                "tool `{}` has read none of its input for {} ({} waiting): requests are \
+                 answered with -32013 until it reads again",
+                self.p.tool.name,
+                shared::human_duration(after),
+                shared::human_bytes(waiting)
+            ),
             Event::Detached { why } => info!(
                 why = ?why,
                 window = %shared::human_duration(self.p.limits.resume_window),

@@ -126,7 +126,11 @@ fn baseline(relay: &Relay, tool: &str) -> Result<u64> {
     }
     relay.wait_idle(tool, Duration::from_secs(10))?;
     let rss = relay.rss();
-    println!("relay baseline RSS {:.1} MiB", mib(rss));
+    println!(
+        "relay baseline RSS {:.1} MiB (peak so far {:.1} MiB)",
+        mib(rss),
+        mib(relay.peak_rss())
+    );
     Ok(rss)
 }
 
@@ -304,7 +308,6 @@ fn a1_v1_client_flooding_invalid_data_frames_without_reading_is_bounded() -> Res
 /// the 4 MiB message limit) on a plain connection never read, and while the relay works
 /// through them (at most 6 s more); a second session is served meanwhile.
 #[test]
-#[ignore = "known gap (issue 9): 4 MiB batches still grow the relay by ~53 MiB; next session"]
 fn a1_batch_amplification_without_reading_is_bounded() -> Result<()> {
     let relay = quiet_demo_relay("")?;
     let base = baseline(&relay, "demo")?;
@@ -393,7 +396,6 @@ fn a2_v1_client_overrunning_its_window_without_reading_acks_is_freed() -> Result
 /// (plain sessions end with their connection; + 2 × kill grace 0.5 s); relay peak RSS ≤
 /// baseline + 64 MiB.
 #[test]
-#[ignore = "known gap (issue 9): ~97 MiB growth against a 64 MiB bound; next session"]
 fn a3_tool_that_never_reads_stdin_is_ended_when_the_client_leaves() -> Result<()> {
     let relay = Relay::start(&fixture_tool("deaf", &["--never-read"], ""))?;
     let base = baseline(&relay, "deaf")?;
@@ -456,7 +458,6 @@ fn a3_tool_that_never_reads_stdin_is_ended_when_the_client_leaves() -> Result<()
 /// Bound: relay peak RSS growth per session ≤ 16 MiB (the documented bound) + 8 MiB (room for
 /// a few messages in flight) = 24 MiB.
 #[test]
-#[ignore = "known gap (issue 9): passes alone, over the bound when run beside other tests; next session"]
 fn a4_large_answers_never_read_stay_within_the_documented_per_session_bound() -> Result<()> {
     const SESSIONS: u64 = 2;
     const PER_SESSION: u64 = 24 * MIB;
