@@ -257,3 +257,86 @@ fn closed(e: WsError) -> Io {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::DuplexStream;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    type Peer = WebSocketStream<DuplexStream>;
+
+    async fn pair() -> (WsCarrier<DuplexStream>, Peer) {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let server = WebSocketStream::from_raw_socket(a, Role::Server, None).await;
+        let client = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
+        (WsCarrier::new(server, Heartbeat::default()), client)
+    }
+
+    fn bye() -> Message {
+        Message::Close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "bye".into(),
+        }))
+    }
+
+    /// Everything the peer receives until the connection ends.
+    async fn rest(peer: &mut Peer) -> Vec<Message> {
+        let mut got = Vec::new();
+        while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(2), peer.next()).await
+        {
+            got.push(m);
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn a_close_from_the_peer_is_answered() {
+        let (mut carrier, mut peer) = pair().await;
+        peer.send(bye()).await.expect("close");
+        assert!(matches!(carrier.io(true, false).await, Io::Closed(why) if why.contains("bye")));
+        drop(carrier);
+        let got = rest(&mut peer).await;
+        assert!(matches!(&got[..], [Message::Close(Some(_))]), "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_closed_first_gets_nothing_but_the_answer() {
+        let (carrier, mut peer) = pair().await;
+        peer.send(bye()).await.expect("close");
+        let end = Transmit::Binary(Bytes::from_static(b"end"));
+        carrier.close(vec![end], None, Duration::from_secs(1)).await;
+        let got = rest(&mut peer).await;
+        assert!(matches!(&got[..], [Message::Close(Some(_))]), "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_said_end_is_waited_for() {
+        let (carrier, mut peer) = pair().await;
+        peer.send(Message::Binary(Bytes::from_static(b"end")))
+            .await
+            .expect("end");
+        let closing = tokio::spawn(carrier.await_close(None, Duration::from_secs(1)));
+        peer.send(bye()).await.expect("close");
+        let got = rest(&mut peer).await;
+        assert!(matches!(&got[..], [Message::Close(Some(_))]), "{got:?}");
+        closing.await.expect("closed");
+    }
+
+    #[tokio::test]
+    async fn a_live_peer_gets_the_last_frames_and_a_close() {
+        let (carrier, mut peer) = pair().await;
+        let closing = tokio::spawn(carrier.close(
+            vec![Transmit::Binary(Bytes::from_static(b"end"))],
+            None,
+            Duration::from_secs(1),
+        ));
+        let first = peer.next().await;
+        assert!(matches!(first, Some(Ok(Message::Binary(ref b))) if &b[..] == b"end"));
+        assert!(matches!(peer.next().await, Some(Ok(Message::Close(_)))));
+        // The peer's answer to the close goes out on its next read or flush.
+        let _ = peer.flush().await;
+        closing.await.expect("closed");
+    }
+}
