@@ -33,9 +33,6 @@ pub struct Msg {
     pub bytes: Bytes,
     /// What it is.
     pub kind: MsgKind,
-    /// The tool a `tools/call` request calls (its `params.name`, cut at [`METHOD_KEEP`]
-    /// bytes); `None` for anything else.
-    pub tool_name: Option<Box<str>>,
 }
 
 /// The kind of a message, owning what it keeps (method names cut at [`METHOD_KEEP`]).
@@ -47,6 +44,9 @@ pub enum MsgKind {
         id: Id,
         /// Its method (cut at [`METHOD_KEEP`] bytes).
         method: Box<str>,
+        /// For `tools/call`: the tool it calls (its `params.name`, cut at [`METHOD_KEEP`]
+        /// bytes), for audit logs.
+        tool_name: Option<Box<str>>,
     },
     /// Expects nothing.
     Notification {
@@ -70,32 +70,29 @@ impl Msg {
 
     /// Classifies a message, or says why it is not a forwardable JSON-RPC message.
     pub fn try_classify(bytes: Bytes) -> Result<Msg, (Bytes, ClassifyError)> {
-        let (kind, tool_name) = match jsonrpc::classify_full(&bytes) {
-            Ok(Classified { kind, tool_name }) => {
-                let kind = match kind {
-                    Kind::Request { id, method } => MsgKind::Request {
-                        id,
-                        method: cut(&method),
-                    },
-                    Kind::Notification { method } => MsgKind::Notification {
-                        method: cut(&method),
-                    },
-                    Kind::Response { id, is_error } => MsgKind::Response { id, is_error },
-                };
-                (kind, tool_name.map(|n| cut(&n)))
-            }
+        let kind = match jsonrpc::classify_full(&bytes) {
+            Ok(Classified { kind, tool_name }) => match kind {
+                Kind::Request { id, method } => MsgKind::Request {
+                    id,
+                    method: cut(&method),
+                    tool_name: tool_name.map(|n| cut(&n)),
+                },
+                Kind::Notification { method } => MsgKind::Notification {
+                    method: cut(&method),
+                },
+                Kind::Response { id, is_error } => MsgKind::Response { id, is_error },
+            },
             Err(e) => return Err((bytes, e)),
         };
-        Ok(Msg {
-            bytes,
-            kind,
-            tool_name,
-        })
+        Ok(Msg { bytes, kind })
     }
 
     /// The tool a `tools/call` request calls.
     pub fn tool_name(&self) -> Option<&str> {
-        self.tool_name.as_deref()
+        match &self.kind {
+            MsgKind::Request { tool_name, .. } => tool_name.as_deref(),
+            _ => None,
+        }
     }
 
     /// The method of a request or notification.

@@ -263,12 +263,15 @@ impl Core {
 
 /// The call a request starts, as the audit log describes it (`None` for other messages).
 fn call_of(msg: &Msg, now: Instant) -> Option<Call> {
-    let MsgKind::Request { method, .. } = &msg.kind else {
+    let MsgKind::Request {
+        method, tool_name, ..
+    } = &msg.kind
+    else {
         return None;
     };
     Some(Call {
         method: method.clone(),
-        tool_name: msg.tool_name.clone(),
+        tool_name: tool_name.clone(),
         started: now,
     })
 }
