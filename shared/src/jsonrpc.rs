@@ -7,9 +7,18 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
+
+mod batch;
+mod head;
+mod params;
+
+pub use batch::{
+    batch_error_response, batch_reply, batch_request_ids, BatchReply, BATCH_UNSUPPORTED,
+};
+pub use head::{scan_head, HeadInfo};
+use params::ParamsName;
 
 /// Invalid JSON was received.
 pub const PARSE_ERROR: i64 = -32700;
@@ -115,121 +124,6 @@ struct Probe<'a> {
     params: ParamsName<'a>,
 }
 
-/// The `name` member of `params`, if `params` is an object with a string `name`; anything else
-/// in `params` is skipped without being kept.
-#[derive(Default)]
-struct ParamsName<'a>(Option<Cow<'a, str>>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for ParamsName<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Params<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for Params<'a> {
-            type Value = ParamsName<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut name = None;
-                while let Some(IsName(is_name)) = map.next_key()? {
-                    if is_name && name.is_none() {
-                        name = map.next_value::<MaybeStr<'de>>()?.0;
-                    } else {
-                        map.next_value::<IgnoredAny>()?;
-                    }
-                }
-                Ok(ParamsName(name))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(ParamsName(None))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(ParamsName(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(ParamsName(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(ParamsName(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(ParamsName(None))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(ParamsName(None))
-            }
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(ParamsName(None))
-            }
-        }
-        d.deserialize_any(Params(std::marker::PhantomData))
-    }
-}
-
-/// Whether an object key is `name` (escaped or not), without keeping the key.
-struct IsName(bool);
-
-impl<'de> Deserialize<'de> for IsName {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Key;
-        impl Visitor<'_> for Key {
-            type Value = IsName;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object key")
-            }
-            fn visit_str<E>(self, v: &str) -> Result<IsName, E> {
-                Ok(IsName(v == "name"))
-            }
-        }
-        d.deserialize_str(Key)
-    }
-}
-
-/// A string (borrowed when it has no escapes), or `None` for any other JSON value.
-struct MaybeStr<'a>(Option<Cow<'a, str>>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for MaybeStr<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Str<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for Str<'a> {
-            type Value = MaybeStr<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(MaybeStr(Some(Cow::Borrowed(v))))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(MaybeStr(Some(Cow::Owned(v.to_owned()))))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(MaybeStr(None))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(MaybeStr(None))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(MaybeStr(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(MaybeStr(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(MaybeStr(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(MaybeStr(None))
-            }
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(MaybeStr(None))
-            }
-        }
-        d.deserialize_any(Str(std::marker::PhantomData))
-    }
-}
-
 /// Deserializes a field that is present (even as `null`) into `Some`.
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
     <&RawValue>::deserialize(d).map(Some)
@@ -317,93 +211,6 @@ pub fn tool_call_name(msg: &[u8]) -> Option<String> {
     }
     let c: Call<'_> = serde_json::from_slice(msg).ok()?;
     Some(c.params.name.into_owned())
-}
-
-/// The ids of the requests inside a batch (so each can be answered with an error).
-pub fn batch_request_ids(msg: &[u8]) -> Vec<Id> {
-    let items: Vec<&RawValue> = serde_json::from_slice(msg).unwrap_or_default();
-    items
-        .into_iter()
-        .filter_map(|item| match classify(item.get().as_bytes()) {
-            Ok(Kind::Request { id, .. }) => Some(id),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The answer to a JSON-RPC batch, from [`batch_reply`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BatchReply {
-    /// How many requests the batch holds (notifications and responses need no answer).
-    pub requests: usize,
-    /// One error per request, as a JSON array; `None` when there is no request, or when the
-    /// array would be larger than the cap it was built with.
-    pub errors: Option<Vec<u8>>,
-}
-
-/// Answers a batch with one error per request inside, as a JSON array of at most `cap` bytes.
-///
-/// The batch is read one element at a time and the array is written as it goes: neither the
-/// batch's ids nor its elements are collected, and the array is dropped as soon as it would
-/// pass `cap` (the requests are still counted). Input that is not a JSON array holds no request.
-pub fn batch_reply(msg: &[u8], code: i64, message: &str, cap: usize) -> BatchReply {
-    struct Batch<'m> {
-        code: i64,
-        message: &'m str,
-        cap: usize,
-    }
-    impl<'de> Visitor<'de> for Batch<'_> {
-        type Value = BatchReply;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a JSON array")
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<BatchReply, A::Error> {
-            let mut requests = 0;
-            let mut out = Some(Vec::new());
-            while let Some(item) = seq.next_element::<&'de RawValue>()? {
-                let Ok(Kind::Request { id, .. }) = classify(item.get().as_bytes()) else {
-                    continue;
-                };
-                requests += 1;
-                let Some(buf) = out.as_mut() else { continue };
-                buf.push(if requests == 1 { b'[' } else { b',' });
-                buf.extend_from_slice(&error_response(Some(&id), self.code, self.message, None));
-                if buf.len() + 1 > self.cap {
-                    out = None;
-                }
-            }
-            let errors = out.filter(|_| requests > 0).map(|mut buf| {
-                buf.push(b']');
-                buf
-            });
-            Ok(BatchReply { requests, errors })
-        }
-    }
-    let mut de = serde_json::Deserializer::from_slice(msg);
-    serde::Deserializer::deserialize_seq(&mut de, Batch { code, message, cap }).unwrap_or(
-        BatchReply {
-            requests: 0,
-            errors: None,
-        },
-    )
-}
-
-/// The error message for a JSON-RPC batch, which the bridge answers instead of forwarding.
-pub const BATCH_UNSUPPORTED: &str = "JSON-RPC batches are not supported (MCP removed them in \
-     2025-06-18): send each message on its own line";
-
-/// One error response per id, as a JSON array (the JSON-RPC answer to a batch).
-pub fn batch_error_response(ids: &[Id], code: i64, message: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(ids.len() * (message.len() + 64) + 2);
-    out.push(b'[');
-    for (i, id) in ids.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(&error_response(Some(id), code, message, None));
-    }
-    out.push(b']');
-    out
 }
 
 /// The `params.requestId` of a `notifications/cancelled` message.
@@ -495,151 +302,6 @@ pub fn oversize(head: &[u8], message: &str) -> Oversize {
             }
         }
         None => Oversize::Other,
-    }
-}
-
-/// What could be learned from the first bytes of a message too large to parse whole.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HeadInfo {
-    /// The top-level `id`, if it appears within the head.
-    pub id: Option<Id>,
-    /// Whether a top-level `method` member appears within the head.
-    pub has_method: bool,
-    /// Whether a top-level `result` or `error` member appears within the head.
-    pub is_response: bool,
-}
-
-/// Scans the head of a (possibly truncated) JSON object for its top-level `id`, `method`,
-/// `result` and `error` members. Never fails: what cannot be seen stays unknown.
-pub fn scan_head(head: &[u8]) -> HeadInfo {
-    let mut info = HeadInfo::default();
-    let mut s = Scanner { b: head, i: 0 };
-    s.ws();
-    if !s.eat(b'{') {
-        return info;
-    }
-    loop {
-        s.ws();
-        let Some(key) = s.string() else {
-            return info;
-        };
-        s.ws();
-        if !s.eat(b':') {
-            return info;
-        }
-        s.ws();
-        match key.as_ref() {
-            "method" => info.has_method = true,
-            "result" | "error" => info.is_response = true,
-            _ => {}
-        }
-        let start = s.i;
-        if !s.skip_value() {
-            return info;
-        }
-        if key == "id" {
-            info.id = std::str::from_utf8(&head[start..s.i])
-                .ok()
-                .and_then(|t| serde_json::from_str::<&RawValue>(t).ok())
-                .and_then(Id::from_raw);
-        }
-        s.ws();
-        if !s.eat(b',') {
-            return info;
-        }
-    }
-}
-
-/// A forgiving cursor over JSON bytes; each method returns false/None on anything unexpected.
-struct Scanner<'a> {
-    b: &'a [u8],
-    i: usize,
-}
-
-impl Scanner<'_> {
-    fn ws(&mut self) {
-        while self.b.get(self.i).is_some_and(|c| c.is_ascii_whitespace()) {
-            self.i += 1;
-        }
-    }
-
-    fn eat(&mut self, c: u8) -> bool {
-        if self.b.get(self.i) == Some(&c) {
-            self.i += 1;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Skips a string starting at `"`; returns its raw end position.
-    fn skip_string(&mut self) -> bool {
-        if !self.eat(b'"') {
-            return false;
-        }
-        while let Some(&c) = self.b.get(self.i) {
-            self.i += 1;
-            match c {
-                b'\\' => self.i += 1,
-                b'"' => return true,
-                _ => {}
-            }
-        }
-        false
-    }
-
-    fn string(&mut self) -> Option<Cow<'static, str>> {
-        let start = self.i;
-        if !self.skip_string() {
-            return None;
-        }
-        let raw = std::str::from_utf8(&self.b[start..self.i]).ok()?;
-        serde_json::from_str::<Cow<'_, str>>(raw)
-            .ok()
-            .map(|c| Cow::Owned(c.into_owned()))
-    }
-
-    fn skip_value(&mut self) -> bool {
-        match self.b.get(self.i) {
-            Some(b'"') => self.skip_string(),
-            Some(b'{') | Some(b'[') => {
-                let mut depth = 0usize;
-                while let Some(&c) = self.b.get(self.i) {
-                    match c {
-                        b'"' => {
-                            if !self.skip_string() {
-                                return false;
-                            }
-                            continue;
-                        }
-                        b'{' | b'[' => depth += 1,
-                        b'}' | b']' => {
-                            depth -= 1;
-                            if depth == 0 {
-                                self.i += 1;
-                                return true;
-                            }
-                        }
-                        _ => {}
-                    }
-                    self.i += 1;
-                }
-                false
-            }
-            Some(_) => {
-                let start = self.i;
-                while self
-                    .b
-                    .get(self.i)
-                    .is_some_and(|c| !matches!(c, b',' | b'}' | b']') && !c.is_ascii_whitespace())
-                {
-                    self.i += 1;
-                }
-                // A scalar cut off by the end of the head is not trusted.
-                self.i > start && self.i < self.b.len()
-            }
-            None => false,
-        }
     }
 }
 
@@ -736,48 +398,6 @@ mod tests {
     }
 
     #[test]
-    fn batch_errors_form_an_array() {
-        let out = batch_error_response(
-            &[Id::Num("1".into()), Id::Str("b".into())],
-            INVALID_REQUEST,
-            "no",
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
-        assert_eq!(v[0]["id"], 1);
-        assert_eq!(v[1]["id"], "b");
-    }
-
-    #[test]
-    fn batch_ids_are_found() {
-        let ids = batch_request_ids(
-            br#"[{"jsonrpc":"2.0","id":1,"method":"a"},{"jsonrpc":"2.0","method":"n"},{"jsonrpc":"2.0","id":"x","method":"b"}]"#,
-        );
-        assert_eq!(ids, vec![Id::Num("1".into()), Id::Str("x".into())]);
-    }
-
-    #[test]
-    fn batch_reply_is_capped_and_counts_every_request() {
-        let batch = br#"[{"jsonrpc":"2.0","id":1,"method":"a"},{"jsonrpc":"2.0","method":"n"},{"jsonrpc":"2.0","id":"x","method":"b"}]"#;
-        let r = batch_reply(batch, INVALID_REQUEST, "no", 1 << 20);
-        assert_eq!(r.requests, 2);
-        let v: serde_json::Value =
-            serde_json::from_slice(&r.errors.expect("errors")).expect("json");
-        assert_eq!(v[0]["id"], 1);
-        assert_eq!(v[1]["id"], "x");
-        let r = batch_reply(batch, INVALID_REQUEST, "no", 80);
-        assert_eq!((r.requests, r.errors), (2, None), "over the cap");
-        let r = batch_reply(
-            br#"[{"jsonrpc":"2.0","method":"n"}]"#,
-            INVALID_REQUEST,
-            "no",
-            1000,
-        );
-        assert_eq!((r.requests, r.errors), (0, None));
-        let r = batch_reply(b"[1,", INVALID_REQUEST, "no", 1000);
-        assert_eq!(r.requests, 0);
-    }
-
-    #[test]
     fn the_tool_name_comes_with_the_classification() {
         let c = classify_full(
             br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{"name":"no","x":[1,{"name":2}]},"name":"ech\u006f"}}"#,
@@ -796,20 +416,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn head_scan_finds_id_before_a_cut() {
-        let head = br#"{"jsonrpc":"2.0","method":"tools/call","params":{"a":[1,{"id":9}]},"id":"r-7","x":"aaaaaaaa"#;
-        let info = scan_head(head);
-        assert_eq!(info.id, Some(Id::Str("r-7".into())));
-        assert!(info.has_method);
-        assert!(!info.is_response);
-        let info = scan_head(br#"{"id":12"#);
-        assert_eq!(info.id, None, "a number cut at the end is not trusted");
-        let info = scan_head(br#"{"jsonrpc":"2.0","id":12,"result":{"content":"xxxx"#);
-        assert_eq!(info.id, Some(Id::Num("12".into())));
-        assert!(info.is_response);
-    }
-
     proptest! {
         #[test]
         fn classify_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
@@ -817,15 +423,6 @@ mod tests {
             let _ = scan_head(&bytes);
             let _ = batch_request_ids(&bytes);
             let _ = batch_reply(&bytes, INVALID_REQUEST, "x", 100);
-        }
-
-        #[test]
-        fn head_scan_agrees_with_full_parse(id in 0u64..1_000_000, s in "[a-z]{0,20}") {
-            let msg = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"m","params":{{"s":"{s}"}}}}"#);
-            let info = scan_head(msg.as_bytes());
-            prop_assert_eq!(info.id, Some(Id::Num(id.to_string().into())));
-            let cut = &msg.as_bytes()[..msg.len() / 2];
-            let _ = scan_head(cut);
         }
     }
 }
