@@ -128,13 +128,16 @@ where
                                 Message::Text(t) => return Poll::Ready(Io::Message(t.into())),
                                 Message::Binary(b) => return Poll::Ready(Io::Message(b)),
                                 Message::Close(frame) => {
+                                    // Answer the close now (tungstenite has queued the
+                                    // answer; a flush writes it): the caller drops us next.
+                                    let _ = self.sink.poll_flush_unpin(cx);
                                     return Poll::Ready(Io::Closed(match frame {
                                         Some(f) if !f.reason.is_empty() => format!(
                                             "closed by peer: {}",
                                             crate::log_safe(&f.reason)
                                         ),
                                         _ => "closed by peer".to_owned(),
-                                    }))
+                                    }));
                                 }
                                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
                             }
@@ -187,9 +190,13 @@ where
     }
 
     /// Writes `last` (an end notice, say) and a close frame, then waits at most `wait` for
-    /// them to go out and the peer to answer the close.
+    /// them to go out and the peer to answer the close. A peer that has already closed or gone
+    /// (see [`Self::peer_done`]) is sent nothing more than the answer to its close.
     pub async fn close(mut self, last: Vec<Transmit>, frame: Option<CloseFrame>, wait: Duration) {
         let _ = tokio::time::timeout(wait, async {
+            if self.peer_done().await {
+                return;
+            }
             for t in last {
                 if self.sink.feed(message(t)).await.is_err() {
                     return;
@@ -206,6 +213,44 @@ where
             }
         })
         .await;
+    }
+
+    /// For a peer that said it is done (and closes next, as `end` promises): waits at most
+    /// `wait` for its close frame and answers it, writing nothing else; sends `frame` itself
+    /// only when the peer's close does not come in time. Whatever else arrives is dropped: the
+    /// session it was for is over.
+    pub async fn await_close(mut self, frame: Option<CloseFrame>, wait: Duration) {
+        let answered = tokio::time::timeout(wait, async {
+            while let Some(Ok(msg)) = self.stream.next().await {
+                if matches!(msg, Message::Close(_)) {
+                    // Writes the answer tungstenite queued; a peer already gone is fine.
+                    let _ = self.sink.flush().await;
+                    return;
+                }
+            }
+        })
+        .await;
+        if answered.is_err() {
+            self.close(Vec::new(), frame, wait).await;
+        }
+    }
+
+    /// Whether the peer has already closed the connection or gone, judged from what has
+    /// arrived, without waiting. Its close frame, if that is what came, is answered. Data
+    /// that arrived before it is dropped: only a session that is over asks.
+    pub async fn peer_done(&mut self) -> bool {
+        poll_fn(|cx| loop {
+            match self.stream.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(Message::Close(_)))) => {
+                    let _ = self.sink.poll_flush_unpin(cx);
+                    return Poll::Ready(true);
+                }
+                Poll::Ready(Some(Ok(_))) => continue,
+                Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(true),
+                Poll::Pending => return Poll::Ready(false),
+            }
+        })
+        .await
     }
 }
 
@@ -228,5 +273,88 @@ fn closed(e: WsError) -> Io {
             "connection error: {}",
             crate::log_safe(&e.to_string())
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::DuplexStream;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    type Peer = WebSocketStream<DuplexStream>;
+
+    async fn pair() -> (WsCarrier<DuplexStream>, Peer) {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let server = WebSocketStream::from_raw_socket(a, Role::Server, None).await;
+        let client = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
+        (WsCarrier::new(server, Heartbeat::default()), client)
+    }
+
+    fn bye() -> Message {
+        Message::Close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "bye".into(),
+        }))
+    }
+
+    /// Everything the peer receives until the connection ends.
+    async fn rest(peer: &mut Peer) -> Vec<Message> {
+        let mut got = Vec::new();
+        while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(2), peer.next()).await
+        {
+            got.push(m);
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn a_close_from_the_peer_is_answered() {
+        let (mut carrier, mut peer) = pair().await;
+        peer.send(bye()).await.expect("close");
+        assert!(matches!(carrier.io(true, false).await, Io::Closed(why) if why.contains("bye")));
+        drop(carrier);
+        let got = rest(&mut peer).await;
+        assert!(matches!(&got[..], [Message::Close(Some(_))]), "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_closed_first_gets_nothing_but_the_answer() {
+        let (carrier, mut peer) = pair().await;
+        peer.send(bye()).await.expect("close");
+        let end = Transmit::Binary(Bytes::from_static(b"end"));
+        carrier.close(vec![end], None, Duration::from_secs(1)).await;
+        let got = rest(&mut peer).await;
+        assert!(matches!(&got[..], [Message::Close(Some(_))]), "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_said_end_is_waited_for() {
+        let (carrier, mut peer) = pair().await;
+        peer.send(Message::Binary(Bytes::from_static(b"end")))
+            .await
+            .expect("end");
+        let closing = tokio::spawn(carrier.await_close(None, Duration::from_secs(1)));
+        peer.send(bye()).await.expect("close");
+        let got = rest(&mut peer).await;
+        assert!(matches!(&got[..], [Message::Close(Some(_))]), "{got:?}");
+        closing.await.expect("closed");
+    }
+
+    #[tokio::test]
+    async fn a_live_peer_gets_the_last_frames_and_a_close() {
+        let (carrier, mut peer) = pair().await;
+        let closing = tokio::spawn(carrier.close(
+            vec![Transmit::Binary(Bytes::from_static(b"end"))],
+            None,
+            Duration::from_secs(1),
+        ));
+        let first = peer.next().await;
+        assert!(matches!(first, Some(Ok(Message::Binary(ref b))) if &b[..] == b"end"));
+        assert!(matches!(peer.next().await, Some(Ok(Message::Close(_)))));
+        // The peer's answer to the close goes out on its next read or flush.
+        let _ = peer.flush().await;
+        closing.await.expect("closed");
     }
 }

@@ -227,6 +227,12 @@ impl Endpoint {
         !self.held.is_empty()
     }
 
+    /// The message [`Self::poll_receive`] would return next, left where it is (still
+    /// unacknowledged), so the application can decide whether it has room for it first.
+    pub fn peek_received(&self) -> Option<&Bytes> {
+        self.held.front()
+    }
+
     /// Bytes received and not yet taken.
     pub fn received_bytes(&self) -> usize {
         self.held_bytes
@@ -432,6 +438,11 @@ mod tests {
             b.on_message(f.clone()).expect("within the window");
         }
         assert!(!b.wants_transmit(t0 + ACK_DELAY), "nothing taken, no ack");
+        assert_eq!(b.peek_received().map(|p| &p[..]), Some(&b"0"[..]));
+        assert!(
+            !b.wants_transmit(t0 + ACK_DELAY),
+            "a peek acknowledges nothing"
+        );
         let err = b.on_message(frames[3].clone()).expect_err("overrun");
         assert!(err.is_fatal());
     }

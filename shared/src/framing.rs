@@ -4,7 +4,7 @@
 //! JSON-RPC id for the error reply) and the rest is counted and dropped, so memory stays bounded
 //! whatever a peer sends. This module knows nothing about JSON.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// How many leading bytes of an oversize line are kept for diagnostics and id recovery.
@@ -12,6 +12,9 @@ pub const OVERSIZE_HEAD: usize = 16 * 1024;
 
 /// The smallest read the reader asks the OS for.
 const MIN_READ: usize = 8 * 1024;
+
+/// Buffer capacity kept between lines; a buffer grown past it for a long line is let go.
+const KEEP_CAPACITY: usize = 64 * 1024;
 
 /// One unit read from a newline-delimited stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,16 +107,25 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
         match memchr::memchr(b'\n', &self.buf[self.scanned..]) {
             Some(pos) => {
                 let end = self.scanned + pos;
-                let mut line = self.buf.split_to(end + 1);
-                line.truncate(end);
+                let frame = complete(self.discarding.take(), &self.buf[..end], self.max);
+                self.buf.advance(end + 1);
                 self.scanned = 0;
-                Some(self.complete(line))
+                self.shrink_if_empty();
+                Some(frame)
             }
             None => {
                 self.scanned = self.buf.len();
                 self.spill_if_oversize();
                 None
             }
+        }
+    }
+
+    /// A buffer grown for one long line goes back to its small size once it is empty, so a
+    /// reader holds a long line's room only while it reads one.
+    fn shrink_if_empty(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > KEEP_CAPACITY {
+            self.buf = BytesMut::with_capacity(MIN_READ);
         }
     }
 
@@ -130,6 +142,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
                 }
                 self.buf.clear();
                 self.scanned = 0;
+                self.shrink_if_empty();
             }
             None if self.buf.len() > self.max => {
                 let keep = self.buf.len().min(OVERSIZE_HEAD);
@@ -137,42 +150,48 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
                 self.discarding = Some((head, self.buf.len()));
                 self.buf.clear();
                 self.scanned = 0;
+                self.shrink_if_empty();
             }
             None => {}
         }
     }
 
-    fn complete(&mut self, mut line: BytesMut) -> Option<Frame> {
-        if let Some((head, len)) = self.discarding.take() {
-            return Some(Frame::Oversize {
-                head,
-                len: len + line.len(),
-            });
-        }
-        if line.len() > self.max {
-            let keep = line.len().min(OVERSIZE_HEAD);
-            return Some(Frame::Oversize {
-                head: Bytes::copy_from_slice(&line[..keep]),
-                len: line.len(),
-            });
-        }
-        if line.last() == Some(&b'\r') {
-            line.truncate(line.len() - 1);
-        }
-        if line.iter().all(|b| b.is_ascii_whitespace()) {
-            return None;
-        }
-        Some(Frame::Line(line.freeze()))
-    }
-
     fn finish(&mut self) -> Option<Frame> {
         if self.discarding.is_some() || !self.buf.is_empty() {
-            let rest = self.buf.split();
+            let frame = complete(self.discarding.take(), &self.buf, self.max);
+            self.buf.clear();
             self.scanned = 0;
-            return self.complete(rest);
+            return frame;
         }
         None
     }
+}
+
+/// The frame for one line read whole (`line` without its `\n`), or for the end of an oversize
+/// one being skipped. `None` for a blank line.
+///
+/// The line is copied into an allocation of its own: a slice of the read buffer would keep the
+/// whole buffer alive (up to twice a long line, grown while reading it) for as long as the
+/// message waits in a queue, and queues are bounded by the bytes their messages hold.
+fn complete(discarding: Option<(Bytes, usize)>, line: &[u8], max: usize) -> Option<Frame> {
+    if let Some((head, len)) = discarding {
+        return Some(Frame::Oversize {
+            head,
+            len: len + line.len(),
+        });
+    }
+    if line.len() > max {
+        let keep = line.len().min(OVERSIZE_HEAD);
+        return Some(Frame::Oversize {
+            head: Bytes::copy_from_slice(&line[..keep]),
+            len: line.len(),
+        });
+    }
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.iter().all(|b| b.is_ascii_whitespace()) {
+        return None;
+    }
+    Some(Frame::Line(Bytes::copy_from_slice(line)))
 }
 
 /// Writes one message followed by `\n`. The caller decides when to flush.

@@ -9,7 +9,7 @@
 use bytes::Bytes;
 
 use crate::framing::Frame;
-use crate::jsonrpc::{self, ClassifyError, Id, Kind, Oversize};
+use crate::jsonrpc::{self, Classified, ClassifyError, Id, Kind, Oversize};
 
 /// Longest method name kept with a message (for the table of calls in flight and for logs);
 /// the message's bytes are forwarded whole, whatever the length.
@@ -44,6 +44,9 @@ pub enum MsgKind {
         id: Id,
         /// Its method (cut at [`METHOD_KEEP`] bytes).
         method: Box<str>,
+        /// For `tools/call`: the tool it calls (its `params.name`, cut at [`METHOD_KEEP`]
+        /// bytes), for audit logs.
+        tool_name: Option<Box<str>>,
     },
     /// Expects nothing.
     Notification {
@@ -67,18 +70,29 @@ impl Msg {
 
     /// Classifies a message, or says why it is not a forwardable JSON-RPC message.
     pub fn try_classify(bytes: Bytes) -> Result<Msg, (Bytes, ClassifyError)> {
-        let kind = match jsonrpc::classify(&bytes) {
-            Ok(Kind::Request { id, method }) => MsgKind::Request {
-                id,
-                method: cut(&method),
+        let kind = match jsonrpc::classify_full(&bytes) {
+            Ok(Classified { kind, tool_name }) => match kind {
+                Kind::Request { id, method } => MsgKind::Request {
+                    id,
+                    method: cut(&method),
+                    tool_name: tool_name.map(|n| cut(&n)),
+                },
+                Kind::Notification { method } => MsgKind::Notification {
+                    method: cut(&method),
+                },
+                Kind::Response { id, is_error } => MsgKind::Response { id, is_error },
             },
-            Ok(Kind::Notification { method }) => MsgKind::Notification {
-                method: cut(&method),
-            },
-            Ok(Kind::Response { id, is_error }) => MsgKind::Response { id, is_error },
             Err(e) => return Err((bytes, e)),
         };
         Ok(Msg { bytes, kind })
+    }
+
+    /// The tool a `tools/call` request calls.
+    pub fn tool_name(&self) -> Option<&str> {
+        match &self.kind {
+            MsgKind::Request { tool_name, .. } => tool_name.as_deref(),
+            _ => None,
+        }
     }
 
     /// The method of a request or notification.
@@ -237,35 +251,42 @@ fn oversize(head: &[u8], len: usize, max: usize, limit_name: &str) -> Decision {
 }
 
 /// A batch is never forwarded. Each request in it is answered with an error, in one array;
-/// when that answer would itself be larger than `max`, one error with a null id says so
-/// instead (the reply never amplifies what was sent).
+/// when that answer would be larger than `max`, or more than four times the batch (at least
+/// 4 KiB), one error with a null id says so instead. The answer is built while the batch is
+/// read, never larger than that bound, and without collecting the batch's ids.
 fn batch(bytes: &[u8], from: Peer, max: usize) -> Decision {
-    let ids = jsonrpc::batch_request_ids(bytes);
-    let what = format!("a JSON-RPC batch of {} request(s)", ids.len());
-    let action = match from {
-        Peer::Server => Ingress::Drop,
-        Peer::Client if ids.is_empty() => Ingress::Drop,
-        Peer::Client => {
-            let body = jsonrpc::batch_error_response(
-                &ids,
-                jsonrpc::INVALID_REQUEST,
+    let cap = match from {
+        // Nobody is answered: only count.
+        Peer::Server => 0,
+        Peer::Client => max.min(bytes.len().saturating_mul(4).max(4096)),
+    };
+    let reply = jsonrpc::batch_reply(
+        bytes,
+        jsonrpc::INVALID_REQUEST,
+        jsonrpc::BATCH_UNSUPPORTED,
+        cap,
+    );
+    let what = format!("a JSON-RPC batch of {} request(s)", reply.requests);
+    let action = match (from, reply) {
+        (Peer::Server, _) => Ingress::Drop,
+        (Peer::Client, jsonrpc::BatchReply { requests: 0, .. }) => Ingress::Drop,
+        (
+            Peer::Client,
+            jsonrpc::BatchReply {
+                errors: Some(body), ..
+            },
+        ) => Ingress::ReplyToSender(Bytes::from(body)),
+        (Peer::Client, jsonrpc::BatchReply { requests, .. }) => {
+            let message = format!(
+                "{} ({requests} requests in one batch were not answered one by one)",
                 jsonrpc::BATCH_UNSUPPORTED,
             );
-            if body.len() <= max.min(bytes.len().saturating_mul(4).max(4096)) {
-                Ingress::ReplyToSender(Bytes::from(body))
-            } else {
-                let message = format!(
-                    "{} ({} requests in one batch were not answered one by one)",
-                    jsonrpc::BATCH_UNSUPPORTED,
-                    ids.len()
-                );
-                Ingress::ReplyToSender(Bytes::from(jsonrpc::error_response(
-                    None,
-                    jsonrpc::INVALID_REQUEST,
-                    &message,
-                    None,
-                )))
-            }
+            Ingress::ReplyToSender(Bytes::from(jsonrpc::error_response(
+                None,
+                jsonrpc::INVALID_REQUEST,
+                &message,
+                None,
+            )))
         }
     };
     Decision {
@@ -305,6 +326,17 @@ mod tests {
         };
         assert_eq!(msg.request_id(), Some(&Id::Num("7".into())));
         assert_eq!(msg.method(), Some("tools/call"));
+        assert_eq!(msg.tool_name(), None, "no params.name");
+        let d = decide(
+            line(r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo"}}"#),
+            Peer::Client,
+            1024,
+            "the limit",
+        );
+        let Ingress::Forward(msg) = d.action else {
+            panic!("forward")
+        };
+        assert_eq!(msg.tool_name(), Some("echo"));
     }
 
     #[test]
@@ -362,6 +394,12 @@ mod tests {
         };
         assert!(b.len() < text.len(), "{} >= {}", b.len(), text.len());
         assert!(reply(&d)["id"].is_null());
+        assert!(reply(&d)["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("2000 requests")));
+        let d = decide(line(&text), Peer::Server, 1 << 20, "the limit");
+        assert_eq!(d.action, Ingress::Drop);
+        assert!(d.refusal.is_some_and(|r| r.what.contains("2000")));
     }
 
     #[test]

@@ -10,6 +10,16 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
+mod batch;
+mod head;
+mod params;
+
+pub use batch::{
+    batch_error_response, batch_reply, batch_request_ids, BatchReply, BATCH_UNSUPPORTED,
+};
+pub use head::{scan_head, HeadInfo};
+use params::ParamsName;
+
 /// Invalid JSON was received.
 pub const PARSE_ERROR: i64 = -32700;
 /// The JSON sent is not a valid request object (also: too large, or a batch).
@@ -110,6 +120,8 @@ struct Probe<'a> {
     result: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     error: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    params: ParamsName<'a>,
 }
 
 /// Deserializes a field that is present (even as `null`) into `Some`.
@@ -119,6 +131,23 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
 
 /// Classifies one message. Validates that the whole input is JSON; allocates only for an id.
 pub fn classify(msg: &[u8]) -> Result<Kind<'_>, ClassifyError> {
+    classify_full(msg).map(|c| c.kind)
+}
+
+/// A message's kind and, for a `tools/call` request, the tool it calls: both learned in one
+/// parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classified<'a> {
+    /// What the message is.
+    pub kind: Kind<'a>,
+    /// The `params.name` of a `tools/call` request when it is a string; `None` for anything
+    /// else.
+    pub tool_name: Option<Cow<'a, str>>,
+}
+
+/// Classifies one message as [`classify`] does, also picking up the tool name of a
+/// `tools/call` request in the same pass (for audit logs).
+pub fn classify_full(msg: &[u8]) -> Result<Classified<'_>, ClassifyError> {
     let first = msg.iter().find(|b| !b.is_ascii_whitespace());
     match first {
         Some(b'{') => {}
@@ -135,14 +164,20 @@ pub fn classify(msg: &[u8]) -> Result<Kind<'_>, ClassifyError> {
             }
         }
     }
-    let probe: Probe<'_> = serde_json::from_slice(msg).map_err(|e| {
+    let mut probe: Probe<'_> = serde_json::from_slice(msg).map_err(|e| {
         if e.is_data() {
             ClassifyError::Invalid("a field has the wrong type")
         } else {
             ClassifyError::Parse(e.to_string())
         }
     })?;
-    kind_of(probe)
+    let name = probe.params.0.take();
+    let kind = kind_of(probe)?;
+    let tool_name = match &kind {
+        Kind::Request { method, .. } if method == "tools/call" => name,
+        _ => None,
+    };
+    Ok(Classified { kind, tool_name })
 }
 
 fn kind_of(probe: Probe<'_>) -> Result<Kind<'_>, ClassifyError> {
@@ -162,6 +197,7 @@ fn kind_of(probe: Probe<'_>) -> Result<Kind<'_>, ClassifyError> {
 }
 
 /// The `params.name` of a `tools/call` request (for audit logs); `None` for anything else.
+/// This parses the message again: [`classify_full`] learns it in the same pass as the kind.
 pub fn tool_call_name(msg: &[u8]) -> Option<String> {
     #[derive(Deserialize)]
     struct Call<'a> {
@@ -175,36 +211,6 @@ pub fn tool_call_name(msg: &[u8]) -> Option<String> {
     }
     let c: Call<'_> = serde_json::from_slice(msg).ok()?;
     Some(c.params.name.into_owned())
-}
-
-/// The ids of the requests inside a batch (so each can be answered with an error).
-pub fn batch_request_ids(msg: &[u8]) -> Vec<Id> {
-    let items: Vec<&RawValue> = serde_json::from_slice(msg).unwrap_or_default();
-    items
-        .into_iter()
-        .filter_map(|item| match classify(item.get().as_bytes()) {
-            Ok(Kind::Request { id, .. }) => Some(id),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The error message for a JSON-RPC batch, which the bridge answers instead of forwarding.
-pub const BATCH_UNSUPPORTED: &str = "JSON-RPC batches are not supported (MCP removed them in \
-     2025-06-18): send each message on its own line";
-
-/// One error response per id, as a JSON array (the JSON-RPC answer to a batch).
-pub fn batch_error_response(ids: &[Id], code: i64, message: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(ids.len() * (message.len() + 64) + 2);
-    out.push(b'[');
-    for (i, id) in ids.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(&error_response(Some(id), code, message, None));
-    }
-    out.push(b']');
-    out
 }
 
 /// The `params.requestId` of a `notifications/cancelled` message.
@@ -296,151 +302,6 @@ pub fn oversize(head: &[u8], message: &str) -> Oversize {
             }
         }
         None => Oversize::Other,
-    }
-}
-
-/// What could be learned from the first bytes of a message too large to parse whole.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HeadInfo {
-    /// The top-level `id`, if it appears within the head.
-    pub id: Option<Id>,
-    /// Whether a top-level `method` member appears within the head.
-    pub has_method: bool,
-    /// Whether a top-level `result` or `error` member appears within the head.
-    pub is_response: bool,
-}
-
-/// Scans the head of a (possibly truncated) JSON object for its top-level `id`, `method`,
-/// `result` and `error` members. Never fails: what cannot be seen stays unknown.
-pub fn scan_head(head: &[u8]) -> HeadInfo {
-    let mut info = HeadInfo::default();
-    let mut s = Scanner { b: head, i: 0 };
-    s.ws();
-    if !s.eat(b'{') {
-        return info;
-    }
-    loop {
-        s.ws();
-        let Some(key) = s.string() else {
-            return info;
-        };
-        s.ws();
-        if !s.eat(b':') {
-            return info;
-        }
-        s.ws();
-        match key.as_ref() {
-            "method" => info.has_method = true,
-            "result" | "error" => info.is_response = true,
-            _ => {}
-        }
-        let start = s.i;
-        if !s.skip_value() {
-            return info;
-        }
-        if key == "id" {
-            info.id = std::str::from_utf8(&head[start..s.i])
-                .ok()
-                .and_then(|t| serde_json::from_str::<&RawValue>(t).ok())
-                .and_then(Id::from_raw);
-        }
-        s.ws();
-        if !s.eat(b',') {
-            return info;
-        }
-    }
-}
-
-/// A forgiving cursor over JSON bytes; each method returns false/None on anything unexpected.
-struct Scanner<'a> {
-    b: &'a [u8],
-    i: usize,
-}
-
-impl Scanner<'_> {
-    fn ws(&mut self) {
-        while self.b.get(self.i).is_some_and(|c| c.is_ascii_whitespace()) {
-            self.i += 1;
-        }
-    }
-
-    fn eat(&mut self, c: u8) -> bool {
-        if self.b.get(self.i) == Some(&c) {
-            self.i += 1;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Skips a string starting at `"`; returns its raw end position.
-    fn skip_string(&mut self) -> bool {
-        if !self.eat(b'"') {
-            return false;
-        }
-        while let Some(&c) = self.b.get(self.i) {
-            self.i += 1;
-            match c {
-                b'\\' => self.i += 1,
-                b'"' => return true,
-                _ => {}
-            }
-        }
-        false
-    }
-
-    fn string(&mut self) -> Option<Cow<'static, str>> {
-        let start = self.i;
-        if !self.skip_string() {
-            return None;
-        }
-        let raw = std::str::from_utf8(&self.b[start..self.i]).ok()?;
-        serde_json::from_str::<Cow<'_, str>>(raw)
-            .ok()
-            .map(|c| Cow::Owned(c.into_owned()))
-    }
-
-    fn skip_value(&mut self) -> bool {
-        match self.b.get(self.i) {
-            Some(b'"') => self.skip_string(),
-            Some(b'{') | Some(b'[') => {
-                let mut depth = 0usize;
-                while let Some(&c) = self.b.get(self.i) {
-                    match c {
-                        b'"' => {
-                            if !self.skip_string() {
-                                return false;
-                            }
-                            continue;
-                        }
-                        b'{' | b'[' => depth += 1,
-                        b'}' | b']' => {
-                            depth -= 1;
-                            if depth == 0 {
-                                self.i += 1;
-                                return true;
-                            }
-                        }
-                        _ => {}
-                    }
-                    self.i += 1;
-                }
-                false
-            }
-            Some(_) => {
-                let start = self.i;
-                while self
-                    .b
-                    .get(self.i)
-                    .is_some_and(|c| !matches!(c, b',' | b'}' | b']') && !c.is_ascii_whitespace())
-                {
-                    self.i += 1;
-                }
-                // A scalar cut off by the end of the head is not trusted.
-                self.i > start && self.i < self.b.len()
-            }
-            None => false,
-        }
     }
 }
 
@@ -537,37 +398,22 @@ mod tests {
     }
 
     #[test]
-    fn batch_errors_form_an_array() {
-        let out = batch_error_response(
-            &[Id::Num("1".into()), Id::Str("b".into())],
-            INVALID_REQUEST,
-            "no",
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
-        assert_eq!(v[0]["id"], 1);
-        assert_eq!(v[1]["id"], "b");
-    }
-
-    #[test]
-    fn batch_ids_are_found() {
-        let ids = batch_request_ids(
-            br#"[{"jsonrpc":"2.0","id":1,"method":"a"},{"jsonrpc":"2.0","method":"n"},{"jsonrpc":"2.0","id":"x","method":"b"}]"#,
-        );
-        assert_eq!(ids, vec![Id::Num("1".into()), Id::Str("x".into())]);
-    }
-
-    #[test]
-    fn head_scan_finds_id_before_a_cut() {
-        let head = br#"{"jsonrpc":"2.0","method":"tools/call","params":{"a":[1,{"id":9}]},"id":"r-7","x":"aaaaaaaa"#;
-        let info = scan_head(head);
-        assert_eq!(info.id, Some(Id::Str("r-7".into())));
-        assert!(info.has_method);
-        assert!(!info.is_response);
-        let info = scan_head(br#"{"id":12"#);
-        assert_eq!(info.id, None, "a number cut at the end is not trusted");
-        let info = scan_head(br#"{"jsonrpc":"2.0","id":12,"result":{"content":"xxxx"#);
-        assert_eq!(info.id, Some(Id::Num("12".into())));
-        assert!(info.is_response);
+    fn the_tool_name_comes_with_the_classification() {
+        let c = classify_full(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{"name":"no","x":[1,{"name":2}]},"name":"ech\u006f"}}"#,
+        )
+        .expect("request");
+        assert_eq!(c.tool_name.as_deref(), Some("echo"));
+        for msg in [
+            &br#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"p"}}"#[..],
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["echo"]}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":7}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":null}"#,
+            br#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"n"}}"#,
+        ] {
+            let c = classify_full(msg).expect("valid");
+            assert_eq!(c.tool_name, None, "{}", String::from_utf8_lossy(msg));
+        }
     }
 
     proptest! {
@@ -576,15 +422,7 @@ mod tests {
             let _ = classify(&bytes);
             let _ = scan_head(&bytes);
             let _ = batch_request_ids(&bytes);
-        }
-
-        #[test]
-        fn head_scan_agrees_with_full_parse(id in 0u64..1_000_000, s in "[a-z]{0,20}") {
-            let msg = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"m","params":{{"s":"{s}"}}}}"#);
-            let info = scan_head(msg.as_bytes());
-            prop_assert_eq!(info.id, Some(Id::Num(id.to_string().into())));
-            let cut = &msg.as_bytes()[..msg.len() / 2];
-            let _ = scan_head(cut);
+            let _ = batch_reply(&bytes, INVALID_REQUEST, "x", 100);
         }
     }
 }

@@ -4,34 +4,36 @@
 //! exit, a connection lost or resumed, the time) and answers with what to write to the client
 //! ([`Core::poll_client_transmit`]), what to write to the tool ([`Core::poll_tool_transmit`]),
 //! when to wake it ([`Core::poll_timeout`]) and what to record ([`Core::poll_event`]). It keeps
-//! the table of the client's calls in flight so every request gets exactly one answer, and it
-//! bounds every queue in bytes — replies it makes itself included — by taking no more input
-//! while there is no room. No sockets, processes, tasks or clocks: the driver does the I/O.
+//! the calls in flight ([`Pending`]) so every request gets exactly one answer.
+//!
+//! Every queue is bounded in bytes. A client message is taken from the client's window only
+//! when what it needs is there — room in the tool's queue, or room in the client's queue for
+//! the reply the relay makes to it — and waits there, unacknowledged, until then
+//! (backpressure; a plain connection is not read meanwhile). Each message is classified once,
+//! when it reaches the head of the window. No sockets, processes, tasks or clocks: the driver
+//! does the I/O.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::Instant;
 
 use shared::endpoint::{Endpoint, Framing, Limits as EpLimits, Transmit};
-use shared::framing::Frame;
-use shared::ingress::{self, Ingress, Msg, MsgKind, Peer, RefusalKind};
-use shared::jsonrpc::{self, Id};
+use shared::ingress::Decision;
 use shared::tunnel::{Control, PROTOCOL_VERSION};
 
 use super::end::EndReason;
+pub(crate) use super::event::{Call, Event, Outcome};
+use super::pending::Pending;
+use super::tool_queue::ToolQueue;
+
+mod client;
+mod tool;
 
 /// After the tool's stdout closes (or it exits), how long to wait for the other half before
 /// the tool counts as gone.
 const EXIT_SETTLE: Duration = Duration::from_millis(300);
-
-/// Room kept in the client's queue before taking another client message, so that the reply
-/// the relay may make to it always fits.
-const REPLY_ROOM: usize = 4096;
-
-/// Client calls in flight at most; a request past it is answered at once with an error.
-pub(crate) const MAX_PENDING: usize = 4096;
 
 /// What the core needs to know about its session.
 #[derive(Debug, Clone)]
@@ -47,6 +49,10 @@ pub(crate) struct CoreConfig {
     pub(crate) idle_timeout: Option<Duration>,
     /// How long the tool may take none of its waiting input before the session ends.
     pub(crate) stall_timeout: Duration,
+    /// How long the tool may take none of its waiting input, with its queue full, before
+    /// further requests are answered at once instead of waiting (so that the connection is
+    /// still read, and a client that leaves is noticed).
+    pub(crate) shed_after: Duration,
 }
 
 impl CoreConfig {
@@ -55,81 +61,13 @@ impl CoreConfig {
         self.max_message.clamp(256 * 1024, 4 * 1024 * 1024)
     }
 
-    /// What the client may send ahead of what the tool has taken (its window, in bytes).
+    /// What a v1 client may send ahead of what the core has taken (its window, in bytes): at
+    /// least what bridge-client keeps unacknowledged, so a compliant client never overruns it.
     pub(crate) fn client_window_bytes(&self) -> usize {
         self.max_message
             .saturating_mul(4)
             .max(shared::DEFAULT_MAX_MESSAGE_SIZE * 4)
     }
-}
-
-/// A client call in flight, as the audit log describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Call {
-    pub(crate) method: Box<str>,
-    pub(crate) tool_name: Option<Box<str>>,
-    pub(crate) started: Instant,
-}
-
-/// How a call ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    Ok,
-    Error,
-    Cancelled,
-    ToolExited,
-    SessionEnded,
-    Refused,
-}
-
-impl Outcome {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::Error => "error",
-            Outcome::Cancelled => "cancelled",
-            Outcome::ToolExited => "tool_exited",
-            Outcome::SessionEnded => "session_ended",
-            Outcome::Refused => "refused",
-        }
-    }
-}
-
-/// Something for the driver to record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Event {
-    /// A client call finished (audit line, latency).
-    Call {
-        call: Call,
-        outcome: Outcome,
-    },
-    /// A message went to the client / to the tool (bytes).
-    ToClient(usize),
-    ToTool(usize),
-    /// A message was not forwarded (one warning line; peer text already escaped).
-    Refused {
-        from: Peer,
-        kind: RefusalKind,
-        what: String,
-    },
-    /// The client's connection went; the session waits for a resume.
-    Detached {
-        why: String,
-    },
-    /// A connection resumed the session.
-    Resumed {
-        away: Duration,
-        replay: usize,
-    },
-    /// A resume was refused (its connection gets `why`); the session goes on waiting.
-    ResumeRefused {
-        why: String,
-    },
-    /// The tool is gone: how, and whether it exited cleanly by itself.
-    ToolGone {
-        how: String,
-        clean: bool,
-    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,13 +88,11 @@ pub(crate) struct Core {
     /// "the relay's limit for tool `x`", for oversize errors.
     limit_name: String,
     ep: Endpoint,
-    to_tool: VecDeque<Bytes>,
-    to_tool_bytes: usize,
-    /// Bytes handed to the driver for the tool's stdin and not yet written.
-    in_stdin: usize,
-    /// When the tool last took input (or had none waiting).
-    tool_progress: Instant,
-    pending: HashMap<Id, Call>,
+    /// The decision about the message at the head of the client's window, kept while the
+    /// message waits there (it is classified once).
+    head: Option<Decision>,
+    tool_q: ToolQueue,
+    pending: Pending,
     tool: ToolState,
     detached_at: Option<Instant>,
     draining: bool,
@@ -178,13 +114,11 @@ impl Core {
         let _ = ep.connect(0);
         let mut core = Core {
             limit_name: format!("the relay's limit for tool `{}`", cfg.tool),
+            tool_q: ToolQueue::new(cfg.tool_queue_bytes(), now),
             cfg,
             ep,
-            to_tool: VecDeque::new(),
-            to_tool_bytes: 0,
-            in_stdin: 0,
-            tool_progress: now,
-            pending: HashMap::new(),
+            head: None,
+            pending: Pending::default(),
             tool: ToolState::Running,
             detached_at: None,
             draining: false,
@@ -220,18 +154,14 @@ impl Core {
 
     /// Whether the core takes a message from the client connection now. A v1 connection is
     /// always read (acks must get through while the tool is busy; data waits, unacknowledged,
-    /// within the client's window); a plain one only while there is room.
+    /// within the client's window); a plain one only while no message waits.
     pub(crate) fn wants_client(&self) -> bool {
         self.end.is_none()
             && self.ep.is_connected()
             && match self.cfg.framing {
                 Framing::V1 => true,
-                Framing::Plain => !self.ep.has_received() && self.has_room_for_client(),
+                Framing::Plain => !self.ep.has_received(),
             }
-    }
-
-    fn has_room_for_client(&self) -> bool {
-        self.to_tool_bytes < self.cfg.tool_queue_bytes() && self.ep.has_room(REPLY_ROOM)
     }
 
     /// Whether the core takes a line from the tool now (there is room for the client).
@@ -239,306 +169,9 @@ impl Core {
         self.end.is_none() && self.ep.has_room(1)
     }
 
-    /// One message read from the client connection.
-    pub(crate) fn on_client_message(&mut self, raw: Bytes, now: Instant) {
-        self.last_activity = now;
-        match self.ep.on_message(raw) {
-            Ok(None) => {}
-            Ok(Some(Control::End { reason })) => {
-                self.end(EndReason::ClientEnded(
-                    shared::log_safe(&reason).into_owned(),
-                ));
-                return;
-            }
-            Ok(Some(_)) => {}
-            Err(e) if e.is_fatal() => {
-                self.ep.disconnect();
-                self.end(EndReason::ClientBrokeLimit(e.to_string()));
-                return;
-            }
-            Err(e) => {
-                self.on_client_gone(&format!("protocol error: {e}"), now);
-                return;
-            }
-        }
-        self.take_client(now);
-    }
-
-    /// Moves client messages on while the tool's queue and the client's queue have room.
-    fn take_client(&mut self, now: Instant) {
-        while self.end.is_none() && self.has_room_for_client() {
-            let Some(raw) = self.ep.poll_receive(now) else {
-                break;
-            };
-            let d = ingress::decide(
-                Frame::Line(raw),
-                Peer::Client,
-                self.cfg.max_message,
-                &self.limit_name,
-            );
-            if let Some(r) = d.refusal {
-                self.events.push_back(Event::Refused {
-                    from: Peer::Client,
-                    kind: r.kind,
-                    what: r.what,
-                });
-            }
-            match d.action {
-                Ingress::Forward(msg) => self.client_msg(msg, now),
-                Ingress::ReplyToSender(err) => self.queue_for_client(err),
-                Ingress::ReplyToOther { error, .. } => self.queue_for_tool(error),
-                Ingress::Drop => {}
-            }
-        }
-    }
-
-    fn client_msg(&mut self, msg: Msg, now: Instant) {
-        match &msg.kind {
-            MsgKind::Request { id, method } => {
-                if let ToolState::Gone(how) = &self.tool {
-                    let message = format!(
-                        "tool `{}` {how}; the request was not delivered",
-                        self.cfg.tool
-                    );
-                    let err =
-                        jsonrpc::error_response(Some(id), jsonrpc::TOOL_EXITED, &message, None);
-                    return self.queue_for_client(Bytes::from(err));
-                }
-                if self.pending.len() >= MAX_PENDING && !self.pending.contains_key(id) {
-                    let message = format!(
-                        "too many requests in flight on this session ({MAX_PENDING}); wait for answers first"
-                    );
-                    let err = jsonrpc::error_response(
-                        Some(id),
-                        jsonrpc::TOO_MANY_REQUESTS,
-                        &message,
-                        None,
-                    );
-                    self.events.push_back(Event::Call {
-                        call: Call {
-                            method: method.clone(),
-                            tool_name: None,
-                            started: now,
-                        },
-                        outcome: Outcome::Refused,
-                    });
-                    return self.queue_for_client(Bytes::from(err));
-                }
-                let tool_name = if &**method == "tools/call" {
-                    jsonrpc::tool_call_name(&msg.bytes).map(|n| {
-                        n.chars()
-                            .take(ingress::METHOD_KEEP)
-                            .collect::<String>()
-                            .into()
-                    })
-                } else {
-                    None
-                };
-                self.pending.insert(
-                    id.clone(),
-                    Call {
-                        method: method.clone(),
-                        tool_name,
-                        started: now,
-                    },
-                );
-            }
-            MsgKind::Notification { method } if &**method == "notifications/cancelled" => {
-                if let Some(id) = jsonrpc::cancelled_request_id(&msg.bytes) {
-                    if let Some(call) = self.pending.remove(&id) {
-                        self.events.push_back(Event::Call {
-                            call,
-                            outcome: Outcome::Cancelled,
-                        });
-                    }
-                }
-            }
-            _ => {}
-        }
-        if !matches!(self.tool, ToolState::Gone(_)) {
-            self.events.push_back(Event::ToTool(msg.bytes.len()));
-            self.queue_for_tool(msg.bytes);
-        }
-    }
-
-    fn queue_for_tool(&mut self, bytes: Bytes) {
-        if matches!(self.tool, ToolState::Gone(_)) {
-            return;
-        }
-        if self.to_tool.is_empty() && self.in_stdin == 0 {
-            // Nothing was waiting: the stall clock starts now.
-            self.tool_progress = self.last_activity;
-        }
-        self.to_tool_bytes += bytes.len();
-        self.to_tool.push_back(bytes);
-    }
-
     fn queue_for_client(&mut self, bytes: Bytes) {
         self.events.push_back(Event::ToClient(bytes.len()));
         self.ep.send(bytes);
-    }
-
-    /// The client connection is gone (closed, broken, silent).
-    pub(crate) fn on_client_gone(&mut self, why: &str, now: Instant) {
-        self.ep.disconnect();
-        match self.cfg.framing {
-            Framing::Plain => self.end(EndReason::ClientLeft(why.to_owned())),
-            Framing::V1 => {
-                self.detached_at.get_or_insert(now);
-                self.events.push_back(Event::Detached {
-                    why: why.to_owned(),
-                });
-            }
-        }
-    }
-
-    /// The client connection broke a hard limit; resuming would replay the same message.
-    pub(crate) fn on_client_fatal(&mut self, why: &str) {
-        self.ep.disconnect();
-        self.end(EndReason::ClientBrokeLimit(why.to_owned()));
-    }
-
-    /// A connection wants to resume the session; the client has everything up to `last_seq`.
-    /// On `Err` the connection gets the text and is closed; the session goes on waiting.
-    pub(crate) fn on_attach(&mut self, last_seq: u64, now: Instant) -> Result<(), String> {
-        if self.ep.is_connected() {
-            self.ep.disconnect();
-            self.detached_at.get_or_insert(now);
-        }
-        if let Err(e) = self.ep.connect(last_seq) {
-            self.ep.disconnect();
-            let why = format!("cannot resume: {e}");
-            self.events
-                .push_back(Event::ResumeRefused { why: why.clone() });
-            return Err(why);
-        }
-        self.welcome(true);
-        if self.draining {
-            self.ep.send_control(&Control::Drain {
-                reason: EndReason::RelayShutdown.to_string(),
-            });
-        }
-        let away = self
-            .detached_at
-            .take()
-            .map(|t| now.saturating_duration_since(t))
-            .unwrap_or_default();
-        self.events.push_back(Event::Resumed {
-            away,
-            replay: self.ep.unacked(),
-        });
-        self.take_client(now);
-        Ok(())
-    }
-
-    /// One unit read from the tool's stdout.
-    pub(crate) fn on_tool_frame(&mut self, frame: Frame, now: Instant) {
-        self.last_activity = now;
-        let d = ingress::decide(frame, Peer::Server, self.cfg.max_message, &self.limit_name);
-        if let Some(r) = d.refusal {
-            self.events.push_back(Event::Refused {
-                from: Peer::Server,
-                kind: r.kind,
-                what: r.what,
-            });
-        }
-        match d.action {
-            Ingress::Forward(msg) => {
-                if let MsgKind::Response {
-                    id: Some(id),
-                    is_error,
-                } = &msg.kind
-                {
-                    if let Some(call) = self.pending.remove(id) {
-                        let outcome = if *is_error {
-                            Outcome::Error
-                        } else {
-                            Outcome::Ok
-                        };
-                        self.events.push_back(Event::Call { call, outcome });
-                    }
-                }
-                self.queue_for_client(msg.bytes);
-            }
-            // The tool's own request was too large: the tool gets the error.
-            Ingress::ReplyToSender(err) => self.queue_for_tool(err),
-            // Its answer was too large: the client's request gets the error instead.
-            Ingress::ReplyToOther { id, error } => {
-                if let Some(call) = self.pending.remove(&id) {
-                    self.events.push_back(Event::Call {
-                        call,
-                        outcome: Outcome::Error,
-                    });
-                }
-                self.queue_for_client(error);
-            }
-            Ingress::Drop => {}
-        }
-    }
-
-    /// The tool's stdout reached its end.
-    pub(crate) fn on_tool_stdout_closed(&mut self, now: Instant) {
-        self.tool = match std::mem::replace(&mut self.tool, ToolState::Running) {
-            ToolState::Running => ToolState::StdoutClosed(now),
-            ToolState::Exited(how, clean, _) => return self.tool_gone(how, clean),
-            other => other,
-        };
-    }
-
-    /// The tool process exited (`how` in words; `clean`: status 0).
-    pub(crate) fn on_tool_exit(&mut self, how: String, clean: bool, now: Instant) {
-        self.tool = match std::mem::replace(&mut self.tool, ToolState::Running) {
-            ToolState::Running => ToolState::Exited(how, clean, now),
-            ToolState::StdoutClosed(_) => return self.tool_gone(how, clean),
-            other => other,
-        };
-    }
-
-    /// The tool's stdin cannot be written any more (it closed it, or exited).
-    pub(crate) fn on_tool_stdin_closed(&mut self) {
-        self.to_tool.clear();
-        self.to_tool_bytes = 0;
-        self.in_stdin = 0;
-    }
-
-    fn tool_gone(&mut self, how: String, clean: bool) {
-        if matches!(self.tool, ToolState::Gone(_)) {
-            return;
-        }
-        self.events.push_back(Event::ToolGone {
-            how: how.clone(),
-            clean,
-        });
-        let message = format!("tool `{}` {how} before answering", self.cfg.tool);
-        self.fail_pending(jsonrpc::TOOL_EXITED, &message, Outcome::ToolExited);
-        self.on_tool_stdin_closed();
-        self.tool = ToolState::Gone(how);
-    }
-
-    fn fail_pending(&mut self, code: i64, message: &str, outcome: Outcome) {
-        let mut calls: Vec<(Id, Call)> = self.pending.drain().collect();
-        calls.sort_by_key(|(id, _)| id.to_string());
-        for (id, call) in calls {
-            self.events.push_back(Event::Call { call, outcome });
-            let err = jsonrpc::error_response(Some(&id), code, message, None);
-            self.queue_for_client(Bytes::from(err));
-        }
-    }
-
-    /// The next message for the tool's stdin (without its newline).
-    pub(crate) fn poll_tool_transmit(&mut self) -> Option<Bytes> {
-        let b = self.to_tool.pop_front()?;
-        self.to_tool_bytes -= b.len();
-        self.in_stdin += b.len() + 1;
-        Some(b)
-    }
-
-    /// `n` bytes reached the tool's stdin.
-    pub(crate) fn on_tool_wrote(&mut self, n: usize, now: Instant) {
-        self.in_stdin = self.in_stdin.saturating_sub(n);
-        self.tool_progress = now;
-        // Room for the tool again: take what the client sent meanwhile.
-        self.take_client(now);
     }
 
     /// Whether something waits to be written to the client at `now`.
@@ -619,8 +252,11 @@ impl Core {
             }
             _ => {}
         }
-        if self.in_stdin > 0 || !self.to_tool.is_empty() {
-            at(self.tool_progress + self.cfg.stall_timeout);
+        if let Some(since) = self.tool_q.stalled_since() {
+            at(since + self.cfg.stall_timeout);
+            if self.head.is_some() && !self.tool_q.shedding() {
+                at(since + self.cfg.shed_after);
+            }
         }
         t
     }
@@ -640,19 +276,30 @@ impl Core {
         match self.tool.clone() {
             ToolState::StdoutClosed(since) if now >= since + EXIT_SETTLE => {
                 // Closed its stdout but kept running: it can no longer answer.
-                self.tool_gone("closed its stdout".to_owned(), false);
+                self.tool_gone("closed its stdout".to_owned(), false, now);
             }
             ToolState::Exited(how, clean, since) if now >= since + EXIT_SETTLE => {
-                self.tool_gone(how, clean);
+                self.tool_gone(how, clean, now);
             }
             _ => {}
         }
-        let waiting = self.in_stdin > 0 || !self.to_tool.is_empty();
-        if waiting && now >= self.tool_progress + self.cfg.stall_timeout {
-            self.end(EndReason::ToolStalled {
-                tool: self.cfg.tool.clone(),
-                after: self.cfg.stall_timeout,
-            });
+        if let Some(since) = self.tool_q.stalled_since() {
+            if now >= since + self.cfg.stall_timeout {
+                self.end(EndReason::ToolStalled {
+                    tool: self.cfg.tool.clone(),
+                    after: self.cfg.stall_timeout,
+                });
+            }
+            if self.head.is_some()
+                && now >= since + self.cfg.shed_after
+                && self.tool_q.start_shedding()
+            {
+                self.events.push_back(Event::Shedding {
+                    waiting: self.tool_q.held(),
+                    after: self.cfg.shed_after,
+                });
+                self.take_client(now);
+            }
         }
     }
 
@@ -678,7 +325,7 @@ impl Core {
     /// Bytes this session holds in its queues (for tests and the memory bound).
     #[cfg(test)]
     pub(crate) fn held_bytes(&self) -> usize {
-        self.to_tool_bytes + self.ep.unacked_bytes() + self.ep.received_bytes()
+        self.tool_q.held() + self.ep.unacked_bytes() + self.ep.received_bytes()
     }
 }
 

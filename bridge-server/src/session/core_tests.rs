@@ -1,7 +1,10 @@
 //! Unit tests of the relay session core, with explicit time.
 
 use super::*;
+use crate::session::pending::{MAX_PENDING, MAX_PENDING_BYTES};
 use shared::endpoint::{Endpoint, Limits as EpLimits};
+use shared::framing::Frame;
+use shared::jsonrpc;
 use shared::tunnel;
 
 fn cfg(framing: Framing) -> CoreConfig {
@@ -15,6 +18,7 @@ fn cfg(framing: Framing) -> CoreConfig {
         resume_buffer_bytes: 1 << 20,
         idle_timeout: None,
         stall_timeout: Duration::from_secs(10),
+        shed_after: Duration::from_secs(1),
     }
 }
 
@@ -141,7 +145,7 @@ fn a_client_past_its_window_ends_the_session() {
     let mut tool_q_full = false;
     while let Some(Transmit::Binary(f)) = client.poll_transmit(t0) {
         core.on_client_message(f, t0);
-        tool_q_full |= core.to_tool_bytes > 0;
+        tool_q_full |= core.tool_q.held() > 0;
         if core.check_done() {
             break;
         }
@@ -171,8 +175,9 @@ fn replies_the_relay_makes_are_bounded_too() {
         taken < 100_000,
         "the core kept taking input it cannot answer"
     );
+    // The bound, plus the one message that may cross it.
     assert!(
-        core.held_bytes() <= 64 * 1024 + REPLY_ROOM,
+        core.held_bytes() <= 64 * 1024 + 200,
         "{}",
         core.held_bytes()
     );
@@ -327,7 +332,7 @@ fn calls_in_flight_are_bounded_and_names_cut() {
         while core.poll_client_transmit(t0).is_some() {}
     }
     assert_eq!(core.pending.len(), MAX_PENDING);
-    assert!(core.pending.values().all(|c| c.method.len() <= 128));
+    assert!(core.pending.calls().all(|c| c.method.len() <= 128));
     let refused = std::iter::from_fn(|| core.poll_event())
         .filter(|e| {
             matches!(
@@ -358,4 +363,153 @@ fn end_notice_text_comes_from_the_reason() {
         .map(ToString::to_string)
         .unwrap_or_default();
     assert!(!text.contains('\n'), "{text}");
+}
+
+fn big_request(id: u64, len: usize) -> Bytes {
+    Bytes::from(format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"put","arguments":{{"blob":"{}"}}}}}}"#,
+        "a".repeat(len)
+    ))
+}
+
+fn errors_to(core: &mut Core, now: Instant) -> Vec<serde_json::Value> {
+    std::iter::from_fn(|| core.poll_client_transmit(now))
+        .map(|t| match t {
+            Transmit::Text(b) => serde_json::from_slice(&b).expect("json"),
+            other => panic!("plain transmits text, got {other:?}"),
+        })
+        .collect()
+}
+
+/// What the tool's queue cannot hold waits in the client's window, unacknowledged: the relay
+/// stops acknowledging when the tool stops reading.
+#[test]
+fn input_waits_unacknowledged_while_the_tool_queue_is_full() {
+    let t0 = Instant::now();
+    let (mut core, mut client) = v1(t0);
+    let cap = core.cfg.tool_queue_bytes();
+    for i in 1..=8 {
+        client.send(big_request(i, 300_000));
+    }
+    to_core(&mut client, &mut core, t0);
+    assert!(core.tool_q.held() <= cap, "{} > {cap}", core.tool_q.held());
+    assert!(core.ep.received_bytes() > 0, "the rest waits in the window");
+    let later = t0 + Duration::from_millis(10);
+    to_client(&mut core, &mut client, later);
+    assert_eq!(
+        client.unacked(),
+        8 - core.pending.len(),
+        "only what the tool's queue took is acknowledged"
+    );
+    // The tool reads: the rest moves on, in order.
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        for m in drain_tool(&mut core, later) {
+            let v: serde_json::Value = serde_json::from_slice(&m).expect("json");
+            ids.push(v["id"].as_u64().unwrap_or(0));
+        }
+    }
+    assert_eq!(ids, (1..=8).collect::<Vec<u64>>());
+}
+
+/// A tool that takes none of its input: after `shed_after`, requests are answered at once
+/// (so a plain connection is read again and a client that leaves is noticed); notifications
+/// still wait; once the tool reads again, requests are queued again.
+#[test]
+fn requests_are_answered_while_the_tool_reads_nothing() {
+    let t0 = Instant::now();
+    let mut core = Core::new(cfg(Framing::Plain), t0);
+    let mut fed = 0;
+    while core.wants_client() && fed < 10 {
+        fed += 1;
+        core.on_client_message(big_request(fed, 400_000), t0);
+    }
+    // The driver hands out what it can write; the tool takes nothing.
+    let _ = core.poll_tool_transmit();
+    assert!(!core.wants_client(), "the queue is full: backpressure");
+    let shed = t0 + Duration::from_secs(1);
+    assert!(core.poll_timeout().is_some_and(|t| t <= shed));
+    core.on_timeout(shed - Duration::from_millis(1));
+    assert!(!core.wants_client(), "not yet");
+    core.on_timeout(shed);
+    assert!(std::iter::from_fn(|| core.poll_event()).any(|e| matches!(e, Event::Shedding { .. })));
+    assert!(core.wants_client(), "read again");
+    core.on_client_message(big_request(99, 400_000), shed);
+    let got = errors_to(&mut core, shed);
+    let codes: Vec<_> = got.iter().map(|v| &v["error"]["code"]).collect();
+    assert_eq!(codes, vec![jsonrpc::TOO_MANY_REQUESTS; 2], "{got:?}");
+    assert_eq!(got[1]["id"], 99);
+    assert!(
+        core.poll_timeout().is_some_and(|t| t > shed),
+        "no busy wake-up"
+    );
+    // A notification is not refused: it waits.
+    let note = format!(
+        r#"{{"jsonrpc":"2.0","method":"notifications/progress","params":"{}"}}"#,
+        "p".repeat(400_000)
+    );
+    core.on_client_message(Bytes::from(note), shed);
+    assert!(!core.wants_client());
+    // The tool reads again: what waited moves on, and requests queue again.
+    let after = shed + Duration::from_millis(5);
+    drain_tool(&mut core, after);
+    drain_tool(&mut core, after);
+    assert!(core.wants_client());
+    core.on_client_message(request(100), after);
+    assert!(errors_to(&mut core, after).is_empty());
+    assert!(core.end_reason().is_none());
+}
+
+/// A batch's answer counts against the client's queue: with no room for it, the batch waits
+/// (and a plain connection is not read) until the client reads.
+#[test]
+fn a_batch_waits_for_room_for_its_answer() {
+    let t0 = Instant::now();
+    let mut c = cfg(Framing::Plain);
+    c.resume_buffer_bytes = 16 * 1024;
+    let mut core = Core::new(c, t0);
+    // The tool's output fills the client's queue (a plain client that does not read).
+    let note = format!(
+        r#"{{"jsonrpc":"2.0","method":"n","params":"{}"}}"#,
+        "x".repeat(15_000)
+    );
+    core.on_tool_frame(Frame::Line(Bytes::from(note)), t0);
+    let batch: Vec<String> = (0..20)
+        .map(|i| format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"a"}}"#))
+        .collect();
+    core.on_client_message(Bytes::from(format!("[{}]", batch.join(","))), t0);
+    assert!(
+        !core.wants_client(),
+        "the answer does not fit: the batch waits"
+    );
+    assert!(core.held_bytes() <= 16 * 1024 + 2000);
+    let got = errors_to(&mut core, t0);
+    assert_eq!(got.len(), 2, "the note, then the batch's answer");
+    assert_eq!(got[1].as_array().map(Vec::len), Some(20));
+    assert!(core.wants_client());
+}
+
+/// Ids are kept while their calls are in flight: the table is bounded in bytes too, and a
+/// request past it is answered at once.
+#[test]
+fn huge_ids_do_not_grow_the_calls_table() {
+    let t0 = Instant::now();
+    let mut c = cfg(Framing::Plain);
+    c.max_message = 4 << 20;
+    c.resume_buffer_bytes = 16 << 20;
+    let mut core = Core::new(c, t0);
+    let id = "i".repeat(700_000);
+    let mut refused = Vec::new();
+    for n in 0..5 {
+        let line = format!(r#"{{"jsonrpc":"2.0","id":"{n}{id}","method":"m"}}"#);
+        core.on_client_message(Bytes::from(line), t0);
+        drain_tool(&mut core, t0);
+        refused.extend(errors_to(&mut core, t0));
+    }
+    assert!(core.pending.bytes() <= MAX_PENDING_BYTES);
+    assert_eq!(core.pending.len(), 2);
+    assert_eq!(refused.len(), 3);
+    assert!(refused
+        .iter()
+        .all(|v| v["error"]["code"] == jsonrpc::TOO_MANY_REQUESTS));
 }

@@ -7,15 +7,13 @@
 //! order (close stdin, wait; SIGTERM; SIGKILL), reaps it, and only then frees the session's
 //! slot in the registry.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use prometheus_client::metrics::histogram::Histogram;
 use tokio::io::AsyncWriteExt;
-use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
+use tokio::process::{ChildStdin, ChildStdout};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -25,14 +23,14 @@ use tracing::{debug, info, warn, Instrument};
 use shared::carrier::{Io, WsCarrier};
 use shared::endpoint::{Framing, Transmit};
 use shared::framing::{Frame, LineReader};
-use shared::ingress::{Peer, RefusalKind};
 use shared::tunnel::{self, Control};
 
-use super::core::{Core, CoreConfig, Event};
+use super::core::{Core, CoreConfig};
 use super::end::EndReason;
-use super::{short_id, Attach, Params};
+use super::record::{log_stderr, Recorder};
+use super::{Attach, Params};
 use crate::child::{self, ToolProcess};
-use crate::metrics::{self, Direction, ExitLabels, MethodLabels, ToolLabel};
+use crate::metrics::{ExitLabels, ToolLabel};
 
 /// The relay's WebSocket connections.
 pub(crate) type Socket = TokioIo<Upgraded>;
@@ -42,6 +40,10 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// Bytes gathered for one write to the tool's stdin.
 const STDIN_BATCH: usize = 64 * 1024;
+
+/// How long a tool may read none of its input, with its queue full, before further requests
+/// are answered at once (`-32013`) instead of waiting for it.
+const SHED_AFTER: Duration = Duration::from_secs(1);
 
 /// Runs a session to its end. Owns the tool process and always reaps it.
 pub(crate) async fn run(
@@ -80,6 +82,7 @@ pub(crate) async fn run(
             resume_buffer_bytes: p.limits.resume_buffer_bytes,
             idle_timeout: p.limits.idle_timeout,
             stall_timeout: p.limits.heartbeat.timeout,
+            shed_after: SHED_AFTER,
         },
         Instant::now(),
     );
@@ -131,7 +134,11 @@ pub(crate) async fn run(
             }
             n = write_some(stdin.as_mut(), &stdin_buf), if !stdin_buf.is_empty() => match n {
                 Ok(n) => {
-                    let _ = stdin_buf.split_to(n);
+                    stdin_buf.advance(n);
+                    if stdin_buf.is_empty() && stdin_buf.capacity() > 2 * STDIN_BATCH {
+                        // Grown for one large message: let it go.
+                        stdin_buf = BytesMut::new();
+                    }
                     core.on_tool_wrote(n, Instant::now());
                 }
                 Err(e) => {
@@ -209,6 +216,17 @@ pub(crate) async fn run(
     }
     p.registry.ending(&p.id, &reason.to_string());
     attach_rx.close();
+    // Connections handed over after the end was decided are told why.
+    while let Ok(late) = attach_rx.try_recv() {
+        let end = Transmit::Binary(tunnel::encode_control(&Control::End {
+            reason: reason.to_string(),
+        }));
+        tokio::spawn(
+            late.carrier
+                .close(vec![end], None, CLOSE_WAIT)
+                .in_current_span(),
+        );
+    }
     // Close the tool's stdin first: a tool that follows the MCP stdio shutdown order exits by
     // itself on EOF.
     drop(stdin);
@@ -255,13 +273,22 @@ pub(crate) async fn run(
 }
 
 /// Sends what the client has not been sent yet (answers, errors), then the end notice and a
-/// close frame, within [`CLOSE_WAIT`].
+/// close frame, within [`CLOSE_WAIT`]. A client that ended the session itself, or has already
+/// closed the connection, is sent nothing but the answer to its close.
 async fn flush_and_close(
     mut c: WsCarrier<Socket>,
     core: &mut Core,
     framing: Framing,
     reason: &EndReason,
 ) {
+    let frame = close_frame(reason.close_code(), &reason.to_string());
+    if matches!(reason, EndReason::ClientEnded(_)) {
+        // It said `end` and closes next.
+        return c.await_close(Some(frame), CLOSE_WAIT).await;
+    }
+    if c.peer_done().await {
+        return;
+    }
     let _ = tokio::time::timeout(CLOSE_WAIT, async {
         while core.wants_client_transmit(Instant::now()) {
             match c.io(false, true).await {
@@ -283,12 +310,7 @@ async fn flush_and_close(
             reason: reason.to_string(),
         })));
     }
-    c.close(
-        last,
-        Some(close_frame(reason.close_code(), &reason.to_string())),
-        CLOSE_WAIT,
-    )
-    .await;
+    c.close(last, Some(frame), CLOSE_WAIT).await;
 }
 
 fn close_frame(
@@ -355,114 +377,6 @@ async fn sleep_until(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Turns the core's events into metrics and log lines.
-struct Recorder<'a> {
-    p: &'a Params,
-    to_client: metrics::Flow,
-    to_tool: metrics::Flow,
-    /// Request latency histograms by method, looked up once per method per session.
-    latency: HashMap<&'static str, Histogram>,
-}
-
-impl<'a> Recorder<'a> {
-    fn new(p: &'a Params) -> Recorder<'a> {
-        Recorder {
-            p,
-            to_client: p.metrics.flow(&p.tool.name, Direction::ToClient),
-            to_tool: p.metrics.flow(&p.tool.name, Direction::ToTool),
-            latency: HashMap::new(),
-        }
-    }
-
-    fn record(&mut self, e: Event) {
-        match e {
-            Event::ToClient(n) => self.to_client.record(n),
-            Event::ToTool(n) => self.to_tool.record(n),
-            Event::Call { call, outcome } => {
-                let method = metrics::method_label(&call.method);
-                let metrics = &self.p.metrics;
-                let tool = &self.p.tool.name;
-                self.latency
-                    .entry(method)
-                    .or_insert_with(|| {
-                        metrics
-                            .request_duration
-                            .get_or_create(&MethodLabels {
-                                tool: tool.clone(),
-                                method: method.to_owned(),
-                            })
-                            .clone()
-                    })
-                    .observe(call.started.elapsed().as_secs_f64());
-                // One audit event per finished client request: who, which session and tool,
-                // which method (and tool name for `tools/call`), how long, how it ended.
-                // Never the payload; peer-chosen names are escaped and cut.
-                info!(
-                    target: "audit",
-                    event = "call",
-                    user = %self.p.user,
-                    session = %short_id(&self.p.id),
-                    tool = %self.p.tool.name,
-                    method = ?&*call.method,
-                    tool_name = ?call.tool_name.as_deref().unwrap_or(""),
-                    duration_ms = call.started.elapsed().as_millis() as u64,
-                    outcome = outcome.as_str(),
-                    "call finished"
-                );
-            }
-            Event::Refused { from, kind, what } => match (from, kind) {
-                (_, RefusalKind::Oversize) => warn!("{what}"),
-                (Peer::Client, RefusalKind::Batch) => {
-                    warn!("client sent {what}; answered with errors")
-                }
-                (Peer::Client, _) => debug!(error = %what, "client sent an unusable message"),
-                (Peer::Server, _) => warn!(
-                    line = %what,
-                    "tool wrote a line that is not a JSON-RPC message to stdout; skipped"
-                ),
-            },
-            Event::Detached { why } => info!(
-                why = ?why,
-                window = %shared::human_duration(self.p.limits.resume_window),
-                "client away; keeping the session for a resume"
-            ),
-            Event::Resumed { away, replay } => info!(
-                away_ms = away.as_millis() as u64,
-                replay, "client resumed the session"
-            ),
-            Event::ResumeRefused { why } => warn!(why = ?why, "resume refused"),
-            Event::ToolGone { how, clean } => {
-                let label = if clean { "exited" } else { "crashed" };
-                self.p
-                    .metrics
-                    .tool_exits
-                    .get_or_create(&ExitLabels {
-                        tool: self.p.tool.name.clone(),
-                        how: label,
-                    })
-                    .inc();
-                warn!("tool `{}` {how}", self.p.tool.name);
-            }
-        }
-    }
-}
-
-/// Copies the tool's stderr into the relay's log, one event per line (escaped: a tool's
-/// output never forges a log line).
-async fn log_stderr(stderr: ChildStderr) {
-    let mut reader = LineReader::new(stderr, 16 * 1024);
-    while let Ok(Some(frame)) = reader.next_frame().await {
-        match frame {
-            Frame::Line(line) => {
-                info!(target: "tool", "tool stderr: {}", shared::log_safe_max(&String::from_utf8_lossy(&line), 16 * 1024));
-            }
-            Frame::Oversize { len, .. } => {
-                info!(target: "tool", "tool stderr: (a line of {len} bytes, not shown)");
-            }
-        }
     }
 }
 

@@ -1,14 +1,20 @@
 //! Relay sessions: a tool process on one side, and on the other a client that may come and go
 //! (subprotocol `mcp-bridge.v1`) or stays for the session's life (plain `mcp`).
 //!
-//! [`core`] decides (sans-IO), [`driver`] is the one task per session that does the I/O,
-//! [`registry`] holds the relay-wide table of sessions and their limits, [`end`] says why a
-//! session ended. Authenticating, routing and spawning are the HTTP layer's job.
+//! [`core`] decides (sans-IO), with the calls in flight in [`pending`] and the tool's input in
+//! [`tool_queue`], and says what happened in [`event`]s; [`driver`] is the one task per session
+//! that does the I/O, and [`record`] writes the events down; [`registry`] holds the relay-wide
+//! table of sessions and their limits; [`end`] says why a session ended. Authenticating,
+//! routing and spawning are the HTTP layer's job.
 
 mod core;
 mod driver;
 mod end;
+mod event;
+mod pending;
+mod record;
 mod registry;
+mod tool_queue;
 
 use std::sync::Arc;
 

@@ -113,7 +113,10 @@ impl Registry {
         tool: &str,
         user: &str,
     ) -> Result<mpsc::Sender<Attach>, ResumeRefusal> {
-        if let Some(entry) = self.live().get(id) {
+        // Both tables are read under the live table's lock, as `release` moves a session from
+        // one to the other: a session being released is in one of them, never in neither.
+        let live = self.live();
+        if let Some(entry) = live.get(id) {
             return match (&entry.ending, entry.tool == tool && entry.user == user) {
                 (_, false) => Err(ResumeRefusal::NotYours),
                 (Some(why), true) => Err(ResumeRefusal::Ended(why.clone())),
@@ -129,7 +132,8 @@ impl Registry {
 
     /// The reason session `id` ended, if it did.
     pub(crate) fn ended_reason(&self, id: &str) -> Option<String> {
-        if let Some(why) = self.live().get(id).and_then(|e| e.ending.clone()) {
+        let live = self.live();
+        if let Some(why) = live.get(id).and_then(|e| e.ending.clone()) {
             return Some(why);
         }
         self.tombstones()
@@ -153,9 +157,12 @@ impl Registry {
 
     /// The session's tool is reaped: free the slot and keep a tombstone.
     pub(crate) fn release(&self, id: &str) {
-        let Some(entry) = self.live().remove(id) else {
+        let mut live = self.live();
+        let Some(entry) = live.remove(id) else {
             return;
         };
+        // Still under the live table's lock: a resume finds the session in one table or the
+        // other.
         let mut ended = self.tombstones();
         if ended.len() >= TOMBSTONES {
             ended.pop_front();

@@ -27,18 +27,18 @@ use tokio_tungstenite::tungstenite::Message;
 
 const MIB: u64 = 1024 * 1024;
 
-/// The memory bound of one session carrying messages of 2–4 MiB: docs/security.md's per-session
-/// bound, "`resume_buffer_bytes` (16 MiB per session …)", plus room for a dozen 4 MiB messages
-/// in flight between socket, session and tool.
+/// The memory bound of one session carrying messages of 2-4 MiB: docs/architecture.md,
+/// "Bounds": the resume buffer (`resume_buffer_bytes`, 16 MiB), plus room for a dozen 4 MiB
+/// messages in flight between socket, session and tool.
 const GROWTH_BOUND: u64 = 64 * MIB;
 
 /// Attack loops stop once the relay has grown by this much (far past every bound).
 const SAFETY_CAP: u64 = 256 * MIB;
 
-/// The memory bound of the A1 floods of one session: docs/security.md's per-session bound,
-/// "`resume_buffer_bytes` (16 MiB per session: worst-case buffered memory is about
-/// `max_sessions` × this)", plus 8 MiB for everything else (as in A4). The answers to `x` are
-/// ~100 bytes: the resume buffer's 1024 messages of them are ~100 KiB.
+/// The memory bound of the A1 floods of one session: docs/architecture.md, "Bounds": what the
+/// relay queues for the client, "the relay's own replies included", is bounded by
+/// `resume_buffer_bytes` (16 MiB); plus 8 MiB for everything else (as in A4). The answers to
+/// `x` are ~100 bytes: the resume buffer's 1024 messages of them are ~100 KiB.
 const A1_BOUND: u64 = 24 * MIB;
 
 /// CPU time the relay has used, in clock ticks (utime + stime of /proc/<pid>/stat).
@@ -119,14 +119,24 @@ fn normal_session(relay: &Relay, limit: Duration) -> Result<Duration> {
 }
 
 /// The relay's resident memory after one ordinary session has come and gone (threads,
-/// allocator arenas and the demo tool's pipes warmed up).
+/// allocator arenas and the demo tool's pipes warmed up). The relay's peak (VmHWM) is reset to
+/// it, so that [`growth`] measures what happens after this point only, not a peak of start-up
+/// or of the warm-up session.
 fn baseline(relay: &Relay, tool: &str) -> Result<u64> {
     if tool == "demo" {
         normal_session(relay, Duration::from_secs(10))?;
     }
     relay.wait_idle(tool, Duration::from_secs(10))?;
+    let peak_before = relay.peak_rss();
+    // Linux: writing 5 to clear_refs resets VmHWM to the current VmRSS.
+    std::fs::write(format!("/proc/{}/clear_refs", relay.pid()), "5")
+        .context("resetting the relay's peak RSS")?;
     let rss = relay.rss();
-    println!("relay baseline RSS {:.1} MiB", mib(rss));
+    println!(
+        "relay baseline RSS {:.1} MiB (peak reset from {:.1} MiB)",
+        mib(rss),
+        mib(peak_before)
+    );
     Ok(rss)
 }
 
@@ -304,7 +314,6 @@ fn a1_v1_client_flooding_invalid_data_frames_without_reading_is_bounded() -> Res
 /// the 4 MiB message limit) on a plain connection never read, and while the relay works
 /// through them (at most 6 s more); a second session is served meanwhile.
 #[test]
-#[ignore = "known gap (issue 9): 4 MiB batches still grow the relay by ~53 MiB; next session"]
 fn a1_batch_amplification_without_reading_is_bounded() -> Result<()> {
     let relay = quiet_demo_relay("")?;
     let base = baseline(&relay, "demo")?;
@@ -393,7 +402,6 @@ fn a2_v1_client_overrunning_its_window_without_reading_acks_is_freed() -> Result
 /// (plain sessions end with their connection; + 2 × kill grace 0.5 s); relay peak RSS ≤
 /// baseline + 64 MiB.
 #[test]
-#[ignore = "known gap (issue 9): ~97 MiB growth against a 64 MiB bound; next session"]
 fn a3_tool_that_never_reads_stdin_is_ended_when_the_client_leaves() -> Result<()> {
     let relay = Relay::start(&fixture_tool("deaf", &["--never-read"], ""))?;
     let base = baseline(&relay, "deaf")?;
@@ -447,16 +455,17 @@ fn a3_tool_that_never_reads_stdin_is_ended_when_the_client_leaves() -> Result<()
     freed
 }
 
-/// A4. docs/security.md, limits checklist: "`resume_buffer_bytes` (16 MiB per session:
-/// worst-case buffered memory is about `max_sessions` × this)".
+/// A4. docs/architecture.md, "Bounds": what waits for the client is bounded by
+/// `resume_buffer_bytes` (16 MiB) and one message past it; what waits for the tool by its
+/// queue (4 MiB); then one message waits in the client's window, one is being written, one line
+/// of the tool's is being read.
 ///
 /// Two plain sessions each call the demo tool's `echo` with 1 MiB of text, over and over, for
 /// 4 s, and never read the answers.
 ///
-/// Bound: relay peak RSS growth per session ≤ 16 MiB (the documented bound) + 8 MiB (room for
-/// a few messages in flight) = 24 MiB.
+/// Bound: relay peak RSS growth per session ≤ 16 MiB (the resume buffer) + 8 MiB (the queue to
+/// the tool and a few messages in flight) = 24 MiB.
 #[test]
-#[ignore = "known gap (issue 9): passes alone, over the bound when run beside other tests; next session"]
 fn a4_large_answers_never_read_stay_within_the_documented_per_session_bound() -> Result<()> {
     const SESSIONS: u64 = 2;
     const PER_SESSION: u64 = 24 * MIB;
@@ -910,4 +919,73 @@ fn a9_an_impossible_resume_point_does_not_end_the_session() -> Result<()> {
         println!("correct resume after it: {welcome}; ping answered");
         anyhow::Ok(())
     })
+}
+
+/// The per-session worst case of docs/architecture.md, "Bounds" (and docs/security.md's
+/// checklist), at the default limits.
+const WORST_CASE: u64 = 70 * MIB;
+
+/// A10. docs/architecture.md, "Bounds": "Worst case at the defaults is therefore about 70 MiB
+/// per session".
+///
+/// One v1 session pushed towards it. The client never reads and never acknowledges. It sends
+/// echo calls of almost 4 MiB (the message limit) to the demo tool, first one every 0.6 s, so
+/// that the answers fill the relay's resume buffer (16 MiB, and one message past it); then as
+/// fast as it can: the tool, blocked writing an answer nobody takes, stops reading, its queue
+/// fills, then the client's window (16 MiB), until the client overruns the window and the
+/// session ends.
+///
+/// Bound: relay peak RSS growth ≤ 70 MiB; the session is freed.
+#[test]
+fn a10_one_session_at_its_worst_stays_within_the_documented_bound() -> Result<()> {
+    let relay = quiet_demo_relay("")?;
+    let base = baseline(&relay, "demo")?;
+    let url = relay.url("demo");
+    let text = "a".repeat(4 * MIB as usize - 4096);
+    let call = |n: u64| {
+        let call = format!(
+            r#"{{"jsonrpc":"2.0","id":{n},"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"{text}"}}}}}}"#
+        );
+        ws::data(n, 0, call.as_bytes())
+    };
+    const PACED: u64 = 6;
+    let rt = ws::runtime();
+    let sent = rt.block_on(async {
+        let (mut ws, _welcome) = ws::connect_v1(&url).await?;
+        for n in 1..=PACED {
+            ws.send(call(n)).await?;
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+        let filled = growth(&relay, base);
+        let sent = flood(
+            &mut ws,
+            Duration::from_secs(6),
+            |n| (n < 10).then(|| call(PACED + 1 + n)),
+            || relay.rss().saturating_sub(base) > SAFETY_CAP,
+        )
+        .await;
+        drop(ws);
+        anyhow::Ok((filled, sent))
+    })?;
+    let (filled, sent) = sent;
+    let freed = relay.wait_idle("demo", Duration::from_secs(10));
+    let grown = growth(&relay, base);
+    println!(
+        "v1 client sent {PACED} echo calls of 4 MiB 0.6 s apart (relay peak RSS then grown by \
+         {:.1} MiB), then {sent} more at once, never reading or acknowledging; relay peak RSS \
+         grew {:.1} MiB (documented worst case {:.0} MiB); freed: {}",
+        mib(filled),
+        mib(grown),
+        mib(WORST_CASE),
+        outcome(&freed)
+    );
+    freed?;
+    assert!(
+        grown <= WORST_CASE,
+        "one session made the relay grow {:.1} MiB, past the documented worst case of {:.0} MiB \
+         ({PACED} + {sent} calls of 4 MiB sent)",
+        mib(grown),
+        mib(WORST_CASE)
+    );
+    Ok(())
 }

@@ -164,7 +164,13 @@ fn resume_window_expiry_then_a_fresh_session() -> Result<()> {
         json!({"name": "echo", "arguments": {"text": "again"}}),
     )?;
     assert_eq!(text_of(&echo), "again", "{echo}");
-    assert!(ide.stderr.text().contains("replaying") || ide.stderr.text().contains("new session"));
+    // bridge-client wrote it before the answer, but stderr is collected by its own thread,
+    // which may not have read it yet.
+    let said_so = wait_until(T, || {
+        let stderr = ide.stderr.text();
+        stderr.contains("replaying") || stderr.contains("new session")
+    });
+    assert!(said_so.is_ok(), "{}", ide.stderr.text());
     ide.close_stdin();
     assert!(ide.wait(T)?.success());
     relay.wait_no_children(T)?;

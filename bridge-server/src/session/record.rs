@@ -1,0 +1,131 @@
+//! What a session records: the core's events turned into metrics, audit events and log lines,
+//! and the tool's stderr copied into the log. Deciding what happened is the core's business;
+//! this only writes it down (peer-supplied text escaped).
+
+use std::collections::HashMap;
+
+use prometheus_client::metrics::histogram::Histogram;
+use tokio::process::ChildStderr;
+use tracing::{debug, info, warn};
+
+use shared::framing::{Frame, LineReader};
+use shared::ingress::{Peer, RefusalKind};
+
+use super::event::Event;
+use super::{short_id, Params};
+use crate::metrics::{self, Direction, ExitLabels, MethodLabels};
+
+/// Turns the core's events into metrics and log lines.
+pub(super) struct Recorder<'a> {
+    p: &'a Params,
+    to_client: metrics::Flow,
+    to_tool: metrics::Flow,
+    /// Request latency histograms by method, looked up once per method per session.
+    latency: HashMap<&'static str, Histogram>,
+}
+
+impl<'a> Recorder<'a> {
+    pub(super) fn new(p: &'a Params) -> Recorder<'a> {
+        Recorder {
+            p,
+            to_client: p.metrics.flow(&p.tool.name, Direction::ToClient),
+            to_tool: p.metrics.flow(&p.tool.name, Direction::ToTool),
+            latency: HashMap::new(),
+        }
+    }
+
+    pub(super) fn record(&mut self, e: Event) {
+        match e {
+            Event::ToClient(n) => self.to_client.record(n),
+            Event::ToTool(n) => self.to_tool.record(n),
+            Event::Call { call, outcome } => {
+                let method = metrics::method_label(&call.method);
+                let metrics = &self.p.metrics;
+                let tool = &self.p.tool.name;
+                self.latency
+                    .entry(method)
+                    .or_insert_with(|| {
+                        metrics
+                            .request_duration
+                            .get_or_create(&MethodLabels {
+                                tool: tool.clone(),
+                                method: method.to_owned(),
+                            })
+                            .clone()
+                    })
+                    .observe(call.started.elapsed().as_secs_f64());
+                // One audit event per finished client request: who, which session and tool,
+                // which method (and tool name for `tools/call`), how long, how it ended.
+                // Never the payload; peer-chosen names are escaped and cut.
+                info!(
+                    target: "audit",
+                    event = "call",
+                    user = %self.p.user,
+                    session = %short_id(&self.p.id),
+                    tool = %self.p.tool.name,
+                    method = ?&*call.method,
+                    tool_name = ?call.tool_name.as_deref().unwrap_or(""),
+                    duration_ms = call.started.elapsed().as_millis() as u64,
+                    outcome = outcome.as_str(),
+                    "call finished"
+                );
+            }
+            Event::Refused { from, kind, what } => match (from, kind) {
+                (_, RefusalKind::Oversize) => warn!("{what}"),
+                (Peer::Client, RefusalKind::Batch) => {
+                    warn!("client sent {what}; answered with errors")
+                }
+                (Peer::Client, _) => debug!(error = %what, "client sent an unusable message"),
+                (Peer::Server, _) => warn!(
+                    line = %what,
+                    "tool wrote a line that is not a JSON-RPC message to stdout; skipped"
+                ),
+            },
+            Event::Shedding { waiting, after } => warn!(
+                "tool `{}` has read none of its input for {} ({} waiting): requests are \
+                 answered with -32013 until it reads again",
+                self.p.tool.name,
+                shared::human_duration(after),
+                shared::human_bytes(waiting)
+            ),
+            Event::Detached { why } => info!(
+                why = ?why,
+                window = %shared::human_duration(self.p.limits.resume_window),
+                "client away; keeping the session for a resume"
+            ),
+            Event::Resumed { away, replay } => info!(
+                away_ms = away.as_millis() as u64,
+                replay, "client resumed the session"
+            ),
+            Event::ResumeRefused { why } => warn!(why = ?why, "resume refused"),
+            Event::ToolGone { how, clean } => {
+                let label = if clean { "exited" } else { "crashed" };
+                self.p
+                    .metrics
+                    .tool_exits
+                    .get_or_create(&ExitLabels {
+                        tool: self.p.tool.name.clone(),
+                        how: label,
+                    })
+                    .inc();
+                warn!("tool `{}` {how}", self.p.tool.name);
+            }
+        }
+    }
+}
+
+/// Copies the tool's stderr into the relay's log, one event per line (escaped: a tool's
+/// output never forges a log line).
+pub(super) async fn log_stderr(stderr: ChildStderr) {
+    let mut reader = LineReader::new(stderr, 16 * 1024);
+    while let Ok(Some(frame)) = reader.next_frame().await {
+        match frame {
+            Frame::Line(line) => {
+                info!(target: "tool", "tool stderr: {}", shared::log_safe_max(&String::from_utf8_lossy(&line), 16 * 1024));
+            }
+            Frame::Oversize { len, .. } => {
+                info!(target: "tool", "tool stderr: (a line of {len} bytes, not shown)");
+            }
+        }
+    }
+}
