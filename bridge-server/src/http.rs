@@ -392,6 +392,15 @@ fn upgrade(
             kind,
         })
         .inc();
+    let access = crate::policy::Access {
+        user: principal.user.clone(),
+        tool: tool.name.clone(),
+        view: tool.policy.view(&principal.user, &principal.groups),
+        limiter: (relay.limits.call_rate.is_some() || tool.call_rate.is_some())
+            .then(|| relay.limiter.clone()),
+        per_user: relay.limits.call_rate,
+        per_tool: tool.call_rate,
+    };
     let params = session::Params {
         id: session_id,
         user: principal.user,
@@ -401,6 +410,7 @@ fn upgrade(
         shutdown: relay.shutdown.clone(),
         registry: relay.registry.clone(),
         metrics: relay.metrics.clone(),
+        access,
     };
     let kill_grace = relay.limits.kill_grace;
     relay.tracker.spawn(

@@ -46,6 +46,8 @@ pub(crate) struct Relay {
     pub(crate) tracker: TaskTracker,
     /// How tool processes are confined on this host (cgroups, what sandboxes hide).
     pub(crate) host: confine::Host,
+    /// Call rate buckets, shared by every session.
+    pub(crate) limiter: Arc<policy::rate::Limiter>,
 }
 
 /// Tells a running relay to stop: [`ShutdownHandle::drain`] stops accepting, tells clients, and
@@ -226,6 +228,7 @@ pub async fn run(
         registry: Arc::default(),
         tracker: TaskTracker::new(),
         host,
+        limiter: Arc::default(),
     });
     if let Some(addr) = config.metrics_listen {
         let listener = TcpListener::bind(addr).await?;

@@ -101,6 +101,15 @@ pub(crate) struct Metrics {
     pub(crate) handshakes_shed: Family<ReasonLabel, Counter>,
     /// Connections in their TLS/HTTP handshake now.
     pub(crate) handshakes_in_progress: Gauge,
+    /// Client calls the relay refused itself, by tool and reason (rate_limited, denied, …).
+    pub(crate) calls_refused: Family<RefusedLabels, Counter>,
+}
+
+/// Labels of `mcp_bridge_calls_refused_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RefusedLabels {
+    pub(crate) tool: String,
+    pub(crate) reason: &'static str,
 }
 
 impl Metrics {
@@ -120,6 +129,7 @@ impl Metrics {
             rejected: Family::default(),
             handshakes_shed: Family::default(),
             handshakes_in_progress: Gauge::default(),
+            calls_refused: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -152,6 +162,13 @@ impl Metrics {
             "request_duration_seconds",
             "Time from a client request to the tool's answer",
             m.request_duration.clone(),
+        );
+        registry.register(
+            "calls_refused",
+            "Client calls the relay answered itself with a refusal, by reason (rate_limited: \
+             over a call rate; denied: a tool the user's policy hides; refused: too many in \
+             flight, or a tool that reads nothing)",
+            m.calls_refused.clone(),
         );
         registry.register(
             "tool_starts",

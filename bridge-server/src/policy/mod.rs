@@ -11,7 +11,10 @@
 use bytes::Bytes;
 use serde_json::Value;
 
+mod access;
 pub mod rate;
+
+pub use access::{Access, Refused, RATE_LIMITED};
 
 /// One `[[tool.policy]]` rule.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

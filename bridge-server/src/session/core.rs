@@ -53,6 +53,8 @@ pub(crate) struct CoreConfig {
     /// further requests are answered at once instead of waiting (so that the connection is
     /// still read, and a client that leaves is noticed).
     pub(crate) shed_after: Duration,
+    /// The user's rights: tool policy and call rates.
+    pub(crate) access: crate::policy::Access,
 }
 
 impl CoreConfig {

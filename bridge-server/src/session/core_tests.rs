@@ -19,6 +19,7 @@ fn cfg(framing: Framing) -> CoreConfig {
         idle_timeout: None,
         stall_timeout: Duration::from_secs(10),
         shed_after: Duration::from_secs(1),
+        access: crate::policy::Access::default(),
     }
 }
 

@@ -83,6 +83,7 @@ pub(crate) async fn run(
             idle_timeout: p.limits.idle_timeout,
             stall_timeout: p.limits.heartbeat.timeout,
             shed_after: SHED_AFTER,
+            access: p.access.clone(),
         },
         Instant::now(),
     );

@@ -27,6 +27,10 @@ pub(crate) enum Outcome {
     ToolExited,
     SessionEnded,
     Refused,
+    /// Over the user's or the tool's call rate.
+    RateLimited,
+    /// A tool the user's policy hides.
+    Denied,
 }
 
 impl Outcome {
@@ -38,6 +42,8 @@ impl Outcome {
             Outcome::ToolExited => "tool_exited",
             Outcome::SessionEnded => "session_ended",
             Outcome::Refused => "refused",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::Denied => "denied",
         }
     }
 }

@@ -45,6 +45,8 @@ pub(crate) struct Params {
     pub(crate) shutdown: Shutdown,
     pub(crate) registry: Arc<Registry>,
     pub(crate) metrics: Arc<Metrics>,
+    /// The user's rights on this tool (policy, call rates).
+    pub(crate) access: crate::policy::Access,
 }
 
 /// The first 8 hex digits of a session id: enough to follow a session in the logs, too few to

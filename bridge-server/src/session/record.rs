@@ -11,7 +11,7 @@ use tracing::{debug, info, warn};
 use shared::framing::{Frame, LineReader};
 use shared::ingress::{Peer, RefusalKind};
 
-use super::event::Event;
+use super::event::{Event, Outcome};
 use super::{short_id, Params};
 use crate::metrics::{self, Direction, ExitLabels, MethodLabels};
 
@@ -54,6 +54,18 @@ impl<'a> Recorder<'a> {
                             .clone()
                     })
                     .observe(call.started.elapsed().as_secs_f64());
+                if matches!(
+                    outcome,
+                    Outcome::RateLimited | Outcome::Denied | Outcome::Refused
+                ) {
+                    metrics
+                        .calls_refused
+                        .get_or_create(&metrics::RefusedLabels {
+                            tool: tool.clone(),
+                            reason: outcome.as_str(),
+                        })
+                        .inc();
+                }
                 // One audit event per finished client request: who, which session and tool,
                 // which method (and tool name for `tools/call`), how long, how it ended.
                 // Never the payload; peer-chosen names are escaped and cut.

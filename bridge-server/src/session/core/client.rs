@@ -20,8 +20,11 @@ use super::{Call, Core, Event, Outcome, ToolState};
 enum Plan {
     /// Queued for the tool.
     Tool,
-    /// Answered at once with this error (and, if `refused`, audited as a refused call).
-    Answer { error: Bytes, refused: bool },
+    /// Answered at once with this error (and, with an outcome, audited as a refused call).
+    Answer {
+        error: Bytes,
+        refused: Option<Outcome>,
+    },
     /// The ingress policy's reply goes back to the client.
     Reply,
     /// Nothing.
@@ -117,7 +120,7 @@ impl Core {
     /// What to do with a message from the client; `None` while it must wait.
     fn plan(&self, msg: &Msg, now: Instant) -> Option<Plan> {
         let id = msg.request_id();
-        let answer = |error: Vec<u8>, refused: bool| {
+        let answer = |error: Vec<u8>, refused: Option<Outcome>| {
             let error = Bytes::from(error);
             self.ep
                 .has_room(error.len())
@@ -133,7 +136,7 @@ impl Core {
             );
             return answer(
                 jsonrpc::error_response(Some(id), jsonrpc::TOOL_EXITED, &message, None),
-                false,
+                None,
             );
         }
         if let (Some(id), Some(call)) = (id, call_of(msg, now)) {
@@ -145,11 +148,24 @@ impl Core {
                 );
                 return answer(
                     jsonrpc::error_response(Some(id), jsonrpc::TOO_MANY_REQUESTS, &message, None),
-                    true,
+                    Some(Outcome::Refused),
                 );
             }
         }
         if self.tool_q.has_room(msg.bytes.len()) {
+            // Checked last, when the call would go: a rate limit takes its token only then.
+            if let (Some(id), MsgKind::Request {
+                method, tool_name, ..
+            }) = (id, &msg.kind)
+            {
+                if let Err(r) = self.cfg.access.check(method, tool_name.as_deref(), now) {
+                    let outcome = match r.reason {
+                        "rate_limited" => Outcome::RateLimited,
+                        _ => Outcome::Denied,
+                    };
+                    return answer(r.response(id), Some(outcome));
+                }
+            }
             return Some(Plan::Tool);
         }
         match id {
@@ -162,7 +178,7 @@ impl Core {
                 );
                 answer(
                     jsonrpc::error_response(Some(id), jsonrpc::TOO_MANY_REQUESTS, &message, None),
-                    true,
+                    Some(Outcome::Refused),
                 )
             }
             _ => None,
@@ -172,11 +188,8 @@ impl Core {
     fn client_msg(&mut self, msg: Msg, plan: Plan, now: Instant) {
         match plan {
             Plan::Answer { error, refused } => {
-                if let (true, Some(call)) = (refused, call_of(&msg, now)) {
-                    self.events.push_back(Event::Call {
-                        call,
-                        outcome: Outcome::Refused,
-                    });
+                if let (Some(outcome), Some(call)) = (refused, call_of(&msg, now)) {
+                    self.events.push_back(Event::Call { call, outcome });
                 }
                 self.queue_for_client(error);
             }

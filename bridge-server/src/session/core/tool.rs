@@ -37,6 +37,16 @@ impl Core {
                         } else {
                             Outcome::Ok
                         };
+                        // The user sees only the tools their policy allows.
+                        if &*call.method == "tools/list" && !*is_error {
+                            if let Some(filtered) =
+                                self.cfg.access.view.filter_tools_list(&msg.bytes)
+                            {
+                                self.events.push_back(Event::Call { call, outcome });
+                                self.queue_for_client(filtered);
+                                return;
+                            }
+                        }
                         self.events.push_back(Event::Call { call, outcome });
                     }
                 }
