@@ -11,8 +11,8 @@ use shared::jsonrpc::{self, Id};
 use shared::tunnel::Control;
 
 use super::{
-    ide, Core, First, Link, SessionInfo, CONNECT_TIMEOUT, FIRST_RETRIES, FIRST_FAILURE_DRAIN, MAX_QUICK_FAILURES,
-    QUICK_FAILURE,
+    ide, Core, First, Link, SessionInfo, CONNECT_TIMEOUT, FIRST_FAILURE_DRAIN, FIRST_RETRIES,
+    MAX_QUICK_FAILURES, QUICK_FAILURE,
 };
 use crate::session::{ConnectRequest, Welcome};
 use crate::ClientError;
