@@ -196,9 +196,11 @@ async fn upgrade(
                 reason,
             })
         }
-        Err(WsError::Io(e)) => Err(ClientError::Unreachable {
+        // The relay was reached but the connection ended before an answer (a relay shedding
+        // handshakes under a burst, a proxy in the way): worth another try, even at first.
+        Err(WsError::Io(e)) => Err(ClientError::Handshake {
             url,
-            reason: e.to_string(),
+            reason: format!("the connection ended before the relay answered ({e})"),
         }),
         Err(WsError::Url(e)) => Err(bad_url(e.to_string())),
         Err(e) => Err(ClientError::Handshake {

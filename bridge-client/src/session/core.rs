@@ -40,6 +40,9 @@ pub(crate) const EOF_ANSWER_WAIT: Duration = Duration::from_millis(1200);
 /// each request with the reason) before exiting.
 pub(crate) const FIRST_FAILURE_DRAIN: Duration = Duration::from_millis(300);
 
+/// How many times a first connection cut before the relay answered is tried again.
+pub(crate) const FIRST_RETRIES: u32 = 3;
+
 /// How long one connection attempt may take, `welcome` included.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -11,8 +11,8 @@ use shared::jsonrpc::{self, Id};
 use shared::tunnel::Control;
 
 use super::{
-    ide, Core, First, Link, SessionInfo, CONNECT_TIMEOUT, FIRST_FAILURE_DRAIN, MAX_QUICK_FAILURES,
-    QUICK_FAILURE,
+    ide, Core, First, Link, SessionInfo, CONNECT_TIMEOUT, FIRST_FAILURE_DRAIN, FIRST_RETRIES,
+    MAX_QUICK_FAILURES, QUICK_FAILURE,
 };
 use crate::session::{ConnectRequest, Welcome};
 use crate::ClientError;
@@ -114,6 +114,20 @@ impl Core {
             return;
         };
         self.link = Link::Idle;
+        // A first connection cut before the relay answered is tried again a few times (a busy
+        // relay sheds handshakes); anything else fails the first connection at once.
+        if matches!(self.first, First::Connecting)
+            && matches!(e, ClientError::Handshake { .. })
+            && attempt < FIRST_RETRIES
+        {
+            let delay = self.backoff(attempt + 1);
+            debug!("{e}; retrying in {:.1}s", delay.as_secs_f64());
+            self.link = Link::Waiting {
+                at: now + delay,
+                attempt: attempt + 1,
+            };
+            return;
+        }
         if matches!(self.first, First::Connecting) {
             // Answer what the IDE already asked, and what it asks in the next moments, then
             // exit with the reason.

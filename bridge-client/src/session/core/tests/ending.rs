@@ -63,6 +63,30 @@ fn a_failed_first_connection_answers_every_request_then_ends() {
 }
 
 #[test]
+fn a_first_connection_cut_before_an_answer_is_tried_again_a_few_times() {
+    let t0 = Instant::now();
+    let mut core = Core::new(cfg(), t0);
+    let cut = || ClientError::Handshake {
+        url: "ws://x".into(),
+        reason: "the connection ended before the relay answered".into(),
+    };
+    core.on_stdin(request(1, "initialize"));
+    let mut now = t0;
+    for _ in 0..FIRST_RETRIES {
+        core.poll_connect(now).expect("an attempt");
+        core.on_connect_failed(cut(), now);
+        assert!(output(&mut core, now).is_empty(), "nothing answered yet");
+        now += Duration::from_secs(10);
+    }
+    core.poll_connect(now).expect("the last attempt");
+    core.on_connect_failed(cut(), now);
+    let out = output(&mut core, now);
+    assert_eq!(out.len(), 1);
+    assert_eq!(error_code(&out[0]), -32011);
+    assert_eq!(core.poll_connect(now), None, "then it gives up");
+}
+
+#[test]
 fn replies_of_its_own_stop_stdin_while_stdout_is_not_read() {
     let t0 = Instant::now();
     let mut core = Core::new(cfg(), t0);
