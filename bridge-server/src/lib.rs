@@ -19,11 +19,11 @@ pub mod auth;
 mod child;
 pub mod config;
 pub mod confine;
-pub mod policy;
 pub mod demo_tool;
 mod handshake;
 mod http;
 mod metrics;
+pub mod policy;
 mod session;
 
 pub use child::SpawnError;

@@ -549,6 +549,40 @@ async def scenario_time(args: argparse.Namespace, rep: Report, params: StdioServ
             rep.ok()
 
 
+async def scenario_time_policy(args: argparse.Namespace, rep: Report, params: StdioServerParameters) -> None:
+    """mcp-server-time behind a relay policy that hides convert_time (either era)."""
+    peer = Peer(uuid.uuid4().hex[:8])
+    wire = Wire(params)
+    async with make_client(args, peer, wire, callbacks=False) as client:
+        want_era = args.expect_era or ("modern" if args.mode == "auto" else "legacy")
+        check_connected(rep, client, want_era)
+
+        rep.begin("hidden_in_list")
+        listed = await client.list_tools()
+        names = {t.name for t in listed.tools}
+        expect("get_current_time" in names and "convert_time" not in names, "hidden_in_list",
+               f"got {sorted(names)}")
+        rep.ok(detail=", ".join(sorted(names)))
+
+        rep.begin("hidden_call_refused")
+        try:
+            r = await client.call_tool("convert_time", {"source_timezone": "UTC", "time": "12:00",
+                                                        "target_timezone": "Asia/Tokyo"})
+            expect(r.is_error and "Unknown tool" in " ".join(texts(r)), "hidden_call_refused",
+                   f"the hidden tool answered: {short(r.model_dump(mode='json'))}")
+            how = "isError result"
+        except MCPError as e:
+            expect(e.code == -32602 and "Unknown tool" in str(e), "hidden_call_refused",
+                   f"unexpected error {e.code}: {e}")
+            how = f"JSON-RPC error {e.code}"
+        rep.ok(detail=how)
+
+        rep.begin("allowed_call")
+        r = await client.call_tool("get_current_time", {"timezone": "UTC"})
+        expect(not r.is_error, "allowed_call", f"isError: {short(texts(r))}")
+        rep.ok()
+
+
 async def scenario_demo(args: argparse.Namespace, rep: Report, params: StdioServerParameters) -> None:
     peer = Peer(uuid.uuid4().hex[:8])
     peer.sampling_reply = "pong-from-client"
@@ -867,7 +901,8 @@ async def scenario_restart_time(args: argparse.Namespace, rep: Report, params: S
         rep.ok(detail=await after_restart(rep, args, "convert_after_restart", convert))
 
 
-SCENARIOS = {"everything": scenario_everything, "time": scenario_time, "demo": scenario_demo,
+SCENARIOS = {"everything": scenario_everything, "time": scenario_time,
+             "time-policy": scenario_time_policy, "demo": scenario_demo,
              "restart-everything": scenario_restart_everything, "restart-time": scenario_restart_time}
 RESTART_SCENARIOS = {"restart-everything", "restart-time"}
 
@@ -919,7 +954,7 @@ def main() -> int:
     if not cmd:
         ap.error("missing server command after --")
     if args.mode is None:
-        args.mode = "auto" if args.scenario in ("time", "restart-time") else "legacy"
+        args.mode = "auto" if args.scenario in ("time", "time-policy", "restart-time") else "legacy"
     if args.timeout is None:
         args.timeout = 120.0 if args.scenario in RESTART_SCENARIOS else 60.0
 

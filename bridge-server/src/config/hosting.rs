@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use super::diag::Problems;
 use super::read::Section;
 use super::{Sandbox, ToolLimits};
+use crate::confine::template;
 use crate::policy::rate::Rate;
 use crate::policy::{Rule, ToolPolicy};
-use crate::confine::template;
 
 const LIMIT_KEYS: &[&str] = &[
     "memory",

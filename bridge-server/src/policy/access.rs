@@ -129,15 +129,22 @@ mod tests {
             per_tool: None,
         };
         let now = Instant::now();
-        let denied = a.check("tools/call", Some("delete_file"), now).expect_err("denied");
+        let denied = a
+            .check("tools/call", Some("delete_file"), now)
+            .expect_err("denied");
         assert_eq!(denied.code, jsonrpc::INVALID_PARAMS);
         assert!(denied.message.starts_with("Unknown tool: delete_file"));
         let long = "x".repeat(200);
-        assert!(a.check("tools/call", Some(&long), now).is_err(), "cut names refused");
+        assert!(
+            a.check("tools/call", Some(&long), now).is_err(),
+            "cut names refused"
+        );
         // Denied calls took no tokens: the burst of 2 is all there.
         assert!(a.check("tools/call", Some("read_file"), now).is_ok());
         assert!(a.check("tools/call", Some("read_file"), now).is_ok());
-        let limited = a.check("tools/call", Some("read_file"), now).expect_err("limited");
+        let limited = a
+            .check("tools/call", Some("read_file"), now)
+            .expect_err("limited");
         assert_eq!(limited.code, RATE_LIMITED);
         assert_eq!(limited.retry_after_ms, Some(1000));
         let body: serde_json::Value =

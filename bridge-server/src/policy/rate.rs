@@ -157,7 +157,9 @@ mod tests {
         for _ in 0..5 {
             assert!(l.admit("alice", "t", Some(TEN), None, t0).is_ok());
         }
-        let refused = l.admit("alice", "t", Some(TEN), None, t0).expect_err("over");
+        let refused = l
+            .admit("alice", "t", Some(TEN), None, t0)
+            .expect_err("over");
         assert_eq!(refused.scope, "user");
         assert!(refused.retry_after <= Duration::from_millis(100));
         assert!(refused.retry_after > Duration::from_millis(90));
@@ -187,7 +189,9 @@ mod tests {
             burst: 1,
         };
         assert!(l.admit("alice", "a", Some(TEN), Some(one), t0).is_ok());
-        let r = l.admit("alice", "a", Some(TEN), Some(one), t0).expect_err("over");
+        let r = l
+            .admit("alice", "a", Some(TEN), Some(one), t0)
+            .expect_err("over");
         assert_eq!(r.scope, "tool");
         assert!(r.message("alice", "a").contains("on tool `a`"));
         // Another tool has its own budget; the refused call took nothing from the user's 5:
@@ -196,7 +200,9 @@ mod tests {
         for _ in 0..3 {
             assert!(l.admit("alice", "c", Some(TEN), None, t0).is_ok());
         }
-        let r = l.admit("alice", "c", Some(TEN), None, t0).expect_err("over");
+        let r = l
+            .admit("alice", "c", Some(TEN), None, t0)
+            .expect_err("over");
         assert_eq!(r.scope, "user");
     }
 

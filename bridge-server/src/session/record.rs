@@ -130,7 +130,15 @@ impl<'a> Recorder<'a> {
 /// output never forges a log line).
 pub(super) async fn log_stderr(stderr: ChildStderr) {
     let mut reader = LineReader::new(stderr, 16 * 1024);
+    let mut budget = StderrBudget::default();
     while let Ok(Some(frame)) = reader.next_frame().await {
+        let now = tokio::time::Instant::now();
+        if let Some(skipped) = budget.take_skipped(now) {
+            warn!(target: "tool", "tool stderr: {skipped} line(s) not logged (more than {STDERR_LINES_PER_SECOND} a second)");
+        }
+        if !budget.admit(now) {
+            continue;
+        }
         match frame {
             Frame::Line(line) => {
                 info!(target: "tool", "tool stderr: {}", shared::log_safe_max(&String::from_utf8_lossy(&line), 16 * 1024));
@@ -139,5 +147,79 @@ pub(super) async fn log_stderr(stderr: ChildStderr) {
                 info!(target: "tool", "tool stderr: (a line of {len} bytes, not shown)");
             }
         }
+    }
+    if let Some(skipped) = budget.skipped() {
+        warn!(target: "tool", "tool stderr: {skipped} line(s) not logged (more than {STDERR_LINES_PER_SECOND} a second)");
+    }
+}
+
+/// Most lines of one tool's stderr logged per second: a tool that floods its stderr cannot
+/// flood the relay's log (what is over is counted, and said once a second).
+const STDERR_LINES_PER_SECOND: u32 = 50;
+
+/// A one-second window of stderr lines.
+#[derive(Debug, Default)]
+struct StderrBudget {
+    window: Option<tokio::time::Instant>,
+    logged: u32,
+    skipped: u64,
+}
+
+impl StderrBudget {
+    /// Whether this line may be logged.
+    fn admit(&mut self, now: tokio::time::Instant) -> bool {
+        match self.window {
+            Some(w) if now.saturating_duration_since(w) < std::time::Duration::from_secs(1) => {}
+            _ => {
+                self.window = Some(now);
+                self.logged = 0;
+            }
+        }
+        if self.logged < STDERR_LINES_PER_SECOND {
+            self.logged += 1;
+            true
+        } else {
+            self.skipped += 1;
+            false
+        }
+    }
+
+    /// Lines skipped in a window that has passed (to say so once).
+    fn take_skipped(&mut self, now: tokio::time::Instant) -> Option<u64> {
+        let passed = self
+            .window
+            .is_some_and(|w| now.saturating_duration_since(w) >= std::time::Duration::from_secs(1));
+        if passed {
+            self.skipped()
+        } else {
+            None
+        }
+    }
+
+    fn skipped(&mut self) -> Option<u64> {
+        (self.skipped > 0).then(|| std::mem::take(&mut self.skipped))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_stderr_flood_is_cut_to_its_budget_and_counted() {
+        let t0 = tokio::time::Instant::now();
+        let mut b = StderrBudget::default();
+        let logged = (0..1000).filter(|_| b.admit(t0)).count();
+        assert_eq!(logged, STDERR_LINES_PER_SECOND as usize);
+        assert_eq!(
+            b.take_skipped(t0 + Duration::from_millis(500)),
+            None,
+            "said once a second"
+        );
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(b.take_skipped(t1), Some(1000 - 50));
+        assert!(b.admit(t1), "a new second, a new budget");
+        assert_eq!(b.skipped(), None);
     }
 }

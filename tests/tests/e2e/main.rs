@@ -11,6 +11,7 @@ mod hosting;
 mod lifecycle;
 mod operations;
 mod peers;
+mod policy;
 mod resilience;
 mod scale_out;
 mod security;

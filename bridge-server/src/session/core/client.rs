@@ -154,9 +154,12 @@ impl Core {
         }
         if self.tool_q.has_room(msg.bytes.len()) {
             // Checked last, when the call would go: a rate limit takes its token only then.
-            if let (Some(id), MsgKind::Request {
-                method, tool_name, ..
-            }) = (id, &msg.kind)
+            if let (
+                Some(id),
+                MsgKind::Request {
+                    method, tool_name, ..
+                },
+            ) = (id, &msg.kind)
             {
                 if let Err(r) = self.cfg.access.check(method, tool_name.as_deref(), now) {
                     let outcome = match r.reason {
