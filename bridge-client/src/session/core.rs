@@ -23,7 +23,7 @@ use shared::jsonrpc::{self, Id};
 
 use crate::{Backoff, ClientError};
 
-mod ide;
+pub(crate) mod ide;
 mod relay;
 #[cfg(test)]
 mod tests;
