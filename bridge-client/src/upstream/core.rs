@@ -6,27 +6,30 @@
 //! ([`HttpCore::poll_request`]), the exchanges to stop reading ([`HttpCore::poll_dropped`]),
 //! what to write to the IDE ([`Output`]), events for the driver ([`HttpCore::poll_event`]) and
 //! when to wake it ([`HttpCore::poll_timeout`]). This file holds the IDE's side and the
-//! bookkeeping; `upstream.rs` what the server's answers mean. No sockets, tasks or clocks.
+//! bookkeeping; `requests.rs` builds the requests, `upstream.rs` reads the server's answers,
+//! `session.rs` handles lost sessions and broken streams. No sockets, tasks or clocks.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::Method;
+
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use shared::framing::Frame;
 use shared::ingress::{self, Ingress, Msg, MsgKind, Peer, RefusalKind};
 use shared::jsonrpc::{self, Id};
 
-use super::exchange::{self, Outgoing};
+use super::exchange::Outgoing;
 use super::sse::SseParser;
 use super::UpstreamEvent;
 use crate::session::core::ide::is_reinit_id;
 use crate::session::core::{EOF_ANSWER_WAIT, HELD_MAX, OUT_LIMIT};
 use crate::session::stdout::Output;
 
+mod requests;
+mod session;
 #[cfg(test)]
 mod tests;
 mod upstream;
@@ -324,118 +327,6 @@ impl HttpCore {
         Some(self.start_post(post))
     }
 
-    fn new_ex(&mut self) -> u64 {
-        self.next_ex += 1;
-        self.next_ex
-    }
-
-    fn start_post(&mut self, post: Post) -> Outgoing {
-        let ex = self.new_ex();
-        let ordered = matches!(
-            post.msg.method(),
-            Some("initialize" | "notifications/initialized")
-        );
-        if ordered {
-            self.barrier = Some(ex);
-        }
-        let session = self.session.clone();
-        let headers =
-            exchange::post_headers(&post.msg, session.as_deref(), self.negotiated.as_deref());
-        let out = Outgoing {
-            ex,
-            method: Method::POST,
-            url: self.cfg.url.clone(),
-            headers,
-            body: post.msg.bytes.clone(),
-        };
-        let awaiting = post.msg.request_id().cloned();
-        self.exchanges.insert(
-            ex,
-            Exchange {
-                purpose: Purpose::Post(post),
-                body: Body::Head,
-                sent_session: session,
-                awaiting,
-                last_event_id: None,
-                retry: None,
-                resumes: 0,
-            },
-        );
-        out
-    }
-
-    fn start_resume(&mut self, r: Resume) -> Option<Outgoing> {
-        if !self.pending.contains(&r.awaiting) && !is_reinit_id(&r.awaiting) {
-            return None; // answered (or cancelled) meanwhile
-        }
-        let ex = self.new_ex();
-        debug!(
-            ex,
-            "resuming a broken stream from event {}", r.last_event_id
-        );
-        let headers = exchange::get_headers(
-            self.session.as_deref(),
-            self.negotiated.as_deref(),
-            Some(&r.last_event_id),
-        );
-        self.exchanges.insert(
-            ex,
-            Exchange {
-                purpose: Purpose::Resume,
-                body: Body::Head,
-                sent_session: self.session.clone(),
-                awaiting: Some(r.awaiting),
-                last_event_id: Some(r.last_event_id),
-                retry: r.retry,
-                resumes: r.resumes,
-            },
-        );
-        Some(Outgoing {
-            ex,
-            method: Method::GET,
-            url: self.cfg.url.clone(),
-            headers,
-            body: Bytes::new(),
-        })
-    }
-
-    fn start_listen(&mut self) -> Outgoing {
-        let (last, failures) = match std::mem::replace(&mut self.listen, Listen::Off) {
-            Listen::Due {
-                last_event_id,
-                failures,
-                ..
-            } => (last_event_id, failures),
-            _ => (None, 0),
-        };
-        let ex = self.new_ex();
-        self.listen = Listen::Open(ex);
-        let headers = exchange::get_headers(
-            self.session.as_deref(),
-            self.negotiated.as_deref(),
-            last.as_deref(),
-        );
-        self.exchanges.insert(
-            ex,
-            Exchange {
-                purpose: Purpose::Listen,
-                body: Body::Head,
-                sent_session: self.session.clone(),
-                awaiting: None,
-                last_event_id: last,
-                retry: None,
-                resumes: failures,
-            },
-        );
-        Outgoing {
-            ex,
-            method: Method::GET,
-            url: self.cfg.url.clone(),
-            headers,
-            body: Bytes::new(),
-        }
-    }
-
     /// Exchanges the driver should stop reading (answered, or no longer wanted).
     pub(crate) fn poll_dropped(&mut self) -> Option<u64> {
         self.dropped.pop()
@@ -507,46 +398,6 @@ impl HttpCore {
             .any(|e| matches!(e.purpose, Purpose::Post(_)) && matches!(e.body, Body::Head));
         let settled = self.pending.is_empty() && self.queue.is_empty() && !posting;
         settled || now >= eof + EOF_ANSWER_WAIT
-    }
-
-    /// The end: every request still waiting is answered; the DELETE that ends the session,
-    /// if there is one.
-    pub(crate) fn finish(&mut self) -> Option<Outgoing> {
-        self.finished = true;
-        let mut ids: Vec<Id> = self.pending.drain().collect();
-        ids.sort_by_key(|id| id.to_string());
-        if !ids.is_empty() {
-            warn!(
-                "ending with {} request(s) unanswered; answering them with an error",
-                ids.len()
-            );
-        }
-        let message = "bridge-client is exiting (stdin was closed, or it was asked to stop) \
-                       before the answer came; the request's outcome is unknown";
-        for id in ids {
-            self.answer(&id, jsonrpc::RELAY_UNAVAILABLE, message);
-        }
-        let session = self.session.take()?;
-        let ex = self.new_ex();
-        self.exchanges.insert(
-            ex,
-            Exchange {
-                purpose: Purpose::Delete,
-                body: Body::Head,
-                sent_session: Some(session.clone()),
-                awaiting: None,
-                last_event_id: None,
-                retry: None,
-                resumes: 0,
-            },
-        );
-        Some(Outgoing {
-            ex,
-            method: Method::DELETE,
-            url: self.cfg.url.clone(),
-            headers: exchange::delete_headers(&session, self.negotiated.as_deref()),
-            body: Bytes::new(),
-        })
     }
 
     /// Answers the IDE's request `id` with an error, once.
