@@ -22,6 +22,7 @@ mod session;
 pub mod settings;
 pub mod stdio;
 mod transport;
+pub mod upstream;
 
 pub use settings::parse_header;
 pub use transport::Proxy;
@@ -89,8 +90,10 @@ impl Backoff {
 /// What the client needs to run.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// `ws://HOST:PORT/mcp/<tool>`.
+    /// `ws://HOST:PORT/mcp/<tool>` (the tunnel) or an MCP server's `http(s)://` endpoint.
     pub url: String,
+    /// What to speak to `url` (its scheme decides: see [`relay_url::upstream`]).
+    pub upstream: relay_url::Upstream,
     /// Extra headers for the upgrade request.
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Bearer token for the relay, if any.
@@ -193,7 +196,10 @@ where
     W: AsyncWrite + Unpin,
     S: Future<Output = ()>,
 {
-    session::driver::run(opts, input, output, stop).await
+    match opts.upstream {
+        relay_url::Upstream::Tunnel => session::driver::run(opts, input, output, stop).await,
+        relay_url::Upstream::Http => upstream::driver::run(opts, input, output, stop).await,
+    }
 }
 
 #[cfg(test)]

@@ -40,14 +40,54 @@ pub enum UrlError {
         /// What was given.
         url: String,
     },
-    /// An `http(s)://` URL where the WebSocket tunnel is needed.
-    #[error("`{url}` is an HTTP URL, and the relay is reached over WebSocket: give {suggestion}")]
-    HttpForTunnel {
+    /// A plain `http://` URL to a host that is not this machine.
+    #[error(
+        "`{url}` is plain http:// to another machine: tokens and messages could be read on the \
+         way: give {suggestion}, or pass --allow-insecure-http if that network is trusted"
+    )]
+    InsecureHttp {
         /// What was given.
         url: String,
-        /// The same URL with `ws://` or `wss://`.
+        /// The same URL with `https://`.
         suggestion: String,
     },
+}
+
+/// What bridge-client speaks to a URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upstream {
+    /// `ws://` or `wss://`: the `mcp-bridge.v1` WebSocket tunnel to a relay.
+    Tunnel,
+    /// `http://` or `https://`: MCP Streamable HTTP (or HTTP+SSE) to any MCP server.
+    Http,
+}
+
+/// What a URL's scheme says to speak: `ws(s)://` the tunnel, `http(s)://` Streamable HTTP.
+/// Plain `http://` is refused for a host other than this machine unless `allow_insecure_http`.
+pub fn upstream(url: &str, allow_insecure_http: bool) -> Result<Upstream, UrlError> {
+    let (kind, websocket, host, _) = parts(url)?;
+    if websocket {
+        return Ok(Upstream::Tunnel);
+    }
+    if kind == Kind::Plain && !allow_insecure_http && !is_loopback(&host) {
+        let trimmed = url.trim();
+        let rest = trimmed.split_once("://").map_or(trimmed, |(_, rest)| rest);
+        return Err(UrlError::InsecureHttp {
+            url: url.to_owned(),
+            suggestion: format!("https://{rest}"),
+        });
+    }
+    Ok(Upstream::Http)
+}
+
+/// Whether `host` names this machine (`localhost`, 127.0.0.0/8, `::1`).
+pub fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Whether a URL's scheme is plain or TLS.
@@ -109,25 +149,6 @@ pub fn origin(url: &str) -> Result<String, UrlError> {
     Ok(format!("{scheme}://{host}:{port}"))
 }
 
-/// Checks a URL to open the tunnel with: `ws://` or `wss://`; an `http(s)://` one is refused
-/// with the WebSocket URL to give instead.
-pub fn check_tunnel_url(url: &str) -> Result<(), UrlError> {
-    let (kind, websocket, _, _) = parts(url)?;
-    if websocket {
-        return Ok(());
-    }
-    let trimmed = url.trim();
-    let rest = trimmed.split_once("://").map_or(trimmed, |(_, rest)| rest);
-    let scheme = match kind {
-        Kind::Plain => "ws",
-        Kind::Tls => "wss",
-    };
-    Err(UrlError::HttpForTunnel {
-        url: url.to_owned(),
-        suggestion: format!("{scheme}://{rest}"),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,19 +196,34 @@ mod tests {
     }
 
     #[test]
-    fn the_tunnel_needs_a_websocket_url() {
-        assert_eq!(check_tunnel_url("wss://relay.example.com/mcp/a"), Ok(()));
-        assert_eq!(check_tunnel_url("ws://127.0.0.1:1/mcp/a"), Ok(()));
-        let e = check_tunnel_url("http://127.0.0.1:8792/mcp/time").unwrap_err();
+    fn the_scheme_decides_the_upstream() {
         assert_eq!(
-            e.to_string(),
-            "`http://127.0.0.1:8792/mcp/time` is an HTTP URL, and the relay is reached over \
-             WebSocket: give ws://127.0.0.1:8792/mcp/time"
+            upstream("wss://relay.example.com/mcp/a", false),
+            Ok(Upstream::Tunnel)
         );
-        let e = check_tunnel_url("https://relay.example.com/mcp/a").unwrap_err();
+        assert_eq!(
+            upstream("ws://127.0.0.1:1/mcp/a", false),
+            Ok(Upstream::Tunnel)
+        );
+        assert_eq!(
+            upstream("https://mcp.example.com/mcp", false),
+            Ok(Upstream::Http)
+        );
+        assert_eq!(
+            upstream("http://127.0.0.1:8792/mcp", false),
+            Ok(Upstream::Http)
+        );
+        assert_eq!(upstream("http://localhost/mcp", false), Ok(Upstream::Http));
+        assert_eq!(upstream("http://[::1]:9/mcp", false), Ok(Upstream::Http));
+        let e = upstream("http://mcp.example.com/mcp", false).unwrap_err();
         assert!(
-            e.to_string().contains("give wss://relay.example.com/mcp/a"),
+            e.to_string().contains("give https://mcp.example.com/mcp"),
             "{e}"
+        );
+        assert!(e.to_string().contains("--allow-insecure-http"), "{e}");
+        assert_eq!(
+            upstream("http://mcp.example.com/mcp", true),
+            Ok(Upstream::Http)
         );
     }
 }

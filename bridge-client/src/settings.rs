@@ -14,10 +14,18 @@ use crate::{credentials, relay_url, Backoff, Options, Proxy, Secret};
 /// The arguments of `bridge-client [connect] URL`.
 #[derive(clap::Args, Debug, Default)]
 pub struct ConnectArgs {
-    /// The relay's URL for the tool: ws://HOST:PORT/mcp/TOOL or wss://HOST/mcp/TOOL.
+    /// The relay's URL for the tool (ws://HOST:PORT/mcp/TOOL or wss://HOST/mcp/TOOL: the
+    /// mcp-bridge tunnel), or any MCP server's Streamable HTTP endpoint
+    /// (https://HOST/PATH; http:// for this machine only, see --allow-insecure-http).
     pub url: Option<String>,
 
-    /// Extra header for the upgrade request, as 'Name: value' (repeatable).
+    /// Allow a plain http:// URL to another machine (the token and every message travel
+    /// unencrypted: only for a network you trust).
+    #[arg(long)]
+    pub allow_insecure_http: bool,
+
+    /// Extra header for the upgrade request or every HTTP request, as 'Name: value'
+    /// (repeatable).
     #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
     pub headers: Vec<String>,
 
@@ -34,7 +42,8 @@ pub struct ConnectArgs {
     #[arg(long)]
     pub no_keyring: bool,
 
-    /// PEM file of a private CA to trust for wss:// (in addition to the system's roots).
+    /// PEM file of a private CA to trust for wss:// and https:// (in addition to the system's
+    /// roots).
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
 
@@ -161,13 +170,14 @@ impl ConnectArgs {
             initial: Duration::from_millis(100),
             max: seconds("max-backoff", self.max_backoff)?,
         };
-        relay_url::check_tunnel_url(&url)?;
+        let upstream = relay_url::upstream(&url, self.allow_insecure_http)?;
         let uri: http::Uri = url
             .parse()
             .map_err(|_| SettingsError::BadUrl(url.clone()))?;
-        let scheme = uri.scheme_str().unwrap_or("").to_owned();
+        let scheme = uri.scheme_str().unwrap_or("").to_ascii_lowercase();
         let host = uri.host().unwrap_or("").to_owned();
-        let tls = if scheme == "wss" {
+        let secure = scheme == "wss" || scheme == "https";
+        let tls = if secure {
             let client = match (&self.client_cert, &self.client_key) {
                 (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
                 _ => None,
@@ -179,15 +189,16 @@ impl ConnectArgs {
         let proxy = match self.proxy.as_deref() {
             Some("none") => None,
             Some(p) => Some(Proxy::parse(p).map_err(SettingsError::Proxy)?),
-            None => Proxy::from_env(&scheme, &host)
+            None => Proxy::from_env(if secure { "wss" } else { "ws" }, &host)
                 .transpose()
                 .map_err(SettingsError::Proxy)?,
         };
         let token = self.token(&url)?;
-        if token.is_some() && scheme == "ws" && !is_loopback(&host) {
-            tracing::warn!("sending the relay token over unencrypted ws:// to {host}; use wss:// so it cannot be read on the way");
+        if token.is_some() && !secure && !relay_url::is_loopback(&host) {
+            tracing::warn!("sending the token over unencrypted {scheme}:// to {host}; use a TLS URL so it cannot be read on the way");
         }
         Ok(Options {
+            upstream,
             token,
             url,
             headers,
@@ -241,15 +252,6 @@ fn seconds(name: &'static str, v: f64) -> Result<Duration, SettingsError> {
     } else {
         Err(SettingsError::Seconds(name))
     }
-}
-
-fn is_loopback(host: &str) -> bool {
-    host == "localhost"
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A random key for this process: the same on every (re)connect, different per IDE session.

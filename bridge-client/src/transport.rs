@@ -142,6 +142,19 @@ pub(crate) async fn open(
     proxy: Option<&Proxy>,
     tls: Option<&Arc<rustls::ClientConfig>>,
 ) -> Result<BoxIo, ClientError> {
+    open_negotiated(url, host, port, proxy, tls)
+        .await
+        .map(|(io, _)| io)
+}
+
+/// [`open`], also saying whether TLS negotiated HTTP/2 (ALPN `h2`).
+pub(crate) async fn open_negotiated(
+    url: &str,
+    host: &str,
+    port: u16,
+    proxy: Option<&Proxy>,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<(BoxIo, bool), ClientError> {
     let unreachable = |reason: String| ClientError::Unreachable {
         url: url.to_owned(),
         reason,
@@ -164,7 +177,7 @@ pub(crate) async fn open(
     };
     let _ = tcp.set_nodelay(true);
     match tls {
-        None => Ok(Box::new(tcp)),
+        None => Ok((Box::new(tcp), false)),
         Some(config) => {
             let name = ServerName::try_from(
                 host.trim_start_matches('[')
@@ -182,7 +195,8 @@ pub(crate) async fn open(
                     url: url.to_owned(),
                     reason: format!("TLS: {e}"),
                 })?;
-            Ok(Box::new(stream))
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            Ok((Box::new(stream), h2))
         }
     }
 }

@@ -363,6 +363,9 @@ async def scenario_everything(args: argparse.Namespace, rep: Report, params: Std
         check_connected(rep, client, "legacy")
 
         rep.begin("tools_list_changed")
+        if args.no_list_changed:
+            # server-everything over HTTP registers every tool before initialize: nothing changes.
+            peer.tools_changed.set()
         with anyio.move_on_after(5):
             await peer.tools_changed.wait()
         expect(peer.tools_changed.is_set(), "tools_list_changed",
@@ -943,6 +946,8 @@ def main() -> int:
                     help="era the connection must negotiate (default: time/auto=modern, legacy=legacy)")
     ap.add_argument("--timeout", type=float, default=None,
                     help="overall timeout in seconds (default 60; 120 for the restart-* scenarios)")
+    ap.add_argument("--no-list-changed", action="store_true",
+                    help="everything: do not expect tools/list_changed (server-everything over HTTP)")
     ap.add_argument("--call-timeout", type=float, default=20.0, help="per-request timeout (default 20)")
     ap.add_argument("--go-timeout", type=float, default=60.0,
                     help="restart-*: how long to wait for 'go' on stdin after printing ready (default 60)")

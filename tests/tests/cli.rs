@@ -158,11 +158,11 @@ fn client_exit_statuses() -> Result<()> {
         2,
         "unknown option",
     );
-    let http = relay.url("demo").replacen("ws://", "http://", 1);
-    let out = client(&[&http])?;
-    exits(&out, 2, "http:// URL");
+    // http:// means Streamable HTTP now; plain http to another machine needs a flag.
+    let out = client(&["http://mcp.example.com/mcp"])?;
+    exits(&out, 2, "http:// URL to another machine");
     assert!(
-        stderr(&out).contains(&format!("give {}", relay.url("demo"))),
+        stderr(&out).contains("give https://mcp.example.com/mcp"),
         "{}",
         stderr(&out)
     );

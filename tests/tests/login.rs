@@ -151,18 +151,18 @@ fn urls_that_cannot_be_keyed_or_connected_say_what_to_give() -> Result<()> {
         "{}",
         said(&out)
     );
-    let out = client(&["http://127.0.0.1:8792/mcp/time"], "")?;
-    ensure!(out.status.code() == Some(2), "{}", said(&out));
+    // http(s):// means Streamable HTTP now: plain http only to this machine without a flag.
+    let out = client(&["http://relay.example.com/mcp/time"], "")?;
     ensure!(
-        said(&out).contains("give ws://127.0.0.1:8792/mcp/time"),
+        out.status.code() == Some(2)
+            && said(&out).contains("give https://relay.example.com/mcp/time"),
         "{}",
         said(&out)
     );
-    let out = client(&["https://relay.example.com/mcp/time"], "")?;
+    let out = client(&["--no-keyring", "http://127.0.0.1:9/mcp/time"], "")?;
     ensure!(
-        out.status.code() == Some(2)
-            && said(&out).contains("give wss://relay.example.com/mcp/time"),
-        "{}",
+        out.status.code() == Some(0),
+        "loopback http is accepted: {}",
         said(&out)
     );
     Ok(())

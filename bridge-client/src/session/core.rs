@@ -23,7 +23,7 @@ use shared::jsonrpc::{self, Id};
 
 use crate::{Backoff, ClientError};
 
-mod ide;
+pub(crate) mod ide;
 mod relay;
 #[cfg(test)]
 mod tests;
@@ -156,6 +156,20 @@ enum First {
 struct Handshake {
     initialize: Option<Bytes>,
     initialized: Option<Bytes>,
+}
+
+impl crate::session::stdout::Output for Core {
+    fn poll_output(&mut self) -> Option<Bytes> {
+        let b = self.out.pop_front()?;
+        self.out_bytes -= b.len();
+        self.in_stdout += b.len() + 1;
+        Some(b)
+    }
+
+    fn on_output_written(&mut self, n: usize, now: Instant) {
+        self.in_stdout = self.in_stdout.saturating_sub(n);
+        self.pump(now);
+    }
 }
 
 /// How the session ends: whether the relay should be told (`end`, close 1000) and what
@@ -305,20 +319,6 @@ impl Core {
             info!("asked to stop; ending the session as at the end of stdin");
             self.eof_at = Some(now);
         }
-    }
-
-    /// The next message for stdout (without its newline).
-    pub(crate) fn poll_output(&mut self) -> Option<Bytes> {
-        let b = self.out.pop_front()?;
-        self.out_bytes -= b.len();
-        self.in_stdout += b.len() + 1;
-        Some(b)
-    }
-
-    /// `n` bytes reached stdout.
-    pub(crate) fn on_output_written(&mut self, n: usize, now: Instant) {
-        self.in_stdout = self.in_stdout.saturating_sub(n);
-        self.pump(now);
     }
 
     /// stdout cannot be written any more: the IDE has gone.

@@ -9,8 +9,8 @@ use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use bytes::Buf;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -23,6 +23,7 @@ use shared::framing::{Frame, LineReader};
 use shared::tunnel::{self, Control};
 
 use super::core::{Core, CoreConfig};
+use super::stdout::{Output, Stdout};
 use super::{ConnectRequest, Welcome};
 use crate::connect::{self, Ws};
 use crate::transport::BoxIo;
@@ -30,12 +31,6 @@ use crate::{ClientError, Options};
 
 /// How long the relay may take to take our last messages, and then to confirm our close.
 const CLOSE_WAIT: Duration = Duration::from_millis(500);
-
-/// How long the last output may take to reach stdout before exiting.
-const OUTPUT_WAIT: Duration = Duration::from_millis(500);
-
-/// Bytes gathered for one write to stdout.
-const STDOUT_BATCH: usize = 64 * 1024;
 
 /// A connection attempt in progress.
 type Attempt = Pin<Box<dyn Future<Output = Result<(Ws, Welcome), ClientError>> + Send>>;
@@ -222,79 +217,6 @@ async fn close(mut c: WsCarrier<BoxIo>, core: &mut Core) {
         reason: Utf8Bytes::from_static("client done"),
     };
     c.close(vec![end], Some(frame), CLOSE_WAIT).await;
-}
-
-/// stdout: one buffer of whole lines taken from the core, written with one `write` at a time
-/// (cancel-safe), so the loop never waits on the IDE while it has other work.
-struct Stdout<W> {
-    w: W,
-    buf: BytesMut,
-    error: Option<std::io::Error>,
-}
-
-impl<W: AsyncWrite + Unpin> Stdout<W> {
-    fn new(w: W) -> Stdout<W> {
-        Stdout {
-            w,
-            buf: BytesMut::new(),
-            error: None,
-        }
-    }
-
-    /// Takes whole messages from the core, up to [`STDOUT_BATCH`] bytes.
-    fn fill(&mut self, core: &mut Core) {
-        if self.error.is_some() {
-            return;
-        }
-        while self.buf.len() < STDOUT_BATCH {
-            let Some(msg) = core.poll_output() else {
-                break;
-            };
-            self.buf.reserve(msg.len() + 1);
-            self.buf.put_slice(&msg);
-            self.buf.put_u8(b'\n');
-        }
-    }
-
-    fn has_data(&self) -> bool {
-        !self.buf.is_empty()
-    }
-
-    /// One write: it wrote `n` bytes, or nothing.
-    async fn write_some(&mut self) -> std::io::Result<usize> {
-        match self.w.write(&self.buf).await {
-            Ok(0) => Err(std::io::ErrorKind::WriteZero.into()),
-            other => other,
-        }
-    }
-
-    fn fail(&mut self, e: std::io::Error) {
-        self.buf.clear();
-        self.error = Some(e);
-    }
-
-    /// Writes everything the core still has for stdout, within [`OUTPUT_WAIT`].
-    async fn flush_all(&mut self, core: &mut Core) {
-        let _ = tokio::time::timeout(OUTPUT_WAIT, async {
-            loop {
-                self.fill(core);
-                if !self.has_data() {
-                    break;
-                }
-                match self.write_some().await {
-                    Ok(n) => {
-                        self.buf.advance(n);
-                        core.on_output_written(n, Instant::now());
-                    }
-                    Err(e) => return self.fail(e),
-                }
-            }
-            if let Err(e) = self.w.flush().await {
-                self.fail(e);
-            }
-        })
-        .await;
-    }
 }
 
 /// The attempt's outcome; never resolves without one.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 pub(crate) mod core;
 pub(crate) mod driver;
+pub(crate) mod stdout;
 
 /// What the relay said when a connection opened (its `welcome`).
 #[derive(Debug, Clone, PartialEq, Eq)]

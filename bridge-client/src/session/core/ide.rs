@@ -13,10 +13,10 @@ use shared::jsonrpc::{self, Id};
 use super::{Core, First, LIMIT_NAME, REINIT_WAIT};
 
 /// Ids of replayed `initialize` requests start with this; the IDE never sees them.
-const REINIT_PREFIX: &str = "mcp-bridge-reinit-";
+pub(crate) const REINIT_PREFIX: &str = "mcp-bridge-reinit-";
 
 /// Whether `id` is one of bridge-client's replayed `initialize` requests.
-pub(super) fn is_reinit_id(id: &Id) -> bool {
+pub(crate) fn is_reinit_id(id: &Id) -> bool {
     matches!(id, Id::Str(s) if s.starts_with(REINIT_PREFIX))
 }
 
@@ -247,7 +247,7 @@ impl Core {
 
 /// `msg` with its `id` replaced (only for the replayed `initialize`, so the one
 /// re-serialization on this path is off the hot path).
-pub(super) fn with_id(msg: &[u8], id: &Id) -> Option<Bytes> {
+pub(crate) fn with_id(msg: &[u8], id: &Id) -> Option<Bytes> {
     let mut value: serde_json::Value = serde_json::from_slice(msg).ok()?;
     let raw = id.to_json()?;
     let id_value: serde_json::Value = serde_json::from_str(raw.get()).ok()?;

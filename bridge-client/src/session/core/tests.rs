@@ -9,6 +9,7 @@ use shared::tunnel::Control;
 
 use super::ide::with_id;
 use super::*;
+use crate::session::stdout::Output;
 use crate::session::Welcome;
 
 mod ending;

@@ -65,6 +65,7 @@ async fn stdin_is_read_and_answered_while_a_reconnection_hangs() {
     let (mut ide_in, client_in) = tokio::io::duplex(64 * 1024);
     let (client_out, ide_out) = tokio::io::duplex(64 * 1024);
     let opts = Options {
+        upstream: crate::relay_url::Upstream::Tunnel,
         url: format!("ws://{addr}/mcp/demo"),
         headers: Vec::new(),
         token: None,

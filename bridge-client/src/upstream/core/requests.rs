@@ -1,0 +1,166 @@
+//! The HTTP requests the core starts: a POST per message, a GET to resume a broken stream or
+//! to listen for the server's own messages, and the DELETE that ends the session — each with
+//! the headers `exchange` says, and its bookkeeping entry.
+
+use bytes::Bytes;
+use http::Method;
+use tracing::{debug, warn};
+
+use super::{Body, Exchange, HttpCore, Listen, Post, Purpose, Resume};
+use crate::session::core::ide::is_reinit_id;
+use crate::upstream::exchange::{self, Outgoing};
+use shared::jsonrpc::{self, Id};
+
+impl HttpCore {
+    pub(super) fn new_ex(&mut self) -> u64 {
+        self.next_ex += 1;
+        self.next_ex
+    }
+
+    pub(super) fn start_post(&mut self, post: Post) -> Outgoing {
+        let ex = self.new_ex();
+        let ordered = matches!(
+            post.msg.method(),
+            Some("initialize" | "notifications/initialized")
+        );
+        if ordered {
+            self.barrier = Some(ex);
+        }
+        let session = self.session.clone();
+        let headers =
+            exchange::post_headers(&post.msg, session.as_deref(), self.negotiated.as_deref());
+        let out = Outgoing {
+            ex,
+            method: Method::POST,
+            url: self.cfg.url.clone(),
+            headers,
+            body: post.msg.bytes.clone(),
+        };
+        let awaiting = post.msg.request_id().cloned();
+        self.exchanges.insert(
+            ex,
+            Exchange {
+                purpose: Purpose::Post(post),
+                body: Body::Head,
+                sent_session: session,
+                awaiting,
+                last_event_id: None,
+                retry: None,
+                resumes: 0,
+            },
+        );
+        out
+    }
+
+    pub(super) fn start_resume(&mut self, r: Resume) -> Option<Outgoing> {
+        if !self.pending.contains(&r.awaiting) && !is_reinit_id(&r.awaiting) {
+            return None; // answered (or cancelled) meanwhile
+        }
+        let ex = self.new_ex();
+        debug!(
+            ex,
+            "resuming a broken stream from event {}", r.last_event_id
+        );
+        let headers = exchange::get_headers(
+            self.session.as_deref(),
+            self.negotiated.as_deref(),
+            Some(&r.last_event_id),
+        );
+        self.exchanges.insert(
+            ex,
+            Exchange {
+                purpose: Purpose::Resume,
+                body: Body::Head,
+                sent_session: self.session.clone(),
+                awaiting: Some(r.awaiting),
+                last_event_id: Some(r.last_event_id),
+                retry: r.retry,
+                resumes: r.resumes,
+            },
+        );
+        Some(Outgoing {
+            ex,
+            method: Method::GET,
+            url: self.cfg.url.clone(),
+            headers,
+            body: Bytes::new(),
+        })
+    }
+
+    pub(super) fn start_listen(&mut self) -> Outgoing {
+        let (last, failures) = match std::mem::replace(&mut self.listen, Listen::Off) {
+            Listen::Due {
+                last_event_id,
+                failures,
+                ..
+            } => (last_event_id, failures),
+            _ => (None, 0),
+        };
+        let ex = self.new_ex();
+        self.listen = Listen::Open(ex);
+        let headers = exchange::get_headers(
+            self.session.as_deref(),
+            self.negotiated.as_deref(),
+            last.as_deref(),
+        );
+        self.exchanges.insert(
+            ex,
+            Exchange {
+                purpose: Purpose::Listen,
+                body: Body::Head,
+                sent_session: self.session.clone(),
+                awaiting: None,
+                last_event_id: last,
+                retry: None,
+                resumes: failures,
+            },
+        );
+        Outgoing {
+            ex,
+            method: Method::GET,
+            url: self.cfg.url.clone(),
+            headers,
+            body: Bytes::new(),
+        }
+    }
+
+    /// The end: every request still waiting is answered; the DELETE that ends the session,
+    /// if there is one.
+    pub(crate) fn finish(&mut self) -> Option<Outgoing> {
+        self.finished = true;
+        let mut ids: Vec<Id> = self.pending.drain().collect();
+        ids.sort_by_key(|id| id.to_string());
+        if !ids.is_empty() {
+            warn!(
+                "ending with {} request(s) unanswered; answering them with an error",
+                ids.len()
+            );
+        }
+        let message = "bridge-client is exiting (stdin was closed, or it was asked to stop) \
+                       before the answer came; the request's outcome is unknown";
+        for id in ids {
+            self.answer(&id, jsonrpc::RELAY_UNAVAILABLE, message);
+        }
+        let session = self.session.take()?;
+        let ex = self.new_ex();
+        self.exchanges.insert(
+            ex,
+            Exchange {
+                purpose: Purpose::Delete,
+                body: Body::Head,
+                sent_session: Some(session.clone()),
+                awaiting: None,
+                last_event_id: None,
+                retry: None,
+                resumes: 0,
+            },
+        );
+        Some(Outgoing {
+            ex,
+            method: Method::DELETE,
+            url: self.cfg.url.clone(),
+            headers: exchange::delete_headers(&session, self.negotiated.as_deref()),
+            body: Bytes::new(),
+        })
+    }
+}

@@ -1,0 +1,173 @@
+//! The HTTP upstream's driver: the one task that owns stdin, stdout and the exchanges in
+//! flight (each a stream of [`HttpIo`] events polled by the same loop, so stdin is read and
+//! answered while requests are out). It feeds what happens to the [`HttpCore`] and does what
+//! the core says; it decides nothing. hyper's pool runs its connections on tasks of its own.
+
+use std::collections::HashMap;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Buf;
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tracing::warn;
+
+use shared::framing::{Frame, LineReader};
+
+use super::client::{Exchange, HttpClient};
+use super::core::{HttpConfig, HttpCore};
+use super::{HttpIo, UpstreamEvent};
+use crate::session::stdout::{Output, Stdout};
+use crate::{ClientError, Options};
+
+/// How long the DELETE that ends the session may take.
+const DELETE_WAIT: Duration = Duration::from_millis(500);
+
+/// Runs the HTTP upstream until stdin ends or `stop` resolves.
+pub(crate) async fn run<R, W, S>(
+    opts: Options,
+    input: R,
+    output: W,
+    stop: S,
+) -> Result<(), ClientError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+    S: Future<Output = ()>,
+{
+    let url: http::Uri = opts.url.parse().map_err(|_| ClientError::BadUrl {
+        url: opts.url.clone(),
+        reason: "not a URL".into(),
+    })?;
+    let opts = Arc::new(opts);
+    let client = HttpClient::new(opts.clone());
+    let mut core = HttpCore::new(HttpConfig {
+        url,
+        max_message: opts.max_message_size,
+    });
+    let mut stdin = Some(LineReader::new(input, opts.max_message_size));
+    let mut stdout = Stdout::new(output);
+    let mut exchanges: HashMap<u64, Exchange> = HashMap::new();
+    let mut stop = pin!(stop);
+    let mut stopped = false;
+
+    loop {
+        let now = Instant::now();
+        while let Some(out) = core.poll_request(now) {
+            let ex = out.ex;
+            exchanges.insert(ex, client.start(out));
+        }
+        while let Some(ex) = core.poll_dropped() {
+            exchanges.remove(&ex);
+        }
+        while let Some(event) = core.poll_event() {
+            match event {
+                // The seam for the OAuth authorizer: today the core has answered the waiting
+                // requests with a sign-in hint.
+                UpstreamEvent::AuthRequired(c) => warn!(
+                    url = %c.url,
+                    challenge = c.www_authenticate.as_deref().unwrap_or("none"),
+                    "sign-in needed: run `bridge-client login {}`",
+                    c.url
+                ),
+            }
+        }
+        stdout.fill(&mut core);
+        if core.is_done(now) {
+            break;
+        }
+        let want_stdin = stdin.is_some() && core.wants_stdin();
+        let want_upstream = core.wants_upstream() && !exchanges.is_empty();
+        tokio::select! {
+            () = &mut stop, if !stopped => {
+                stopped = true;
+                core.on_stdin_eof(Instant::now());
+            }
+            n = stdout.write_some(), if stdout.has_data() => match n {
+                Ok(n) => {
+                    stdout.buf.advance(n);
+                    core.on_output_written(n, Instant::now());
+                }
+                Err(e) => {
+                    warn!("writing to stdout failed: {e}");
+                    stdout.fail(e);
+                    core.on_output_failed();
+                }
+            },
+            (ex, io) = next_io(&mut exchanges), if want_upstream => {
+                if matches!(io, HttpIo::End | HttpIo::Error(_)) {
+                    exchanges.remove(&ex);
+                }
+                core.on_http(ex, io, Instant::now());
+            }
+            frame = next_line(stdin.as_mut()), if want_stdin => match frame {
+                Ok(Some(frame)) => core.on_stdin(frame),
+                Ok(None) => {
+                    stdin = None;
+                    core.on_stdin_eof(Instant::now());
+                }
+                Err(e) => {
+                    warn!("reading stdin failed: {e}");
+                    stdin = None;
+                    core.on_stdin_eof(Instant::now());
+                }
+            },
+            () = sleep_until(core.poll_timeout()) => core.on_timeout(Instant::now()),
+        }
+    }
+
+    exchanges.clear();
+    if let Some(delete) = core.finish() {
+        let mut ex = client.start(delete);
+        let _ = tokio::time::timeout(DELETE_WAIT, async {
+            while let Some(io) = ex.next().await {
+                if matches!(io, HttpIo::Head { .. } | HttpIo::Error(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    stdout.flush_all(&mut core).await;
+    match stdout.error {
+        Some(e) => Err(ClientError::Stdout(e)),
+        None => Ok(()),
+    }
+}
+
+/// The next event of any exchange; pending while there is none. An exchange whose stream is
+/// exhausted reports its end once.
+async fn next_io(exchanges: &mut HashMap<u64, Exchange>) -> (u64, HttpIo) {
+    poll_fn(|cx| {
+        for (ex, s) in exchanges.iter_mut() {
+            match s.poll_next_unpin(cx) {
+                Poll::Ready(Some(io)) => return Poll::Ready((*ex, io)),
+                Poll::Ready(None) => return Poll::Ready((*ex, HttpIo::End)),
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// The next unit from stdin; `Ok(None)` at its end. Never resolves once stdin is gone.
+async fn next_line<R: AsyncRead + Unpin>(
+    r: Option<&mut LineReader<R>>,
+) -> std::io::Result<Option<Frame>> {
+    match r {
+        Some(r) => r.next_frame().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
