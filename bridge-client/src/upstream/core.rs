@@ -267,7 +267,7 @@ impl HttpCore {
 
     fn on_ide_message(&mut self, msg: Msg) {
         match &msg.kind {
-            MsgKind::Request { id, method } => {
+            MsgKind::Request { id, method, .. } => {
                 if &**method == "initialize" {
                     self.handshake.initialize = Some(msg.bytes.clone());
                     self.handshake.initialized = None;
