@@ -177,7 +177,7 @@ fn oauth_check(url: &str, args: &OAuthArgs) -> Result<(), Failure> {
         None => "access token expiry unknown".into(),
     };
     eprintln!(
-        "bridge-client: signed in to {} with {}: the server accepted the token ({expiry};          refresh token: {}; this check refreshed {} time(s) and signed in {} time(s))",
+        "bridge-client: signed in to {} with {}: the server accepted the token ({expiry}; refresh token: {}; this check refreshed {} time(s) and signed in {} time(s))",
         r.resource,
         r.issuer,
         if r.has_refresh_token { "yes" } else { "no" },

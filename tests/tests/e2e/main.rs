@@ -9,6 +9,7 @@ mod abuse;
 mod floods;
 mod hosting;
 mod lifecycle;
+mod oauth;
 mod operations;
 mod peers;
 mod resilience;
