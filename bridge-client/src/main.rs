@@ -133,8 +133,11 @@ fn login(url: &str, check: bool, oauth: &OAuthArgs) -> Result<(), Failure> {
 /// token is read instead).
 fn oauth_login(url: &str, args: &OAuthArgs) -> Result<bool, Failure> {
     let opts = args.resolve().map_err(|e| Failure::Usage(e.to_string()))?;
-    let Ok(auth) = Authorizer::new(url, opts) else {
-        return Ok(false);
+    let auth = match Authorizer::new(url, opts) {
+        Ok(a) => a,
+        // Plain http to a remote host: never an OAuth sign-in, but a relay may take a token.
+        Err(oauth::AuthError::BadUrl(_)) => return Ok(false),
+        Err(e) => return Err(Failure::Other(e.to_string())),
     };
     let outcome = runtime()?.block_on(async {
         match auth.challenge().await {
