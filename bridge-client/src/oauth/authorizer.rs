@@ -8,18 +8,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 use url::Url;
 
-use super::browser;
-use super::callback::Callback;
 use super::challenge::{parse_bearer, BearerChallenge};
-use super::device::{self, DeviceAuthorization, Poll};
-use super::flow::{self, Pending, Plan};
+use super::flow;
 use super::http::Http;
 use super::metadata::{self, ResourceMetadata, ServerMetadata};
 use super::options::Options;
 use super::pkce::random_string;
-use super::registration::{self, Choice};
+use super::signin::{self, Found};
 use super::store;
-use super::tokens::{self, unix_now, Client, Freshness, Record};
+use super::tokens::{self, unix_now, Freshness, Record};
 use super::AuthError;
 use crate::Secret;
 
@@ -48,15 +45,6 @@ struct State {
     /// This process's counts, for `check`.
     sign_ins: u32,
     refreshes: u32,
-}
-
-/// What discovery found.
-#[derive(Debug)]
-struct Found {
-    issuer: String,
-    resource: String,
-    scope: Option<String>,
-    meta: ServerMetadata,
 }
 
 /// How `login` ended.
@@ -390,9 +378,9 @@ impl Authorizer {
             }
         }
         let rec = if self.opts.device {
-            self.device_flow(&found).await?
+            signin::device(&self.http, &self.opts, &found).await?
         } else {
-            self.browser_flow(&found).await?
+            signin::browser(&self.http, &self.opts, &found).await?
         };
         store::save(&self.key, &rec)?;
         st.record = Some(rec);
@@ -453,161 +441,6 @@ impl Authorizer {
             resource: prm.resource,
             meta,
         })
-    }
-
-    async fn register(
-        &self,
-        endpoint: &str,
-        redirect: Option<&str>,
-        found: &Found,
-    ) -> Result<Client, AuthError> {
-        let u = metadata::check_endpoint(endpoint, "registration endpoint")?;
-        let (status, body) = self
-            .http
-            .post_json(&u, &registration::request(&found.meta, redirect))
-            .await?;
-        registration::response(status, &body, redirect)
-    }
-
-    fn new_record(
-        &self,
-        status: u16,
-        body: &[u8],
-        found: &Found,
-        client: Client,
-    ) -> Result<Record, AuthError> {
-        let generation = random_string(12)?;
-        tokens::record_from_response(status, body, None, unix_now(), |a, r, e, s| Record {
-            v: 1,
-            issuer: found.issuer.clone(),
-            resource: found.resource.clone(),
-            client,
-            token_endpoint: found.meta.token_endpoint.clone(),
-            access_token: a,
-            refresh_token: r,
-            expires_at: e,
-            scope: s.or_else(|| found.scope.clone()),
-            generation,
-        })
-    }
-
-    /// Authorization code with PKCE through the browser and the loopback redirect.
-    async fn browser_flow(&self, found: &Found) -> Result<Record, AuthError> {
-        let choice = registration::choose(&self.opts.client, &found.meta)?;
-        // A client registered for this flow gets a path of its own; a pre-registered one
-        // the fixed path it was registered with (any port, RFC 8252 §7.3).
-        let path = match &choice {
-            Choice::Ready(_) => "/callback".to_owned(),
-            Choice::Register(_) => format!("/callback/{}", random_string(12)?),
-        };
-        let cb = Callback::bind(&path).await?;
-        let client = match choice {
-            Choice::Ready(c) => c,
-            Choice::Register(e) => self.register(&e, Some(&cb.redirect_uri), found).await?,
-        };
-        let endpoint = found
-            .meta
-            .authorization_endpoint
-            .as_deref()
-            .ok_or_else(|| {
-                AuthError::Unsupported(format!(
-                    "{} has no authorization endpoint; try --device",
-                    found.issuer
-                ))
-            })?;
-        let plan = Plan {
-            issuer: found.issuer.clone(),
-            iss_supported: found.meta.authorization_response_iss_parameter_supported,
-            authorization_endpoint: metadata::check_endpoint(endpoint, "authorization endpoint")?,
-            scope: found.scope.clone(),
-            resource: self.resource_param(&found.resource).map(str::to_owned),
-        };
-        let (pending, url) = Pending::start(&plan, &client, &cb.redirect_uri)?;
-        browser::open(url.as_str());
-        let query = cb.wait(self.opts.sign_in_timeout).await?;
-        let code = pending.on_redirect(&query)?;
-        let te = metadata::check_endpoint(&found.meta.token_endpoint, "token endpoint")?;
-        let req = pending.exchange(&te, &client, &code, plan.resource.as_deref());
-        let (status, body) = self.http.post_form(&req).await?;
-        self.new_record(status, &body, found, client)
-    }
-
-    /// The device authorization grant (RFC 8628).
-    async fn device_flow(&self, found: &Found) -> Result<Record, AuthError> {
-        let endpoint = found
-            .meta
-            .device_authorization_endpoint
-            .as_deref()
-            .ok_or_else(|| {
-                AuthError::Unsupported(format!(
-                    "{} does not offer the device authorization grant (RFC 8628); sign in with a \
-                 browser (leave out --device)",
-                    found.issuer
-                ))
-            })?;
-        let endpoint = metadata::check_endpoint(endpoint, "device authorization endpoint")?;
-        let client = match registration::choose(&self.opts.client, &found.meta)? {
-            Choice::Ready(c) => c,
-            Choice::Register(e) => self.register(&e, None, found).await?,
-        };
-        let resource = self.resource_param(&found.resource);
-        let mut form = Vec::new();
-        if let Some(s) = &found.scope {
-            form.push(("scope", s.clone()));
-        }
-        if let Some(r) = resource {
-            form.push(("resource", r.to_owned()));
-        }
-        let req = flow::with_client_auth(&endpoint, &client, form);
-        let (status, body) = self.http.post_form(&req).await?;
-        if !(200..300).contains(&status) {
-            return Err(
-                match serde_json::from_slice::<tokens::ErrorResponse>(&body) {
-                    Ok(e) => e.into_error("the device authorization endpoint"),
-                    Err(_) => AuthError::Metadata(format!(
-                        "the device authorization endpoint answered HTTP {status}"
-                    )),
-                },
-            );
-        }
-        let da: DeviceAuthorization = serde_json::from_slice(&body).map_err(|_| {
-            AuthError::Metadata("the device authorization answer is malformed".into())
-        })?;
-        eprintln!(
-            "bridge-client: to sign in, open {} and enter the code {}{}",
-            shared::log_safe(&da.verification_uri),
-            shared::log_safe_max(&da.user_code, 32),
-            da.verification_uri_complete
-                .as_deref()
-                .map(|u| format!(" (or open {})", shared::log_safe(u)))
-                .unwrap_or_default()
-        );
-        let limit = Duration::from_secs(da.expires_in).min(self.opts.sign_in_timeout);
-        let deadline = tokio::time::Instant::now() + limit;
-        let mut interval = Duration::from_secs(da.interval.unwrap_or(5).max(1));
-        let te = metadata::check_endpoint(&found.meta.token_endpoint, "token endpoint")?;
-        loop {
-            tokio::time::sleep(interval).await;
-            if tokio::time::Instant::now() >= deadline {
-                return Err(AuthError::Timeout(limit.as_secs()));
-            }
-            let mut form = vec![
-                ("grant_type", device::GRANT_TYPE.to_owned()),
-                ("device_code", da.device_code.clone()),
-            ];
-            if let Some(r) = resource {
-                form.push(("resource", r.to_owned()));
-            }
-            let req = flow::with_client_auth(&te, &client, form);
-            let (status, body) = self.http.post_form(&req).await?;
-            if (200..300).contains(&status) {
-                return self.new_record(status, &body, found, client);
-            }
-            match device::after_error(status, &body, interval) {
-                Poll::Wait(i) => interval = i,
-                Poll::Fail(e) => return Err(e),
-            }
-        }
     }
 }
 

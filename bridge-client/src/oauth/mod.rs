@@ -68,6 +68,7 @@ pub mod metadata;
 mod options;
 pub mod pkce;
 pub mod registration;
+mod signin;
 mod store;
 pub mod tokens;
 
