@@ -17,6 +17,7 @@ use shared::carrier::Heartbeat;
 
 mod connect;
 pub mod credentials;
+pub mod oauth;
 pub mod relay_url;
 mod session;
 pub mod settings;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use bridge_client::oauth::{self, Authorizer, LoginOutcome, OAuthArgs};
 use bridge_client::settings::ConnectArgs;
 use bridge_client::{credentials, relay_url, Secret};
 
@@ -34,14 +35,27 @@ struct Cli {
 enum Cmd {
     /// Run the stdio session (the default when a URL is given directly).
     Connect(Box<ConnectArgs>),
-    /// Store the token for a relay in the OS keyring (read without echo, or the first line of
-    /// stdin when it is not a terminal: `bridge-client login URL < alice.token`).
+    /// Sign in ahead of time. For an http(s):// MCP server that asks for OAuth (a 401 naming
+    /// its authorization server): the OAuth 2.1 sign-in in a browser (or --device), tokens in
+    /// the OS keyring. Otherwise — a relay's ws:// or wss:// URL, or a server that takes a
+    /// static token — store the token in the OS keyring (read without echo, or the first line
+    /// of stdin when it is not a terminal: `bridge-client login URL < alice.token`).
     Login {
-        /// Any URL of the relay: ws://, wss://, http:// or https:// (the token is stored for its
-        /// origin: see `bridge-client --help`).
+        /// The MCP server's URL (https://host/mcp), or any URL of the relay: ws://, wss://,
+        /// http:// or https:// (a static token is stored for its origin: see
+        /// `bridge-client --help`).
         url: String,
+
+        /// Check the stored OAuth sign-in instead: make one authenticated request (refreshing
+        /// or signing in again when the server refuses the token) and say what is stored.
+        #[arg(long)]
+        check: bool,
+
+        #[command(flatten)]
+        oauth: OAuthArgs,
     },
-    /// Remove the stored token for a relay.
+    /// Remove the stored token for a relay, or the OAuth tokens (and the registered client)
+    /// for an MCP server.
     Logout {
         /// Any URL of the relay (the same origin rule as login).
         url: String,
@@ -71,7 +85,7 @@ impl From<relay_url::UrlError> for Failure {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Cmd::Login { url }) => finish(login(&url)),
+        Some(Cmd::Login { url, check, oauth }) => finish(login(&url, check, &oauth)),
         Some(Cmd::Logout { url }) => finish(logout(&url)),
         Some(Cmd::Connect(args)) => connect(*args),
         None => connect(cli.connect),
@@ -92,7 +106,91 @@ fn finish(result: Result<(), Failure>) -> ExitCode {
     }
 }
 
-fn login(url: &str) -> Result<(), Failure> {
+/// True for the URLs an OAuth sign-in may be for.
+fn is_http(url: &str) -> bool {
+    let lower = url.to_ascii_lowercase();
+    lower.starts_with("http://") || lower.starts_with("https://")
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Other(format!("cannot start the async runtime: {e}")))
+}
+
+fn login(url: &str, check: bool, oauth: &OAuthArgs) -> Result<(), Failure> {
+    if check {
+        return oauth_check(url, oauth);
+    }
+    if is_http(url) && oauth_login(url, oauth)? {
+        return Ok(());
+    }
+    static_login(url)
+}
+
+/// The OAuth sign-in when the server asks for one; false when it does not (then a static
+/// token is read instead).
+fn oauth_login(url: &str, args: &OAuthArgs) -> Result<bool, Failure> {
+    let opts = args.resolve().map_err(|e| Failure::Usage(e.to_string()))?;
+    let auth = match Authorizer::new(url, opts) {
+        Ok(a) => a,
+        // Plain http to a remote host: never an OAuth sign-in, but a relay may take a token.
+        Err(oauth::AuthError::BadUrl(_)) => return Ok(false),
+        Err(e) => return Err(Failure::Other(e.to_string())),
+    };
+    let outcome = runtime()?.block_on(async {
+        match auth.challenge().await {
+            Ok(Some(c)) => auth.login_with(&c).await.map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => {
+                eprintln!(
+                    "bridge-client: note: {e}; no OAuth sign-in there, reading a static token"
+                );
+                Ok(None)
+            }
+        }
+    });
+    let store = credentials::store_name();
+    match outcome.map_err(|e| Failure::Other(e.to_string()))? {
+        None => Ok(false),
+        Some(LoginOutcome::SignedIn { issuer, resource }) => {
+            eprintln!(
+                "bridge-client: signed in to {resource} with {issuer}; tokens stored in the {store}"
+            );
+            Ok(true)
+        }
+        Some(LoginOutcome::Reused { issuer, resource }) => {
+            eprintln!(
+                "bridge-client: another bridge-client signed in to {resource} with {issuer}                  meanwhile; its tokens (in the {store}) serve this one too"
+            );
+            Ok(true)
+        }
+    }
+}
+
+fn oauth_check(url: &str, args: &OAuthArgs) -> Result<(), Failure> {
+    let opts = args.resolve().map_err(|e| Failure::Usage(e.to_string()))?;
+    let auth = Authorizer::new(url, opts).map_err(|e| Failure::Usage(e.to_string()))?;
+    let r = runtime()?
+        .block_on(auth.check())
+        .map_err(|e| Failure::Other(e.to_string()))?;
+    let expiry = match r.expires_in {
+        Some(s) => format!("access token valid for {s} s"),
+        None => "access token expiry unknown".into(),
+    };
+    eprintln!(
+        "bridge-client: signed in to {} with {}: the server accepted the token ({expiry}; refresh token: {}; this check refreshed {} time(s) and signed in {} time(s))",
+        r.resource,
+        r.issuer,
+        if r.has_refresh_token { "yes" } else { "no" },
+        r.refreshes,
+        r.sign_ins
+    );
+    Ok(())
+}
+
+fn static_login(url: &str) -> Result<(), Failure> {
     let origin = relay_url::origin(url)?;
     let token = if std::io::stdin().is_terminal() {
         rpassword::prompt_password(format!("Token for {origin}: "))
@@ -125,12 +223,29 @@ fn login(url: &str) -> Result<(), Failure> {
 
 fn logout(url: &str) -> Result<(), Failure> {
     let origin = relay_url::origin(url)?;
+    let signed_out = if is_http(url) && oauth::parse_server(url).is_ok() {
+        oauth::forget(url).map_err(|e| Failure::Other(e.to_string()))?
+    } else {
+        None
+    };
+    if let Some(b) = &signed_out {
+        eprintln!(
+            "bridge-client: signed out of {url}: the tokens from {} for {} and the client \
+             registered for them were removed from the {}",
+            b.issuer,
+            b.resource,
+            credentials::store_name()
+        );
+    }
     match credentials::delete(&origin).map_err(|e| Failure::Other(e.to_string()))? {
         true => eprintln!(
             "bridge-client: token for {origin} removed from the {}",
             credentials::store_name()
         ),
-        false => eprintln!("bridge-client: no token was stored for {origin}"),
+        false if signed_out.is_none() => {
+            eprintln!("bridge-client: no token was stored for {origin}")
+        }
+        false => {}
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ mod floods;
 mod hosting;
 mod http_upstream;
 mod lifecycle;
+mod oauth;
 mod operations;
 mod peers;
 mod policy;
