@@ -25,7 +25,7 @@
 //!    wait (bounded), then use what it stored.
 //!
 //! # The seam for an HTTP upstream
-//! ```ignore
+//! ```text
 //! let auth = Arc::new(Authorizer::new(url, OAuthArgs::resolve(&args)?)?);
 //! // before each request:
 //! if let Some(t) = auth.bearer().await? { req.header("Authorization", format!("Bearer {}", t.expose())) }
