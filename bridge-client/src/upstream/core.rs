@@ -32,6 +32,7 @@ mod requests;
 mod session;
 #[cfg(test)]
 mod tests;
+mod timers;
 mod upstream;
 
 /// HTTP exchanges open at once at most (POSTs, resumed streams, the standalone stream).
@@ -107,6 +108,10 @@ struct Exchange {
     retry: Option<Duration>,
     /// Resumes so far of this stream.
     resumes: u32,
+    /// When it is given up on if nothing comes: the head's bound, then a JSON body's idle
+    /// bound; `None` while an SSE body streams (TCP keep-alive finds a dead peer) and for the
+    /// DELETE (the driver bounds it).
+    deadline: Option<Instant>,
 }
 
 /// A resume GET waiting for its time.
@@ -302,11 +307,11 @@ impl HttpCore {
         }
         if let Some(i) = self.resumes.iter().position(|r| r.at <= now) {
             let r = self.resumes.swap_remove(i);
-            return self.start_resume(r);
+            return self.start_resume(r, now);
         }
         if let Listen::Due { at, .. } = &self.listen {
             if *at <= now && self.eof_at.is_none() {
-                return Some(self.start_listen());
+                return Some(self.start_listen(now));
             }
         }
         if self.barrier.is_some() {
@@ -324,7 +329,7 @@ impl HttpCore {
             }
             None => return None,
         };
-        Some(self.start_post(post))
+        Some(self.start_post(post, now))
     }
 
     /// Exchanges the driver should stop reading (answered, or no longer wanted).
@@ -348,30 +353,6 @@ impl HttpCore {
         self.out.clear();
         self.out_bytes = 0;
         self.in_stdout = 0;
-    }
-
-    /// When to call [`Self::on_timeout`] next.
-    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        let listen = match &self.listen {
-            Listen::Due { at, .. } => Some(*at),
-            _ => None,
-        };
-        self.resumes
-            .iter()
-            .map(|r| r.at)
-            .chain(self.draining.iter().map(|d| d.1))
-            .chain(listen)
-            .chain(self.eof_at.map(|t| t + EOF_ANSWER_WAIT))
-            .min()
-    }
-
-    /// Time passed: answered streams that did not end are let go.
-    pub(crate) fn on_timeout(&mut self, now: Instant) {
-        let (late, keep): (Vec<_>, Vec<_>) = self.draining.drain(..).partition(|d| d.1 <= now);
-        self.draining = keep;
-        for (ex, _) in late {
-            self.drop_exchange(ex);
-        }
     }
 
     fn drop_exchange(&mut self, ex: u64) {

@@ -4,8 +4,10 @@
 
 use bytes::Bytes;
 use http::Method;
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use super::timers::HEAD_TIMEOUT;
 use super::{Body, Exchange, HttpCore, Listen, Post, Purpose, Resume};
 use crate::session::core::ide::is_reinit_id;
 use crate::upstream::exchange::{self, Outgoing};
@@ -17,7 +19,7 @@ impl HttpCore {
         self.next_ex
     }
 
-    pub(super) fn start_post(&mut self, post: Post) -> Outgoing {
+    pub(super) fn start_post(&mut self, post: Post, now: Instant) -> Outgoing {
         let ex = self.new_ex();
         let ordered = matches!(
             post.msg.method(),
@@ -47,12 +49,13 @@ impl HttpCore {
                 last_event_id: None,
                 retry: None,
                 resumes: 0,
+                deadline: Some(now + HEAD_TIMEOUT),
             },
         );
         out
     }
 
-    pub(super) fn start_resume(&mut self, r: Resume) -> Option<Outgoing> {
+    pub(super) fn start_resume(&mut self, r: Resume, now: Instant) -> Option<Outgoing> {
         if !self.pending.contains(&r.awaiting) && !is_reinit_id(&r.awaiting) {
             return None; // answered (or cancelled) meanwhile
         }
@@ -76,6 +79,7 @@ impl HttpCore {
                 last_event_id: Some(r.last_event_id),
                 retry: r.retry,
                 resumes: r.resumes,
+                deadline: Some(now + HEAD_TIMEOUT),
             },
         );
         Some(Outgoing {
@@ -87,7 +91,7 @@ impl HttpCore {
         })
     }
 
-    pub(super) fn start_listen(&mut self) -> Outgoing {
+    pub(super) fn start_listen(&mut self, now: Instant) -> Outgoing {
         let (last, failures) = match std::mem::replace(&mut self.listen, Listen::Off) {
             Listen::Due {
                 last_event_id,
@@ -113,6 +117,7 @@ impl HttpCore {
                 last_event_id: last,
                 retry: None,
                 resumes: failures,
+                deadline: Some(now + HEAD_TIMEOUT),
             },
         );
         Outgoing {
@@ -153,6 +158,7 @@ impl HttpCore {
                 last_event_id: None,
                 retry: None,
                 resumes: 0,
+                deadline: None,
             },
         );
         Some(Outgoing {

@@ -12,6 +12,7 @@ use shared::framing::Frame;
 use shared::ingress::{self, Ingress, Msg, MsgKind, Peer};
 use shared::jsonrpc::{self, Id};
 
+use super::timers::HEAD_TIMEOUT;
 use super::{Body, HttpCore, Listen, Post, Purpose, LIMIT_NAME};
 use crate::session::core::ide::is_reinit_id;
 use crate::upstream::exchange::{self, Answer};
@@ -64,6 +65,11 @@ impl HttpCore {
             }
         }
         let purpose_is_listen = matches!(e.purpose, Purpose::Listen);
+        // A JSON or error body gets the head's bound again for its silences; an SSE body none.
+        e.deadline = match answer {
+            Answer::Sse => None,
+            _ => Some(now + HEAD_TIMEOUT),
+        };
         match answer {
             Answer::Json => e.body = Body::Json(BytesMut::new()),
             Answer::Sse => {
@@ -157,6 +163,9 @@ impl HttpCore {
             return;
         };
         let max = self.cfg.max_message;
+        if e.deadline.is_some() {
+            e.deadline = Some(now + HEAD_TIMEOUT);
+        }
         match &mut e.body {
             Body::Json(buf) => {
                 if buf.len() + b.len() > max.saturating_add(64 * 1024) {
@@ -219,7 +228,7 @@ impl HttpCore {
     }
 
     /// The body ended (`why` = `None`) or the exchange failed.
-    fn on_end(&mut self, ex: u64, why: Option<String>, now: Instant) {
+    pub(super) fn on_end(&mut self, ex: u64, why: Option<String>, now: Instant) {
         let Some(mut e) = self.exchanges.remove(&ex) else {
             return;
         };
