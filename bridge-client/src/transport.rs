@@ -241,6 +241,20 @@ async fn connect_tunnel(s: &mut TcpStream, host: &str, port: u16, p: &Proxy) -> 
     }
 }
 
+/// TCP keep-alive on every connection: a peer that vanished is found within about a minute
+/// even while the stream is rightly silent (an SSE body waiting for a long tool call, an idle
+/// tunnel), with no application timer that would cut a live but quiet server.
+fn keep_alive(tcp: &TcpStream) {
+    let ka = socket2::TcpKeepalive::new().with_time(std::time::Duration::from_secs(30));
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let ka = ka
+        .with_interval(std::time::Duration::from_secs(10))
+        .with_retries(3);
+    if let Err(e) = socket2::SockRef::from(tcp).set_tcp_keepalive(&ka) {
+        tracing::debug!("cannot set TCP keep-alive: {e}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,19 +277,5 @@ mod tests {
         assert!(bypass("*", "anything"));
         assert!(!bypass("example.com", "notexample.com"));
         assert!(!bypass("", "x"));
-    }
-}
-
-/// TCP keep-alive on every connection: a peer that vanished is found within about a minute
-/// even while the stream is rightly silent (an SSE body waiting for a long tool call, an idle
-/// tunnel), with no application timer that would cut a live but quiet server.
-fn keep_alive(tcp: &TcpStream) {
-    let ka = socket2::TcpKeepalive::new().with_time(std::time::Duration::from_secs(30));
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    let ka = ka
-        .with_interval(std::time::Duration::from_secs(10))
-        .with_retries(3);
-    if let Err(e) = socket2::SockRef::from(tcp).set_tcp_keepalive(&ka) {
-        tracing::debug!("cannot set TCP keep-alive: {e}");
     }
 }

@@ -28,6 +28,7 @@ use crate::session::core::ide::is_reinit_id;
 use crate::session::core::{EOF_ANSWER_WAIT, HELD_MAX, OUT_LIMIT};
 use crate::session::stdout::Output;
 
+mod legacy;
 mod requests;
 mod session;
 #[cfg(test)]
@@ -76,6 +77,8 @@ enum Purpose {
     Listen,
     /// The DELETE that ends the session.
     Delete,
+    /// The SSE stream of the legacy HTTP+SSE transport.
+    LegacyStream,
 }
 
 /// How far the response has come.
@@ -112,6 +115,8 @@ struct Exchange {
     /// bound; `None` while an SSE body streams (TCP keep-alive finds a dead peer) and for the
     /// DELETE (the driver bounds it).
     deadline: Option<Instant>,
+    /// Part of the legacy HTTP+SSE transport (its stream, or a POST to its endpoint).
+    legacy: bool,
 }
 
 /// A resume GET waiting for its time.
@@ -182,6 +187,9 @@ pub(crate) struct HttpCore {
     pending: HashSet<Id>,
     /// A 2xx has come from the server.
     ever_ok: bool,
+    /// The legacy HTTP+SSE transport, once a POST was refused with 404/405 (`None`:
+    /// Streamable HTTP).
+    legacy: Option<legacy::Legacy>,
     events: VecDeque<UpstreamEvent>,
     requests: VecDeque<Outgoing>,
     dropped: Vec<u64>,
@@ -216,6 +224,7 @@ impl HttpCore {
             listen: Listen::Off,
             pending: HashSet::new(),
             ever_ok: false,
+            legacy: None,
             events: VecDeque::new(),
             requests: VecDeque::new(),
             dropped: Vec::new(),
@@ -313,6 +322,9 @@ impl HttpCore {
             if *at <= now && self.eof_at.is_none() {
                 return Some(self.start_listen(now));
             }
+        }
+        if let Some(out) = self.poll_legacy(now) {
+            return out;
         }
         if self.barrier.is_some() {
             return None;

@@ -29,12 +29,17 @@ impl HttpCore {
             self.barrier = Some(ex);
         }
         let session = self.session.clone();
-        let headers =
-            exchange::post_headers(&post.msg, session.as_deref(), self.negotiated.as_deref());
+        let legacy = self.legacy_post_url();
+        let headers = match legacy {
+            Some(_) => exchange::legacy_post_headers(),
+            None => {
+                exchange::post_headers(&post.msg, session.as_deref(), self.negotiated.as_deref())
+            }
+        };
         let out = Outgoing {
             ex,
             method: Method::POST,
-            url: self.cfg.url.clone(),
+            url: legacy.clone().unwrap_or_else(|| self.cfg.url.clone()),
             headers,
             body: post.msg.bytes.clone(),
         };
@@ -50,6 +55,7 @@ impl HttpCore {
                 retry: None,
                 resumes: 0,
                 deadline: Some(now + HEAD_TIMEOUT),
+                legacy: legacy.is_some(),
             },
         );
         out
@@ -80,6 +86,7 @@ impl HttpCore {
                 retry: r.retry,
                 resumes: r.resumes,
                 deadline: Some(now + HEAD_TIMEOUT),
+                legacy: false,
             },
         );
         Some(Outgoing {
@@ -118,6 +125,7 @@ impl HttpCore {
                 retry: None,
                 resumes: failures,
                 deadline: Some(now + HEAD_TIMEOUT),
+                legacy: false,
             },
         );
         Outgoing {
@@ -159,6 +167,7 @@ impl HttpCore {
                 retry: None,
                 resumes: 0,
                 deadline: None,
+                legacy: false,
             },
         );
         Some(Outgoing {

@@ -268,3 +268,5 @@ fn a_server_that_never_answers_times_out_with_32011_and_frees_the_slot() {
     assert_eq!(out[0]["id"], 11);
     assert_eq!(out[0]["error"]["code"], -32011);
 }
+
+mod legacy;

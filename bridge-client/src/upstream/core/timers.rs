@@ -32,6 +32,7 @@ impl HttpCore {
             .chain(self.draining.iter().map(|d| d.1))
             .chain(self.exchanges.values().filter_map(|e| e.deadline))
             .chain(listen)
+            .chain(self.legacy_due())
             .chain(self.eof_at.map(|t| t + EOF_ANSWER_WAIT))
             .min()
     }

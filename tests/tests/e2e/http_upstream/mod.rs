@@ -15,6 +15,7 @@ use anyhow::{bail, Context, Result};
 use mcp_bridge_tests::{bin, reap, run_driver, wait_until, Ide, Log, Peers};
 use serde_json::{json, Value};
 
+mod legacy;
 mod resume;
 
 const DRIVER_LIMIT: Duration = Duration::from_secs(90);
