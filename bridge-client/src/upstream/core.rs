@@ -21,7 +21,8 @@ use shared::framing::Frame;
 use shared::ingress::{self, Ingress, Msg, MsgKind, Peer, RefusalKind};
 use shared::jsonrpc::{self, Id};
 
-use super::exchange::Outgoing;
+use super::exchange::{Outgoing, RequestMeta};
+use super::params::ParamHeaders;
 use super::sse::SseParser;
 use super::UpstreamEvent;
 use crate::session::core::ide::is_reinit_id;
@@ -185,6 +186,9 @@ pub(crate) struct HttpCore {
     listen: Listen,
     /// IDE requests not answered yet.
     pending: HashSet<Id>,
+    /// Pending 2026-07-28 `tools/list` requests, whose answers teach `params`.
+    tool_lists: HashSet<Id>,
+    params: ParamHeaders,
     /// A 2xx has come from the server.
     ever_ok: bool,
     /// The legacy HTTP+SSE transport, once a POST was refused with 404/405 (`None`:
@@ -223,6 +227,8 @@ impl HttpCore {
             resumes: Vec::new(),
             listen: Listen::Off,
             pending: HashSet::new(),
+            tool_lists: HashSet::new(),
+            params: ParamHeaders::default(),
             ever_ok: false,
             legacy: None,
             events: VecDeque::new(),
@@ -287,6 +293,10 @@ impl HttpCore {
                     self.handshake.initialized = None;
                     self.init_id = Some(id.clone());
                 }
+                let modern = || RequestMeta::of(&msg).version.is_some();
+                if &**method == "tools/list" && self.tool_lists.len() < HELD_MAX && modern() {
+                    self.tool_lists.insert(id.clone());
+                }
                 self.pending.insert(id.clone());
             }
             MsgKind::Notification { method } => {
@@ -296,6 +306,7 @@ impl HttpCore {
                 if &**method == "notifications/cancelled" {
                     // The server suppresses the answer; the IDE expects none.
                     if let Some(id) = jsonrpc::cancelled_request_id(&msg.bytes) {
+                        self.tool_lists.remove(&id);
                         self.pending.remove(&id);
                     }
                 }
@@ -404,6 +415,7 @@ impl HttpCore {
 
     /// Answers `id` with an error if it still waits for an answer.
     fn answer_pending(&mut self, id: &Id, code: i64, message: &str) {
+        self.tool_lists.remove(id);
         if self.pending.remove(id) {
             self.answer(id, code, message);
         }

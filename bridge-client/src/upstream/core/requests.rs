@@ -11,6 +11,7 @@ use super::timers::HEAD_TIMEOUT;
 use super::{Body, Exchange, HttpCore, Listen, Post, Purpose, Resume};
 use crate::session::core::ide::is_reinit_id;
 use crate::upstream::exchange::{self, Outgoing};
+use shared::ingress::MsgKind;
 use shared::jsonrpc::{self, Id};
 
 impl HttpCore {
@@ -33,7 +34,19 @@ impl HttpCore {
         let headers = match legacy {
             Some(_) => exchange::legacy_post_headers(),
             None => {
-                exchange::post_headers(&post.msg, session.as_deref(), self.negotiated.as_deref())
+                let mut h = exchange::post_headers(
+                    &post.msg,
+                    session.as_deref(),
+                    self.negotiated.as_deref(),
+                );
+                if let MsgKind::Request {
+                    tool_name: Some(tool),
+                    ..
+                } = &post.msg.kind
+                {
+                    h.extend(self.params.headers(tool, &post.msg.bytes));
+                }
+                h
             }
         };
         let out = Outgoing {

@@ -270,3 +270,28 @@ fn a_server_that_never_answers_times_out_with_32011_and_frees_the_slot() {
 }
 
 mod legacy;
+
+#[test]
+fn a_modern_tools_list_teaches_the_param_headers_of_later_calls() {
+    let now = Instant::now();
+    let mut c = core();
+    let meta = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}"#;
+    c.on_stdin(line(&format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{{{meta}}}}}"#
+    )));
+    let l = c.poll_request(now).expect("list");
+    c.on_http(l.ex, head(200, Some("application/json"), None), now);
+    c.on_http(l.ex, data(r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[
+        {"name":"sql","inputSchema":{"type":"object","properties":{"region":{"type":"string","x-mcp-header":"Region"}}}},
+        {"name":"bad","inputSchema":{"type":"object","properties":{"f":{"type":"number","x-mcp-header":"F"}}}}]}}"#), now);
+    c.on_http(l.ex, HttpIo::End, now);
+    let out = output(&mut c, now);
+    let tools = out[0]["result"]["tools"].as_array().expect("tools");
+    assert_eq!(tools.len(), 1, "the invalid tool is left out: {out:?}");
+    c.on_stdin(line(&format!(
+        r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"sql","arguments":{{"region":"us-west1"}},{meta}}}}}"#
+    )));
+    let r = c.poll_request(now).expect("call");
+    assert_eq!(r.headers["mcp-param-region"], "us-west1");
+    assert_eq!(r.headers["mcp-name"], "sql");
+}

@@ -348,9 +348,14 @@ impl HttpCore {
             warn!("from the server: {}", r.what);
         }
         match d.action {
-            Ingress::Forward(msg) => {
+            Ingress::Forward(mut msg) => {
                 if let MsgKind::Response { id: Some(id), .. } = &msg.kind {
                     let id = id.clone();
+                    if self.tool_lists.remove(&id) {
+                        if let Some(b) = self.params.learn(&msg.bytes) {
+                            msg.bytes = b;
+                        }
+                    }
                     self.on_answer(&id, &msg.bytes, ex, now);
                     if self.reinit.as_ref() == Some(&id) {
                         debug!("the server answered the replayed initialize");
