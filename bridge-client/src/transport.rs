@@ -176,6 +176,7 @@ pub(crate) async fn open_negotiated(
         }
     };
     let _ = tcp.set_nodelay(true);
+    keep_alive(&tcp);
     match tls {
         None => Ok((Box::new(tcp), false)),
         Some(config) => {
@@ -237,6 +238,20 @@ async fn connect_tunnel(s: &mut TcpStream, host: &str, port: u16, p: &Proxy) -> 
         Ok(())
     } else {
         Err(format!("CONNECT refused: {}", status_line.trim()))
+    }
+}
+
+/// TCP keep-alive on every connection: a peer that vanished is found within about a minute
+/// even while the stream is rightly silent (an SSE body waiting for a long tool call, an idle
+/// tunnel), with no application timer that would cut a live but quiet server.
+fn keep_alive(tcp: &TcpStream) {
+    let ka = socket2::TcpKeepalive::new().with_time(std::time::Duration::from_secs(30));
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let ka = ka
+        .with_interval(std::time::Duration::from_secs(10))
+        .with_retries(3);
+    if let Err(e) = socket2::SockRef::from(tcp).set_tcp_keepalive(&ka) {
+        tracing::debug!("cannot set TCP keep-alive: {e}");
     }
 }
 

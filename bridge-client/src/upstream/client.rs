@@ -17,7 +17,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::legacy::{Client, ResponseFuture};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::exchange::Outgoing;
@@ -30,6 +30,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Idle pooled connections are closed after this (under common load-balancer idle cuts).
 const POOL_IDLE: Duration = Duration::from_secs(50);
+
+/// HTTP/2 connections are pinged this often while streams are open, and dropped when a ping
+/// is not answered as long (HTTP/1.1 relies on TCP keep-alive, set in `transport`).
+const H2_PING: Duration = Duration::from_secs(30);
 
 /// The events of one exchange: the head, body pieces, then the end or an error.
 pub(crate) type Exchange = Pin<Box<dyn Stream<Item = HttpIo> + Send>>;
@@ -56,6 +60,9 @@ impl HttpClient {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE)
             .pool_max_idle_per_host(8)
+            .timer(TokioTimer::new())
+            .http2_keep_alive_interval(H2_PING)
+            .http2_keep_alive_timeout(H2_PING)
             .build(connector);
         HttpClient { client, opts }
     }

@@ -21,17 +21,20 @@ use shared::framing::Frame;
 use shared::ingress::{self, Ingress, Msg, MsgKind, Peer, RefusalKind};
 use shared::jsonrpc::{self, Id};
 
-use super::exchange::Outgoing;
+use super::exchange::{Outgoing, RequestMeta};
+use super::params::ParamHeaders;
 use super::sse::SseParser;
 use super::UpstreamEvent;
 use crate::session::core::ide::is_reinit_id;
 use crate::session::core::{EOF_ANSWER_WAIT, HELD_MAX, OUT_LIMIT};
 use crate::session::stdout::Output;
 
+mod legacy;
 mod requests;
 mod session;
 #[cfg(test)]
 mod tests;
+mod timers;
 mod upstream;
 
 /// HTTP exchanges open at once at most (POSTs, resumed streams, the standalone stream).
@@ -75,6 +78,8 @@ enum Purpose {
     Listen,
     /// The DELETE that ends the session.
     Delete,
+    /// The SSE stream of the legacy HTTP+SSE transport.
+    LegacyStream,
 }
 
 /// How far the response has come.
@@ -107,6 +112,12 @@ struct Exchange {
     retry: Option<Duration>,
     /// Resumes so far of this stream.
     resumes: u32,
+    /// When it is given up on if nothing comes: the head's bound, then a JSON body's idle
+    /// bound; `None` while an SSE body streams (TCP keep-alive finds a dead peer) and for the
+    /// DELETE (the driver bounds it).
+    deadline: Option<Instant>,
+    /// Part of the legacy HTTP+SSE transport (its stream, or a POST to its endpoint).
+    legacy: bool,
 }
 
 /// A resume GET waiting for its time.
@@ -175,8 +186,14 @@ pub(crate) struct HttpCore {
     listen: Listen,
     /// IDE requests not answered yet.
     pending: HashSet<Id>,
+    /// Pending 2026-07-28 `tools/list` requests, whose answers teach `params`.
+    tool_lists: HashSet<Id>,
+    params: ParamHeaders,
     /// A 2xx has come from the server.
     ever_ok: bool,
+    /// The legacy HTTP+SSE transport, once a POST was refused with 404/405 (`None`:
+    /// Streamable HTTP).
+    legacy: Option<legacy::Legacy>,
     events: VecDeque<UpstreamEvent>,
     requests: VecDeque<Outgoing>,
     dropped: Vec<u64>,
@@ -210,7 +227,10 @@ impl HttpCore {
             resumes: Vec::new(),
             listen: Listen::Off,
             pending: HashSet::new(),
+            tool_lists: HashSet::new(),
+            params: ParamHeaders::default(),
             ever_ok: false,
+            legacy: None,
             events: VecDeque::new(),
             requests: VecDeque::new(),
             dropped: Vec::new(),
@@ -273,6 +293,10 @@ impl HttpCore {
                     self.handshake.initialized = None;
                     self.init_id = Some(id.clone());
                 }
+                let modern = || RequestMeta::of(&msg).version.is_some();
+                if &**method == "tools/list" && self.tool_lists.len() < HELD_MAX && modern() {
+                    self.tool_lists.insert(id.clone());
+                }
                 self.pending.insert(id.clone());
             }
             MsgKind::Notification { method } => {
@@ -282,6 +306,7 @@ impl HttpCore {
                 if &**method == "notifications/cancelled" {
                     // The server suppresses the answer; the IDE expects none.
                     if let Some(id) = jsonrpc::cancelled_request_id(&msg.bytes) {
+                        self.tool_lists.remove(&id);
                         self.pending.remove(&id);
                     }
                 }
@@ -302,12 +327,15 @@ impl HttpCore {
         }
         if let Some(i) = self.resumes.iter().position(|r| r.at <= now) {
             let r = self.resumes.swap_remove(i);
-            return self.start_resume(r);
+            return self.start_resume(r, now);
         }
         if let Listen::Due { at, .. } = &self.listen {
             if *at <= now && self.eof_at.is_none() {
-                return Some(self.start_listen());
+                return Some(self.start_listen(now));
             }
+        }
+        if let Some(out) = self.poll_legacy(now) {
+            return out;
         }
         if self.barrier.is_some() {
             return None;
@@ -324,7 +352,7 @@ impl HttpCore {
             }
             None => return None,
         };
-        Some(self.start_post(post))
+        Some(self.start_post(post, now))
     }
 
     /// Exchanges the driver should stop reading (answered, or no longer wanted).
@@ -348,30 +376,6 @@ impl HttpCore {
         self.out.clear();
         self.out_bytes = 0;
         self.in_stdout = 0;
-    }
-
-    /// When to call [`Self::on_timeout`] next.
-    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        let listen = match &self.listen {
-            Listen::Due { at, .. } => Some(*at),
-            _ => None,
-        };
-        self.resumes
-            .iter()
-            .map(|r| r.at)
-            .chain(self.draining.iter().map(|d| d.1))
-            .chain(listen)
-            .chain(self.eof_at.map(|t| t + EOF_ANSWER_WAIT))
-            .min()
-    }
-
-    /// Time passed: answered streams that did not end are let go.
-    pub(crate) fn on_timeout(&mut self, now: Instant) {
-        let (late, keep): (Vec<_>, Vec<_>) = self.draining.drain(..).partition(|d| d.1 <= now);
-        self.draining = keep;
-        for (ex, _) in late {
-            self.drop_exchange(ex);
-        }
     }
 
     fn drop_exchange(&mut self, ex: u64) {
@@ -411,6 +415,7 @@ impl HttpCore {
 
     /// Answers `id` with an error if it still waits for an answer.
     fn answer_pending(&mut self, id: &Id, code: i64, message: &str) {
+        self.tool_lists.remove(id);
         if self.pending.remove(id) {
             self.answer(id, code, message);
         }

@@ -54,6 +54,7 @@ where
     let mut exchanges: HashMap<u64, Exchange> = HashMap::new();
     let mut stop = pin!(stop);
     let mut stopped = false;
+    let mut cursor = 0;
 
     loop {
         let now = Instant::now();
@@ -98,7 +99,7 @@ where
                     core.on_output_failed();
                 }
             },
-            (ex, io) = next_io(&mut exchanges), if want_upstream => {
+            (ex, io) = next_io(&mut exchanges, &mut cursor), if want_upstream => {
                 if matches!(io, HttpIo::End | HttpIo::Error(_)) {
                     exchanges.remove(&ex);
                 }
@@ -140,14 +141,24 @@ where
 }
 
 /// The next event of any exchange; pending while there is none. An exchange whose stream is
-/// exhausted reports its end once.
-async fn next_io(exchanges: &mut HashMap<u64, Exchange>) -> (u64, HttpIo) {
+/// exhausted reports its end once. Fair: each call starts where the last one found an event
+/// (`cursor`), so a stream that always has data cannot starve the others.
+async fn next_io(exchanges: &mut HashMap<u64, Exchange>, cursor: &mut usize) -> (u64, HttpIo) {
     poll_fn(|cx| {
-        for (ex, s) in exchanges.iter_mut() {
-            match s.poll_next_unpin(cx) {
-                Poll::Ready(Some(io)) => return Poll::Ready((*ex, io)),
-                Poll::Ready(None) => return Poll::Ready((*ex, HttpIo::End)),
-                Poll::Pending => {}
+        let n = exchanges.len();
+        let start = if n == 0 { 0 } else { *cursor % n };
+        // Two passes over the same order: from `start` to the end, then the ones before it.
+        for pass in [start..n, 0..start] {
+            let skip = pass.start;
+            let take = pass.len();
+            for (i, (ex, s)) in exchanges.iter_mut().enumerate().skip(skip).take(take) {
+                let io = match s.poll_next_unpin(cx) {
+                    Poll::Ready(Some(io)) => io,
+                    Poll::Ready(None) => HttpIo::End,
+                    Poll::Pending => continue,
+                };
+                *cursor = i + 1;
+                return Poll::Ready((*ex, io));
             }
         }
         Poll::Pending

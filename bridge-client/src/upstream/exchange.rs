@@ -147,6 +147,44 @@ pub(crate) fn post_headers(
     h
 }
 
+/// The headers of a POST to a legacy (2024-11-05) server's endpoint.
+pub(crate) fn legacy_post_headers() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(http::header::ACCEPT, HeaderValue::from_static(ACCEPT_POST));
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h
+}
+
+/// The URL a legacy server's `endpoint` event names, resolved against the URL of its stream
+/// (an absolute path, a path relative to the stream's directory, or a full URL); `None` unless
+/// it is on the same origin, since the token goes with every POST.
+pub(crate) fn resolve_endpoint(base: &http::Uri, endpoint: &str) -> Option<http::Uri> {
+    if endpoint.is_empty() || endpoint.len() > 4096 || endpoint.starts_with("//") {
+        return None;
+    }
+    if endpoint.contains("://") {
+        let u: http::Uri = endpoint.parse().ok()?;
+        let same = u.scheme() == base.scheme() && u.authority() == base.authority();
+        return same.then_some(u);
+    }
+    let path = if endpoint.starts_with('/') {
+        endpoint.to_owned()
+    } else {
+        let p = base.path();
+        let dir = p.rfind('/').map_or("/", |i| &p[..=i]);
+        format!("{dir}{endpoint}")
+    };
+    http::Uri::builder()
+        .scheme(base.scheme()?.clone())
+        .authority(base.authority()?.clone())
+        .path_and_query(path)
+        .build()
+        .ok()
+}
+
 /// The headers of a GET for a stream (the standalone one, or a resume with `last_event_id`).
 pub(crate) fn get_headers(
     session: Option<&str>,
@@ -306,6 +344,29 @@ mod tests {
             encoded_value("=?base64?literal?=").expect("ok"),
             "=?base64?PT9iYXNlNjQ/bGl0ZXJhbD89?="
         );
+    }
+
+    #[test]
+    fn legacy_endpoints_resolve_on_the_same_origin_only() {
+        let base: http::Uri = "http://127.0.0.1:9/a/sse".parse().expect("uri");
+        let r = |e: &str| resolve_endpoint(&base, e).map(|u| u.to_string());
+        assert_eq!(
+            r("/messages/?session_id=ab").as_deref(),
+            Some("http://127.0.0.1:9/messages/?session_id=ab")
+        );
+        assert_eq!(
+            r("msg?s=1").as_deref(),
+            Some("http://127.0.0.1:9/a/msg?s=1")
+        );
+        assert_eq!(
+            r("http://127.0.0.1:9/m").as_deref(),
+            Some("http://127.0.0.1:9/m")
+        );
+        assert_eq!(r("http://evil.example/m"), None);
+        assert_eq!(r("https://127.0.0.1:9/m"), None);
+        assert_eq!(r("//evil.example/m"), None);
+        assert_eq!(r(""), None);
+        assert_eq!(r("/a b"), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //!
 //! - [`sse`]: a sans-IO `text/event-stream` parser;
 //! - [`exchange`]: which headers a message needs and what a response's status means;
+//! - [`params`]: `Mcp-Param-*` headers learnt from the tools' `x-mcp-header` annotations;
 //! - [`core`]: the sans-IO session core (requests in flight, sessions, streams, resumes);
 //! - [`client`]: the hyper client over the tunnel's TCP / proxy / TLS code;
 //! - [`driver`]: the one task that does the I/O the core asks for.
@@ -19,6 +20,7 @@ mod client;
 mod core;
 pub(crate) mod driver;
 mod exchange;
+mod params;
 mod sse;
 
 /// The server asked for credentials (HTTP 401): what an authorizer needs to sign in.

@@ -4,11 +4,14 @@
 
 use bytes::Bytes;
 use http::Method;
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use super::timers::HEAD_TIMEOUT;
 use super::{Body, Exchange, HttpCore, Listen, Post, Purpose, Resume};
 use crate::session::core::ide::is_reinit_id;
 use crate::upstream::exchange::{self, Outgoing};
+use shared::ingress::MsgKind;
 use shared::jsonrpc::{self, Id};
 
 impl HttpCore {
@@ -17,7 +20,7 @@ impl HttpCore {
         self.next_ex
     }
 
-    pub(super) fn start_post(&mut self, post: Post) -> Outgoing {
+    pub(super) fn start_post(&mut self, post: Post, now: Instant) -> Outgoing {
         let ex = self.new_ex();
         let ordered = matches!(
             post.msg.method(),
@@ -27,12 +30,29 @@ impl HttpCore {
             self.barrier = Some(ex);
         }
         let session = self.session.clone();
-        let headers =
-            exchange::post_headers(&post.msg, session.as_deref(), self.negotiated.as_deref());
+        let legacy = self.legacy_post_url();
+        let headers = match legacy {
+            Some(_) => exchange::legacy_post_headers(),
+            None => {
+                let mut h = exchange::post_headers(
+                    &post.msg,
+                    session.as_deref(),
+                    self.negotiated.as_deref(),
+                );
+                if let MsgKind::Request {
+                    tool_name: Some(tool),
+                    ..
+                } = &post.msg.kind
+                {
+                    h.extend(self.params.headers(tool, &post.msg.bytes));
+                }
+                h
+            }
+        };
         let out = Outgoing {
             ex,
             method: Method::POST,
-            url: self.cfg.url.clone(),
+            url: legacy.clone().unwrap_or_else(|| self.cfg.url.clone()),
             headers,
             body: post.msg.bytes.clone(),
         };
@@ -47,12 +67,14 @@ impl HttpCore {
                 last_event_id: None,
                 retry: None,
                 resumes: 0,
+                deadline: Some(now + HEAD_TIMEOUT),
+                legacy: legacy.is_some(),
             },
         );
         out
     }
 
-    pub(super) fn start_resume(&mut self, r: Resume) -> Option<Outgoing> {
+    pub(super) fn start_resume(&mut self, r: Resume, now: Instant) -> Option<Outgoing> {
         if !self.pending.contains(&r.awaiting) && !is_reinit_id(&r.awaiting) {
             return None; // answered (or cancelled) meanwhile
         }
@@ -76,6 +98,8 @@ impl HttpCore {
                 last_event_id: Some(r.last_event_id),
                 retry: r.retry,
                 resumes: r.resumes,
+                deadline: Some(now + HEAD_TIMEOUT),
+                legacy: false,
             },
         );
         Some(Outgoing {
@@ -87,7 +111,7 @@ impl HttpCore {
         })
     }
 
-    pub(super) fn start_listen(&mut self) -> Outgoing {
+    pub(super) fn start_listen(&mut self, now: Instant) -> Outgoing {
         let (last, failures) = match std::mem::replace(&mut self.listen, Listen::Off) {
             Listen::Due {
                 last_event_id,
@@ -113,6 +137,8 @@ impl HttpCore {
                 last_event_id: last,
                 retry: None,
                 resumes: failures,
+                deadline: Some(now + HEAD_TIMEOUT),
+                legacy: false,
             },
         );
         Outgoing {
@@ -153,6 +179,8 @@ impl HttpCore {
                 last_event_id: None,
                 retry: None,
                 resumes: 0,
+                deadline: None,
+                legacy: false,
             },
         );
         Some(Outgoing {

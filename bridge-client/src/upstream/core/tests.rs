@@ -223,3 +223,75 @@ fn discover_on_a_handshake_era_server_is_method_not_found() {
     c.on_http(r.ex, HttpIo::End, now);
     assert_eq!(output(&mut c, now)[0]["error"]["code"], -32601);
 }
+
+#[test]
+fn a_server_that_never_answers_times_out_with_32011_and_frees_the_slot() {
+    let now = Instant::now();
+    let mut c = handshaken(now);
+    c.on_stdin(line(r#"{"jsonrpc":"2.0","id":9,"method":"tools/list"}"#));
+    c.on_stdin(line(r#"{"jsonrpc":"2.0","id":10,"method":"tools/list"}"#));
+    let a = c.poll_request(now).expect("post 9");
+    let b = c.poll_request(now).expect("post 10");
+    while c.poll_dropped().is_some() {}
+    assert_eq!(c.poll_timeout(), Some(now + Duration::from_secs(60)));
+    // 10 answers with an SSE head, then stays silent: that stream has no deadline.
+    c.on_http(b.ex, head(200, Some("text/event-stream"), None), now);
+    let almost = now + Duration::from_secs(59);
+    c.on_timeout(almost);
+    assert!(output(&mut c, almost).is_empty());
+    assert!(c.poll_dropped().is_none());
+    let later = now + Duration::from_secs(60);
+    c.on_timeout(later);
+    assert_eq!(c.poll_dropped(), Some(a.ex), "the driver stops reading it");
+    assert!(c.poll_dropped().is_none());
+    let out = output(&mut c, later);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0]["id"], 9);
+    assert_eq!(out[0]["error"]["code"], -32011);
+    let text = out[0]["error"]["message"].as_str().expect("text");
+    assert!(text.contains("within 60 s"), "{text}");
+    assert_eq!(c.exchanges.len(), 1, "only the SSE stream is left");
+    // A late head for the expired exchange changes nothing.
+    c.on_http(a.ex, head(200, Some("application/json"), None), later);
+    assert!(output(&mut c, later).is_empty());
+    assert_eq!(c.poll_timeout(), None);
+    // A JSON body that stalls after its head gets the same bound for its silence.
+    c.on_stdin(line(r#"{"jsonrpc":"2.0","id":11,"method":"tools/list"}"#));
+    let d = c.poll_request(later).expect("post 11");
+    c.on_http(d.ex, head(200, Some("application/json"), None), later);
+    let mid = later + Duration::from_secs(30);
+    c.on_http(d.ex, data(r#"{"jsonrpc":"2.0","#), mid);
+    c.on_timeout(later + Duration::from_secs(60));
+    assert!(output(&mut c, mid).is_empty(), "data came 30 s in");
+    c.on_timeout(mid + Duration::from_secs(60));
+    let out = output(&mut c, mid);
+    assert_eq!(out[0]["id"], 11);
+    assert_eq!(out[0]["error"]["code"], -32011);
+}
+
+mod legacy;
+
+#[test]
+fn a_modern_tools_list_teaches_the_param_headers_of_later_calls() {
+    let now = Instant::now();
+    let mut c = core();
+    let meta = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}"#;
+    c.on_stdin(line(&format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{{{meta}}}}}"#
+    )));
+    let l = c.poll_request(now).expect("list");
+    c.on_http(l.ex, head(200, Some("application/json"), None), now);
+    c.on_http(l.ex, data(r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[
+        {"name":"sql","inputSchema":{"type":"object","properties":{"region":{"type":"string","x-mcp-header":"Region"}}}},
+        {"name":"bad","inputSchema":{"type":"object","properties":{"f":{"type":"number","x-mcp-header":"F"}}}}]}}"#), now);
+    c.on_http(l.ex, HttpIo::End, now);
+    let out = output(&mut c, now);
+    let tools = out[0]["result"]["tools"].as_array().expect("tools");
+    assert_eq!(tools.len(), 1, "the invalid tool is left out: {out:?}");
+    c.on_stdin(line(&format!(
+        r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"sql","arguments":{{"region":"us-west1"}},{meta}}}}}"#
+    )));
+    let r = c.poll_request(now).expect("call");
+    assert_eq!(r.headers["mcp-param-region"], "us-west1");
+    assert_eq!(r.headers["mcp-name"], "sql");
+}

@@ -12,6 +12,7 @@ use shared::framing::Frame;
 use shared::ingress::{self, Ingress, Msg, MsgKind, Peer};
 use shared::jsonrpc::{self, Id};
 
+use super::timers::HEAD_TIMEOUT;
 use super::{Body, HttpCore, Listen, Post, Purpose, LIMIT_NAME};
 use crate::session::core::ide::is_reinit_id;
 use crate::upstream::exchange::{self, Answer};
@@ -51,6 +52,15 @@ impl HttpCore {
             return;
         };
         let answer = exchange::answer(status, headers, e.sent_session.is_some());
+        if e.legacy {
+            return self.on_legacy_head(ex, status, answer, now);
+        }
+        let refused_post = matches!(answer, Answer::NotStreamable { .. })
+            && matches!(e.purpose, Purpose::Post(_))
+            && (self.legacy.is_some() || (!self.ever_ok && e.sent_session.is_none()));
+        if refused_post {
+            return self.fall_back_to_legacy(ex, status.as_u16(), now);
+        }
         let max = self.cfg.max_message.saturating_add(64 * 1024);
         if status.is_success() {
             self.ever_ok = true;
@@ -64,6 +74,11 @@ impl HttpCore {
             }
         }
         let purpose_is_listen = matches!(e.purpose, Purpose::Listen);
+        // A JSON or error body gets the head's bound again for its silences; an SSE body none.
+        e.deadline = match answer {
+            Answer::Sse => None,
+            _ => Some(now + HEAD_TIMEOUT),
+        };
         match answer {
             Answer::Json => e.body = Body::Json(BytesMut::new()),
             Answer::Sse => {
@@ -106,7 +121,7 @@ impl HttpCore {
                 match purpose {
                     Purpose::Post(p) => self.resend(p),
                     Purpose::Listen => {}
-                    Purpose::Resume | Purpose::Delete => {}
+                    Purpose::Resume | Purpose::Delete | Purpose::LegacyStream => {}
                 }
             }
             Answer::AuthRequired { www_authenticate } => {
@@ -157,6 +172,9 @@ impl HttpCore {
             return;
         };
         let max = self.cfg.max_message;
+        if e.deadline.is_some() {
+            e.deadline = Some(now + HEAD_TIMEOUT);
+        }
         match &mut e.body {
             Body::Json(buf) => {
                 if buf.len() + b.len() > max.saturating_add(64 * 1024) {
@@ -197,7 +215,15 @@ impl HttpCore {
             let next = p.next_event();
             e.last_event_id = p.last_event_id().map(str::to_owned);
             e.retry = p.retry();
+            let legacy = matches!(e.purpose, Purpose::LegacyStream);
             match next {
+                Ok(Some(ev)) if legacy && ev.name == "endpoint" => {
+                    self.on_endpoint(ex, &ev.data, now);
+                }
+                Ok(Some(ev)) if legacy && ev.name == "message" && !ev.data.is_empty() => {
+                    self.on_legacy_message();
+                    self.deliver(ev.data, None, now);
+                }
                 Ok(Some(ev)) => {
                     if ev.name == "message" && !ev.data.is_empty() {
                         self.deliver(ev.data, Some(ex), now);
@@ -208,6 +234,9 @@ impl HttpCore {
                     warn!("{err}; dropping that stream");
                     let awaiting = e.awaiting.clone();
                     self.drop_exchange(ex);
+                    if legacy {
+                        return self.legacy_lost(&err.to_string(), now);
+                    }
                     if let Some(id) = awaiting {
                         let msg = format!("{err} ({LIMIT_NAME})");
                         self.answer_pending(&id, jsonrpc::MESSAGE_TOO_LARGE, &msg);
@@ -219,7 +248,7 @@ impl HttpCore {
     }
 
     /// The body ended (`why` = `None`) or the exchange failed.
-    fn on_end(&mut self, ex: u64, why: Option<String>, now: Instant) {
+    pub(super) fn on_end(&mut self, ex: u64, why: Option<String>, now: Instant) {
         let Some(mut e) = self.exchanges.remove(&ex) else {
             return;
         };
@@ -227,6 +256,10 @@ impl HttpCore {
             self.barrier = None;
         }
         self.draining.retain(|d| d.0 != ex);
+        if matches!(e.purpose, Purpose::LegacyStream) {
+            let why = why.unwrap_or_else(|| "the server ended its stream".into());
+            return self.legacy_lost(&why, now);
+        }
         let url = self.cfg.url.to_string();
         match std::mem::replace(&mut e.body, Body::Done) {
             Body::Head => {
@@ -252,7 +285,7 @@ impl HttpCore {
                             );
                         }
                     }
-                    Purpose::Delete => {}
+                    Purpose::Delete | Purpose::LegacyStream => {}
                 }
             }
             Body::Json(buf) => match why {
@@ -315,9 +348,14 @@ impl HttpCore {
             warn!("from the server: {}", r.what);
         }
         match d.action {
-            Ingress::Forward(msg) => {
+            Ingress::Forward(mut msg) => {
                 if let MsgKind::Response { id: Some(id), .. } = &msg.kind {
                     let id = id.clone();
+                    if self.tool_lists.remove(&id) {
+                        if let Some(b) = self.params.learn(&msg.bytes) {
+                            msg.bytes = b;
+                        }
+                    }
                     self.on_answer(&id, &msg.bytes, ex, now);
                     if self.reinit.as_ref() == Some(&id) {
                         debug!("the server answered the replayed initialize");

@@ -1,7 +1,8 @@
 //! bridge-client's Streamable HTTP upstream (`bridge-client http://…`) against real MCP
 //! servers on loopback: the Python SDK's MCPServer over streamable HTTP and server-everything in
 //! `streamableHttp` mode, with the Python SDK client as the IDE; and the faults the shim must
-//! ride out (a restarted server, an unreachable one).
+//! ride out (a restarted server, an unreachable one; SSE streams cut mid-call in `resume`), and
+//! the legacy HTTP+SSE transport in `legacy`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -13,6 +14,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use mcp_bridge_tests::{bin, reap, run_driver, wait_until, Ide, Log, Peers};
 use serde_json::{json, Value};
+
+mod legacy;
+mod resume;
 
 const DRIVER_LIMIT: Duration = Duration::from_secs(90);
 const READY: Duration = Duration::from_secs(20);
@@ -27,16 +31,27 @@ struct Server {
 impl Server {
     /// tests/peers/py_http_server.py with `transport` on `port` (0: the OS picks).
     fn python(peers: &Peers, transport: &str, port: u16) -> Result<Server> {
+        Server::script(
+            peers,
+            "py_http_server.py",
+            &["--transport", transport],
+            port,
+        )
+    }
+
+    /// A server script in tests/peers that prints `{"port": N}` once it listens.
+    fn script(peers: &Peers, script: &'static str, args: &[&str], port: u16) -> Result<Server> {
         let mut child = Command::new(&peers.python)
-            .arg(peers.script("py_http_server.py"))
-            .args(["--transport", transport, "--port", &port.to_string()])
+            .arg(peers.script(script))
+            .args(args)
+            .args(["--port", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .context("starting py_http_server.py")?;
+            .with_context(|| format!("starting {script}"))?;
         let stderr = Log::default();
-        stderr.drain_from(child.stderr.take().context("stderr")?, "py-http");
+        stderr.drain_from(child.stderr.take().context("stderr")?, script);
         let mut line = String::new();
         BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
         let v: Value = serde_json::from_str(line.trim())
