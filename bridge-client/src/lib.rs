@@ -17,6 +17,7 @@ use shared::carrier::Heartbeat;
 
 mod connect;
 pub mod credentials;
+mod ide_input;
 pub mod oauth;
 pub mod relay_url;
 mod session;

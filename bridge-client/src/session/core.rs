@@ -65,8 +65,7 @@ pub(crate) const RELAY_HOLD: usize = 1 << 20;
 /// Messages kept for the relay (unsent or unacknowledged) at most.
 const SEND_MESSAGES: usize = 1024;
 
-/// Names the limit in `-32012` errors.
-const LIMIT_NAME: &str = "bridge-client's --max-message-size limit";
+use crate::ide_input::LIMIT_NAME;
 
 /// What the core needs to know.
 #[derive(Debug, Clone)]

@@ -4,6 +4,7 @@
 //! happens to the [`Core`] and does what the core says; it decides nothing. No channels and no
 //! other tasks.
 
+use crate::ide_input::{next_line, sleep_until};
 use std::future::Future;
 use std::pin::{pin, Pin};
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use tracing::warn;
 
 use shared::carrier::{Io, WsCarrier};
 use shared::endpoint::Transmit;
-use shared::framing::{Frame, LineReader};
+use shared::framing::LineReader;
 use shared::tunnel::{self, Control};
 
 use super::core::{Core, CoreConfig};
@@ -231,23 +232,6 @@ async fn attempt_done(a: Option<&mut Attempt>) -> Result<(Ws, Welcome), ClientEr
 async fn relay_io(c: Option<&mut WsCarrier<BoxIo>>, recv: bool, send: bool) -> Io {
     match c {
         Some(c) => c.io(recv, send).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The next unit from stdin; `Ok(None)` at its end. Never resolves once stdin is gone.
-async fn next_line<R: AsyncRead + Unpin>(
-    r: Option<&mut LineReader<R>>,
-) -> std::io::Result<Option<Frame>> {
-    match r {
-        Some(r) => r.next_frame().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
     }
 }

@@ -9,16 +9,16 @@
 //! bookkeeping; `requests.rs` builds the requests, `upstream.rs` reads the server's answers,
 //! `session.rs` handles lost sessions and broken streams. No sockets, tasks or clocks.
 
+use crate::ide_input::{from_ide, FromIde};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
 use tokio::time::Instant;
-use tracing::warn;
 
 use shared::framing::Frame;
-use shared::ingress::{self, Ingress, Msg, MsgKind, Peer, RefusalKind};
+use shared::ingress::{Msg, MsgKind};
 use shared::jsonrpc::{self, Id};
 
 use super::exchange::{Outgoing, RequestMeta};
@@ -41,7 +41,7 @@ mod upstream;
 pub(crate) const MAX_EXCHANGES: usize = 32;
 
 /// Names the limit in `-32012` errors.
-const LIMIT_NAME: &str = "bridge-client's --max-message-size limit";
+pub(crate) use crate::ide_input::LIMIT_NAME;
 
 /// What the core needs to know.
 #[derive(Debug, Clone)]
@@ -263,25 +263,10 @@ impl HttpCore {
 
     /// One unit read from stdin: a line, or the head of one over the size limit.
     pub(crate) fn on_stdin(&mut self, frame: Frame) {
-        let d = ingress::decide(frame, Peer::Client, self.cfg.max_message, LIMIT_NAME);
-        if let Some(r) = d.refusal {
-            match r.kind {
-                RefusalKind::Oversize => warn!("{}", r.what),
-                RefusalKind::Batch => warn!("the IDE sent {}; answered with errors", r.what),
-                RefusalKind::Malformed => warn!("the IDE sent an unusable line: {}", r.what),
-            }
-        }
-        match d.action {
-            Ingress::Forward(msg) => self.on_ide_message(msg),
-            Ingress::ReplyToSender(error) => self.push_out(error),
-            Ingress::ReplyToOther { id, error } => self.on_ide_message(Msg {
-                bytes: error,
-                kind: MsgKind::Response {
-                    id: Some(id),
-                    is_error: true,
-                },
-            }),
-            Ingress::Drop => {}
+        match from_ide(frame, self.cfg.max_message) {
+            FromIde::Forward(msg) => self.on_ide_message(msg),
+            FromIde::Reply(error) => self.push_out(error),
+            FromIde::Nothing => {}
         }
     }
 

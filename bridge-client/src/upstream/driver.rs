@@ -3,6 +3,7 @@
 //! answered while requests are out). It feeds what happens to the [`HttpCore`] and does what
 //! the core says; it decides nothing. hyper's pool runs its connections on tasks of its own.
 
+use crate::ide_input::{next_line, sleep_until};
 use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::pin::pin;
@@ -16,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tracing::warn;
 
-use shared::framing::{Frame, LineReader};
+use shared::framing::LineReader;
 
 use super::client::{Exchange, HttpClient};
 use super::core::{HttpConfig, HttpCore};
@@ -164,21 +165,4 @@ async fn next_io(exchanges: &mut HashMap<u64, Exchange>, cursor: &mut usize) -> 
         Poll::Pending
     })
     .await
-}
-
-/// The next unit from stdin; `Ok(None)` at its end. Never resolves once stdin is gone.
-async fn next_line<R: AsyncRead + Unpin>(
-    r: Option<&mut LineReader<R>>,
-) -> std::io::Result<Option<Frame>> {
-    match r {
-        Some(r) => r.next_frame().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
-    }
 }

@@ -2,6 +2,7 @@
 //! (or held back), messages from the relay onto stdout, the handshake kept and replayed on a
 //! new session, and the answers bridge-client gives itself.
 
+use crate::ide_input::{from_ide, FromIde};
 use bytes::Bytes;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -23,26 +24,10 @@ pub(crate) fn is_reinit_id(id: &Id) -> bool {
 impl Core {
     /// One unit read from stdin: a line, or the head of one over the size limit.
     pub(crate) fn on_stdin(&mut self, frame: Frame) {
-        let d = ingress::decide(frame, Peer::Client, self.cfg.max_message, LIMIT_NAME);
-        if let Some(r) = d.refusal {
-            match r.kind {
-                RefusalKind::Oversize => warn!("{}", r.what),
-                RefusalKind::Batch => warn!("the IDE sent {}; answered with errors", r.what),
-                RefusalKind::Malformed => warn!("the IDE sent an unusable line: {}", r.what),
-            }
-        }
-        match d.action {
-            Ingress::Forward(msg) => self.on_ide_message(msg),
-            Ingress::ReplyToSender(error) => self.push_out(error),
-            // The IDE's answer to a tool's request was too large: the tool gets this instead.
-            Ingress::ReplyToOther { id, error } => self.on_ide_message(Msg {
-                bytes: error,
-                kind: MsgKind::Response {
-                    id: Some(id),
-                    is_error: true,
-                },
-            }),
-            Ingress::Drop => {}
+        match from_ide(frame, self.cfg.max_message) {
+            FromIde::Forward(msg) => self.on_ide_message(msg),
+            FromIde::Reply(error) => self.push_out(error),
+            FromIde::Nothing => {}
         }
     }
 
