@@ -178,7 +178,9 @@ impl Authorizer {
                 }
             }
         }
-        if recent(st.last_sign_in) {
+        // Refused only while the token of that sign-in is still held: once a refresh dropped
+        // it (invalid_grant), one new sign-in is the way out, not a loop.
+        if recent(st.last_sign_in) && st.record.is_some() {
             return Err(AuthError::Refused {
                 url: self.key.clone(),
                 reason: shared::log_safe(www_authenticate).into_owned(),
