@@ -1,4 +1,4 @@
-//! The sign-in options as the user gives them (`login`, and later the HTTP upstream's
+//! The sign-in options as the user gives them (`login`, and the HTTP upstream's
 //! `connect`), resolved into [`Options`] before anything touches the network.
 
 use std::path::PathBuf;
