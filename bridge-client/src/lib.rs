@@ -100,6 +100,9 @@ pub struct Options {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Bearer token for the relay, if any.
     pub token: Option<Secret>,
+    /// Sign-in options for an http(s) upstream without a static token: the driver builds an
+    /// [`oauth::Authorizer`] from them (`None`: no sign-in; a 401 is answered at once).
+    pub oauth: Option<oauth::Options>,
     /// Largest message accepted from the IDE or the relay, in bytes.
     pub max_message_size: usize,
     /// WebSocket ping interval and dead-peer timeout.

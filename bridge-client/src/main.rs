@@ -337,3 +337,13 @@ fn init_logging(verbose: u8) {
         .with_filter(shared::no_secret_traces());
     tracing_subscriber::registry().with(layer).init();
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

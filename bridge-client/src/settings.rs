@@ -9,6 +9,7 @@ use http::{HeaderName, HeaderValue};
 
 use shared::carrier::Heartbeat;
 
+use crate::oauth::{AuthError, OAuthArgs};
 use crate::{credentials, relay_url, Backoff, Options, Proxy, Secret};
 
 /// The arguments of `bridge-client [connect] URL`.
@@ -80,6 +81,11 @@ pub struct ConnectArgs {
     /// More log output on stderr: -v debug, -vv trace (default: warnings). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+
+    /// OAuth sign-in for an http(s):// MCP server that asks for it (used when no static token
+    /// is given; --oauth-timeout also bounds, up to 120 s, how long the IDE's requests wait).
+    #[command(flatten)]
+    pub oauth: OAuthArgs,
 }
 
 /// Why the arguments cannot be used; each message says what to change.
@@ -121,6 +127,9 @@ pub enum SettingsError {
     /// The token file holds no token.
     #[error("the token file {0} is empty")]
     EmptyTokenFile(PathBuf),
+    /// The OAuth options cannot be used.
+    #[error(transparent)]
+    OAuth(#[from] AuthError),
 }
 
 /// Why a `Name: value` header cannot be used.
@@ -197,8 +206,14 @@ impl ConnectArgs {
         if token.is_some() && !secure && !relay_url::is_loopback(&host) {
             tracing::warn!("sending the token over unencrypted {scheme}:// to {host}; use a TLS URL so it cannot be read on the way");
         }
+        // A static token wins; otherwise an http(s) upstream signs in when the server asks.
+        let oauth = match upstream {
+            relay_url::Upstream::Http if token.is_none() => Some(self.oauth.resolve()?),
+            _ => None,
+        };
         Ok(Options {
             upstream,
+            oauth,
             token,
             url,
             headers,

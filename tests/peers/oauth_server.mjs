@@ -10,7 +10,8 @@
 //   POST /admin/revoke-refresh-tokens   drops every refresh token (the next refresh gets invalid_grant)
 //   GET  /admin/stats                   {"registrations": n, "authorizations": n, "refreshes": n, "accepted": n, "refused": n}
 // Access tokens are opaque; the resource checks them with the provider's own store, and their
-// audience (RFC 8707 resource indicators).
+// audience (RFC 8707 resource indicators). With a valid token it answers MCP `initialize`,
+// `tools/list` and `tools/call` (one tool, `whoami`) as JSON; notifications get 202, GET 405.
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -156,12 +157,24 @@ rsServer.on('request', async (req, res) => {
       return res.end(JSON.stringify({ error: 'unauthorized' }));
     }
     stats.accepted += 1;
-    let id = null;
-    try { id = JSON.parse(body).id ?? null; } catch { /* not JSON */ }
-    return json(res, 200, {
-      jsonrpc: '2.0', id,
-      result: { protocolVersion: '2025-11-25', capabilities: {}, serverInfo: { name: 'protected-test', version: '1' } },
-    });
+    // A minimal MCP server (stateless, JSON answers): initialize, tools/list, tools/call.
+    if (req.method === 'GET') return json(res, 405, { error: 'no stream here' });
+    if (req.method === 'DELETE') return json(res, 200, {});
+    let msg = {};
+    try { msg = JSON.parse(body); } catch { /* not JSON */ }
+    const id = msg.id ?? null;
+    if (id === null) { res.writeHead(202); return res.end(); }
+    const answer = (result) => json(res, 200, { jsonrpc: '2.0', id, result });
+    switch (msg.method) {
+      case 'initialize':
+        return answer({ protocolVersion: msg.params?.protocolVersion ?? '2025-11-25', capabilities: { tools: {} }, serverInfo: { name: 'protected-test', version: '1' } });
+      case 'tools/list':
+        return answer({ tools: [{ name: 'whoami', description: 'Says who is signed in', inputSchema: { type: 'object', properties: {} } }] });
+      case 'tools/call':
+        return answer({ content: [{ type: 'text', text: `signed in as ${at.accountId}` }] });
+      default:
+        return json(res, 200, { jsonrpc: '2.0', id, error: { code: -32601, message: `no method ${msg.method}` } });
+    }
   } catch (e) {
     process.stderr.write(`oauth_server: ${e.stack}\n`);
     return json(res, 500, { error: 'server_error' });

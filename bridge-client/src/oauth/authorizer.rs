@@ -40,6 +40,8 @@ pub struct Authorizer {
 #[derive(Debug, Default)]
 struct State {
     record: Option<Record>,
+    /// The store was read once (`record` stays `None` when nothing was there).
+    looked: bool,
     last_sign_in: Option<Instant>,
     last_refresh: Option<Instant>,
     /// This process's counts, for `check`.
@@ -134,7 +136,7 @@ impl Authorizer {
     /// signed in (send the request without one, and pass the 401 to `on_unauthorized`).
     pub async fn bearer(&self) -> Result<Option<Secret>, AuthError> {
         let mut st = self.state.lock().await;
-        self.load(&mut st)?;
+        self.load(&mut st, false)?;
         let Some(rec) = &st.record else {
             return Ok(None);
         };
@@ -156,7 +158,7 @@ impl Authorizer {
     pub async fn on_unauthorized(&self, www_authenticate: &str) -> Result<Secret, AuthError> {
         let challenge = parse_bearer(www_authenticate).unwrap_or_default();
         let mut st = self.state.lock().await;
-        self.load(&mut st)?;
+        self.load(&mut st, true)?;
         if !challenge.insufficient_scope() {
             if let Some(rec) = st.record.clone() {
                 if let Some(stored) = store::load(&rec.issuer, &rec.resource)? {
@@ -178,7 +180,9 @@ impl Authorizer {
                 }
             }
         }
-        if recent(st.last_sign_in) {
+        // Refused only while the token of that sign-in is still held: once a refresh dropped
+        // it (invalid_grant), one new sign-in is the way out, not a loop.
+        if recent(st.last_sign_in) && st.record.is_some() {
             return Err(AuthError::Refused {
                 url: self.key.clone(),
                 reason: shared::log_safe(www_authenticate).into_owned(),
@@ -284,9 +288,13 @@ impl Authorizer {
         }
     }
 
-    fn load(&self, st: &mut State) -> Result<(), AuthError> {
-        if st.record.is_none() {
+    /// Reads the stored tokens when none are held: once for `bearer` (a server that needs no
+    /// sign-in costs no keyring lookup per request), each time when `again` (after a 401:
+    /// another process may have signed in meanwhile).
+    fn load(&self, st: &mut State, again: bool) -> Result<(), AuthError> {
+        if st.record.is_none() && (again || !st.looked) {
             st.record = self.stored()?;
+            st.looked = true;
         }
         Ok(())
     }

@@ -1,4 +1,4 @@
-//! The sign-in options as the user gives them (`login`, and later the HTTP upstream's
+//! The sign-in options as the user gives them (`login`, and the HTTP upstream's
 //! `connect`), resolved into [`Options`] before anything touches the network.
 
 use std::path::PathBuf;
@@ -45,7 +45,7 @@ pub struct OAuthArgs {
 
     /// PEM file of a private CA to trust for the OAuth servers (besides the system's roots).
     #[arg(long = "oauth-ca-file", value_name = "FILE")]
-    pub ca_file: Option<PathBuf>,
+    pub oauth_ca_file: Option<PathBuf>,
 }
 
 /// Resolved sign-in options.
@@ -127,7 +127,7 @@ impl OAuthArgs {
             device: self.device,
             sign_in_timeout,
             lock_timeout: sign_in_timeout + Duration::from_secs(30),
-            ca_file: self.ca_file.clone(),
+            ca_file: self.oauth_ca_file.clone(),
             interactive: true,
         })
     }

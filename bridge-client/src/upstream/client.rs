@@ -16,14 +16,16 @@ use http::{HeaderValue, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tracing::warn;
 
 use super::exchange::Outgoing;
 use super::HttpIo;
+use crate::oauth::Authorizer;
 use crate::transport::{self, BoxIo};
-use crate::{ClientError, Options};
+use crate::{ClientError, Options, Secret};
 
 /// How long opening one connection may take (TCP, proxy, TLS).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,16 +40,32 @@ const H2_PING: Duration = Duration::from_secs(30);
 /// The events of one exchange: the head, body pieces, then the end or an error.
 pub(crate) type Exchange = Pin<Box<dyn Stream<Item = HttpIo> + Send>>;
 
-/// A pooled HTTP client with the static headers (token, `-H`).
+/// A pooled HTTP client with the static headers (token, `-H`) and, without a static token,
+/// the authorizer whose current bearer each request takes.
 #[derive(Clone)]
 pub(crate) struct HttpClient {
     client: Client<Connector, Full<Bytes>>,
     opts: Arc<Options>,
+    auth: Option<Arc<Authorizer>>,
+}
+
+type Responding = Pin<
+    Box<
+        dyn Future<Output = Result<http::Response<Incoming>, hyper_util::client::legacy::Error>>
+            + Send,
+    >,
+>;
+
+fn set_bearer(headers: &mut http::HeaderMap, token: &Secret) {
+    if let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {}", token.expose())) {
+        v.set_sensitive(true);
+        headers.insert(http::header::AUTHORIZATION, v);
+    }
 }
 
 impl HttpClient {
     /// A client for `opts` (its URL is http:// or https://).
-    pub(crate) fn new(opts: Arc<Options>) -> HttpClient {
+    pub(crate) fn new(opts: Arc<Options>, auth: Option<Arc<Authorizer>>) -> HttpClient {
         let tls = opts.tls.as_ref().map(|c| {
             let mut c = (**c).clone();
             c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -64,7 +82,7 @@ impl HttpClient {
             .http2_keep_alive_interval(H2_PING)
             .http2_keep_alive_timeout(H2_PING)
             .build(connector);
-        HttpClient { client, opts }
+        HttpClient { client, opts, auth }
     }
 
     /// Starts `out`; its events come from the returned stream.
@@ -77,13 +95,25 @@ impl HttpClient {
             headers.append(name.clone(), value.clone());
         }
         headers.extend(out.headers);
-        if let Some(token) = &self.opts.token {
-            if let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {}", token.expose())) {
-                v.set_sensitive(true);
-                headers.insert(http::header::AUTHORIZATION, v);
+        // A static token wins; else the authorizer's current one (refreshed near expiry).
+        let auth = match &self.opts.token {
+            Some(token) => {
+                set_bearer(headers, token);
+                None
             }
-        }
-        let fut = self.client.request(req);
+            None => self.auth.clone(),
+        };
+        let client = self.client.clone();
+        let fut: Responding = Box::pin(async move {
+            if let Some(a) = auth {
+                match a.bearer().await {
+                    Ok(Some(t)) => set_bearer(req.headers_mut(), &t),
+                    Ok(None) => {}
+                    Err(e) => warn!("sending without a token: {e}"),
+                }
+            }
+            client.request(req).await
+        });
         Box::pin(futures_util::stream::unfold(
             State::Start(fut),
             |state| async move {
@@ -122,7 +152,7 @@ impl HttpClient {
 }
 
 enum State {
-    Start(ResponseFuture),
+    Start(Responding),
     Body(Incoming),
     Done,
 }

@@ -29,9 +29,11 @@ use crate::session::core::ide::is_reinit_id;
 use crate::session::core::{EOF_ANSWER_WAIT, HELD_MAX, OUT_LIMIT};
 use crate::session::stdout::Output;
 
+mod auth;
 mod legacy;
 mod requests;
 mod session;
+use requests::Post;
 #[cfg(test)]
 mod tests;
 mod timers;
@@ -50,6 +52,9 @@ pub(crate) struct HttpConfig {
     pub(crate) url: http::Uri,
     /// Largest message accepted from the IDE or the server.
     pub(crate) max_message: usize,
+    /// How long requests refused with a 401 wait for the authorizer (`None`: there is none;
+    /// they are answered at once).
+    pub(crate) auth_wait: Option<Duration>,
 }
 
 impl HttpConfig {
@@ -57,14 +62,6 @@ impl HttpConfig {
     fn queue_bytes(&self) -> usize {
         4 * self.max_message.max(1 << 20)
     }
-}
-
-/// An IDE message (or a replayed one) to POST.
-#[derive(Debug, Clone)]
-struct Post {
-    msg: Msg,
-    /// Times it met a lost session already.
-    tries: u32,
 }
 
 /// What an exchange is for.
@@ -194,6 +191,8 @@ pub(crate) struct HttpCore {
     /// The legacy HTTP+SSE transport, once a POST was refused with 404/405 (`None`:
     /// Streamable HTTP).
     legacy: Option<legacy::Legacy>,
+    /// A refresh or sign-in the driver is waiting for, and the requests it holds.
+    auth: Option<auth::AuthWait>,
     events: VecDeque<UpstreamEvent>,
     requests: VecDeque<Outgoing>,
     dropped: Vec<u64>,
@@ -231,6 +230,7 @@ impl HttpCore {
             params: ParamHeaders::default(),
             ever_ok: false,
             legacy: None,
+            auth: None,
             events: VecDeque::new(),
             requests: VecDeque::new(),
             dropped: Vec::new(),
@@ -299,7 +299,7 @@ impl HttpCore {
             MsgKind::Response { .. } => {}
         }
         self.queue_bytes += msg.bytes.len();
-        self.queue.push_back(Post { msg, tries: 0 });
+        self.queue.push_back(Post::new(msg));
     }
 
     /// The next HTTP request to make, if one is due and a slot is free.
@@ -307,7 +307,7 @@ impl HttpCore {
         if let Some(r) = self.requests.pop_front() {
             return Some(r);
         }
-        if self.finished || self.exchanges.len() >= MAX_EXCHANGES {
+        if self.finished || self.auth.is_some() || self.exchanges.len() >= MAX_EXCHANGES {
             return None;
         }
         if let Some(i) = self.resumes.iter().position(|r| r.at <= now) {

@@ -6,7 +6,7 @@
 use crate::ide_input::{next_line, sleep_until};
 use std::collections::HashMap;
 use std::future::{poll_fn, Future};
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -15,18 +15,25 @@ use bytes::Buf;
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use shared::framing::LineReader;
 
 use super::client::{Exchange, HttpClient};
 use super::core::{HttpConfig, HttpCore};
-use super::{HttpIo, UpstreamEvent};
+use super::{AuthChallenge, HttpIo, UpstreamEvent};
+use crate::oauth::Authorizer;
 use crate::session::stdout::{Output, Stdout};
 use crate::{ClientError, Options};
 
 /// How long the DELETE that ends the session may take.
 const DELETE_WAIT: Duration = Duration::from_millis(500);
+
+/// The longest the IDE's requests wait for a sign-in (hosts time requests out too).
+const MAX_AUTH_WAIT: Duration = Duration::from_secs(120);
+
+/// A refresh or sign-in under way: `on_unauthorized`, its error made text (never a token).
+type Signing = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 /// Runs the HTTP upstream until stdin ends or `stop` resolves.
 pub(crate) async fn run<R, W, S>(
@@ -44,12 +51,30 @@ where
         url: opts.url.clone(),
         reason: "not a URL".into(),
     })?;
+    let auth = match &opts.oauth {
+        Some(o) => match Authorizer::new(&opts.url, o.clone()) {
+            Ok(a) => Some(Arc::new(a)),
+            Err(e) => {
+                warn!("{e}; a server that asks for sign-in will be answered with an error");
+                None
+            }
+        },
+        None => None,
+    };
+    let auth_wait = auth.as_ref().map(|_| {
+        opts.oauth
+            .as_ref()
+            .map_or(MAX_AUTH_WAIT, |o| o.sign_in_timeout)
+            .min(MAX_AUTH_WAIT)
+    });
     let opts = Arc::new(opts);
-    let client = HttpClient::new(opts.clone());
+    let client = HttpClient::new(opts.clone(), auth.clone());
     let mut core = HttpCore::new(HttpConfig {
         url,
         max_message: opts.max_message_size,
+        auth_wait,
     });
+    let mut signing: Option<Signing> = None;
     let mut stdin = Some(LineReader::new(input, opts.max_message_size));
     let mut stdout = Stdout::new(output);
     let mut exchanges: HashMap<u64, Exchange> = HashMap::new();
@@ -68,15 +93,22 @@ where
         }
         while let Some(event) = core.poll_event() {
             match event {
-                // The seam for the OAuth authorizer: today the core has answered the waiting
-                // requests with a sign-in hint.
-                UpstreamEvent::AuthRequired(c) => warn!(
-                    url = %c.url,
-                    challenge = c.www_authenticate.as_deref().unwrap_or("none"),
-                    "sign-in needed: run `bridge-client login {}`",
-                    c.url
-                ),
+                // The core holds the refused requests until `on_auth_done`.
+                UpstreamEvent::AuthRequired(c) => match &auth {
+                    Some(a) if signing.is_none() => signing = Some(sign_in(a.clone(), c)),
+                    Some(_) => {}
+                    // No authorizer: the core has answered with a sign-in hint.
+                    None => warn!(
+                        url = %c.url,
+                        "sign-in needed: run `bridge-client login {}`",
+                        c.url
+                    ),
+                },
             }
+        }
+        if !core.auth_waiting() {
+            // Done, or the core's wait ran out: a sign-in nobody waits for is dropped.
+            signing = None;
         }
         stdout.fill(&mut core);
         if core.is_done(now) {
@@ -118,10 +150,15 @@ where
                     core.on_stdin_eof(Instant::now());
                 }
             },
+            r = poll_signing(&mut signing), if signing.is_some() => {
+                signing = None;
+                core.on_auth_done(r, Instant::now());
+            }
             () = sleep_until(core.poll_timeout()) => core.on_timeout(Instant::now()),
         }
     }
 
+    drop(signing);
     exchanges.clear();
     if let Some(delete) = core.finish() {
         let mut ex = client.start(delete);
@@ -165,4 +202,30 @@ async fn next_io(exchanges: &mut HashMap<u64, Exchange>, cursor: &mut usize) -> 
         Poll::Pending
     })
     .await
+}
+
+/// Runs the authorizer after a refusal: tokens another process stored, a refresh, or one
+/// sign-in (the authorizer bounds and serializes them).
+fn sign_in(auth: Arc<Authorizer>, c: AuthChallenge) -> Signing {
+    Box::pin(async move {
+        let www = c.www_authenticate.unwrap_or_default();
+        match auth.on_unauthorized(&www).await {
+            Ok(_) => {
+                debug!(
+                    "signed in to {} (or refreshed); sending the held requests again",
+                    c.url
+                );
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    })
+}
+
+/// The sign-in's result; pending while there is none.
+async fn poll_signing(s: &mut Option<Signing>) -> Result<(), String> {
+    match s {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
 }

@@ -233,8 +233,12 @@ pub(crate) enum Answer {
     Accepted,
     /// 404 for a request that carried a session id: the session is gone.
     SessionGone,
-    /// 401: the server wants credentials; `WWW-Authenticate` says how.
-    AuthRequired { www_authenticate: Option<String> },
+    /// 401, or 403 with `error="insufficient_scope"`: the server wants (other) credentials;
+    /// `WWW-Authenticate` says how.
+    AuthRequired {
+        status: u16,
+        www_authenticate: Option<String>,
+    },
     /// 404 or 405 for a request without a session: maybe an HTTP+SSE (2024-11-05) server.
     NotStreamable { status: u16 },
     /// Any other failure; the body (bounded) may hold a JSON-RPC error.
@@ -263,13 +267,23 @@ pub(crate) fn answer(status: StatusCode, headers: &HeaderMap, had_session: bool)
             _ => Answer::Accepted,
         };
     }
+    let www_authenticate = || {
+        headers
+            .get(http::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     match s {
         401 => Answer::AuthRequired {
-            www_authenticate: headers
-                .get(http::header::WWW_AUTHENTICATE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+            status: s,
+            www_authenticate: www_authenticate(),
         },
+        403 if www_authenticate().is_some_and(|w| w.contains("insufficient_scope")) => {
+            Answer::AuthRequired {
+                status: s,
+                www_authenticate: www_authenticate(),
+            }
+        }
         404 if had_session => Answer::SessionGone,
         404 | 405 => Answer::NotStreamable { status: s },
         _ => Answer::Failed { status: s },
@@ -395,11 +409,24 @@ mod tests {
         assert_eq!(
             answer(StatusCode::UNAUTHORIZED, &h, true),
             Answer::AuthRequired {
+                status: 401,
                 www_authenticate: Some(
                     "Bearer resource_metadata=\"https://x/.well-known/y\"".into()
                 )
             }
         );
+        assert_eq!(
+            answer(StatusCode::FORBIDDEN, &h, true),
+            Answer::Failed { status: 403 }
+        );
+        h.insert(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer error=\"insufficient_scope\", scope=\"a b\""),
+        );
+        assert!(matches!(
+            answer(StatusCode::FORBIDDEN, &h, true),
+            Answer::AuthRequired { status: 403, .. }
+        ));
         assert_eq!(
             answer(StatusCode::BAD_GATEWAY, &h, true),
             Answer::Failed { status: 502 }

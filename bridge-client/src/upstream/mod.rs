@@ -10,8 +10,9 @@
 //! - [`client`]: the hyper client over the tunnel's TCP / proxy / TLS code;
 //! - [`driver`]: the one task that does the I/O the core asks for.
 //!
-//! Not here: the WebSocket tunnel (`crate::session`), OAuth (`crate::oauth`, which plugs in
-//! through [`AuthChallenge`]).
+//! Not here: the WebSocket tunnel (`crate::session`), OAuth (`crate::oauth`: the driver owns
+//! an `Authorizer` — each request takes its current bearer, and an [`AuthChallenge`] runs its
+//! `on_unauthorized` while the core holds the refused requests).
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
@@ -23,16 +24,18 @@ mod exchange;
 mod params;
 mod sse;
 
-/// The server asked for credentials (HTTP 401): what an authorizer needs to sign in.
+/// The server asked for credentials (HTTP 401, or 403 `insufficient_scope`): what an
+/// authorizer needs to sign in.
 ///
-/// Today bridge-client answers the waiting requests with an error that says to sign in; an
-/// OAuth authorizer takes this challenge (its `WWW-Authenticate` carries the
-/// `resource_metadata` URL and scopes), obtains a token and lets the driver retry.
+/// With an authorizer, the core holds the refused requests and the driver runs
+/// `Authorizer::on_unauthorized` with this challenge (its `WWW-Authenticate` carries the
+/// `resource_metadata` URL and scopes), then tells the core how it ended. Without one (a
+/// static token was given), the requests have been answered with an error that says to sign in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthChallenge {
     /// The MCP endpoint that refused.
     pub url: String,
-    /// The HTTP status (401).
+    /// The HTTP status (401 or 403).
     pub status: u16,
     /// The `WWW-Authenticate` header, if the server sent one.
     pub www_authenticate: Option<String>,

@@ -11,6 +11,7 @@ mod hosting;
 mod http_upstream;
 mod lifecycle;
 mod oauth;
+mod oauth_upstream;
 mod operations;
 mod peers;
 mod policy;

@@ -17,17 +17,17 @@ use serde_json::Value;
 const T: Duration = Duration::from_secs(60);
 
 /// The authorization server and the protected resource, killed on drop.
-struct OAuthPeer {
+pub(crate) struct OAuthPeer {
     child: Child,
     issuer: String,
-    mcp_url: String,
+    pub(crate) mcp_url: String,
     admin_url: String,
     /// Lock files, and the stand-in browser's log (one line per sign-in).
     dir: TempDir,
 }
 
 impl OAuthPeer {
-    fn start(args: &[&str]) -> Result<OAuthPeer> {
+    pub(crate) fn start(args: &[&str]) -> Result<OAuthPeer> {
         let peers = Peers::require();
         let module = peers.node_modules.join("oidc-provider");
         ensure!(
@@ -76,26 +76,33 @@ impl OAuthPeer {
     }
 
     /// How many times the stand-in browser ran.
-    fn sign_ins(&self) -> usize {
+    pub(crate) fn sign_ins(&self) -> usize {
         std::fs::read_to_string(self.browser_log())
             .map(|s| s.lines().count())
             .unwrap_or(0)
     }
 
-    /// `bridge-client ARGS` with the stand-in browser, not yet waited for.
-    fn client(&self, args: &[&str]) -> Result<Child> {
+    /// `bridge-client ARGS` with the stand-in browser as `$BROWSER`.
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let peers = Peers::require();
         let browser = format!(
             "{} {}",
             peers.python.display(),
             peers.script("oauth_browser.py").display()
         );
-        Ok(Command::new(bin("bridge-client"))
-            .args(args)
+        let mut cmd = Command::new(bin("bridge-client"));
+        cmd.args(args)
             .env("BROWSER", browser)
             .env("OAUTH_BROWSER_LOG", self.browser_log())
             .env("XDG_RUNTIME_DIR", self.dir.path())
-            .env_remove("MCP_BRIDGE_TOKEN")
+            .env_remove("MCP_BRIDGE_TOKEN");
+        cmd
+    }
+
+    /// `bridge-client ARGS` with the stand-in browser, not yet waited for.
+    fn client(&self, args: &[&str]) -> Result<Child> {
+        Ok(self
+            .command(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -108,19 +115,19 @@ impl OAuthPeer {
         Ok(child.wait_with_output()?)
     }
 
-    fn login(&self) -> Result<Output> {
+    pub(crate) fn login(&self) -> Result<Output> {
         self.run(&["login", &self.mcp_url, "--oauth-timeout", "30"])
     }
 
     /// The stored sign-in, read back from the keyring.
-    fn stored(&self) -> Result<Option<Value>> {
+    pub(crate) fn stored(&self) -> Result<Option<Value>> {
         let key = format!("oauth:{} {}", self.issuer, self.mcp_url);
         let raw = bridge_client::credentials::load(&key)?;
         raw.map(|s| serde_json::from_str(s.expose()).context("record"))
             .transpose()
     }
 
-    fn admin(&self, method: &str, path: &str) -> Result<Value> {
+    pub(crate) fn admin(&self, method: &str, path: &str) -> Result<Value> {
         let url = format!("{}{path}", self.admin_url);
         let rest = url.strip_prefix("http://").context("http")?;
         let (host, target) = rest.split_at(rest.find('/').context("path")?);
@@ -145,12 +152,12 @@ impl Drop for OAuthPeer {
     }
 }
 
-fn said(o: &Output) -> String {
+pub(crate) fn said(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// No token of `record` appears in any of `logs`.
-fn no_tokens(record: &Value, logs: &[&str]) -> Result<()> {
+pub(crate) fn no_tokens(record: &Value, logs: &[&str]) -> Result<()> {
     for k in ["access_token", "refresh_token"] {
         if let Some(t) = record[k].as_str() {
             for l in logs {

@@ -69,6 +69,7 @@ async fn stdin_is_read_and_answered_while_a_reconnection_hangs() {
         url: format!("ws://{addr}/mcp/demo"),
         headers: Vec::new(),
         token: None,
+        oauth: None,
         max_message_size: 1 << 20,
         heartbeat: Heartbeat::default(),
         backoff: Backoff::default(),

@@ -8,11 +8,31 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::timers::HEAD_TIMEOUT;
-use super::{Body, Exchange, HttpCore, Listen, Post, Purpose, Resume};
+use super::{Body, Exchange, HttpCore, Listen, Purpose, Resume};
 use crate::session::core::ide::is_reinit_id;
 use crate::upstream::exchange::{self, Outgoing};
-use shared::ingress::MsgKind;
+use shared::ingress::{Msg, MsgKind};
 use shared::jsonrpc::{self, Id};
+
+/// An IDE message (or a replayed one) to POST.
+#[derive(Debug, Clone)]
+pub(super) struct Post {
+    pub(super) msg: Msg,
+    /// Times it met a lost session already.
+    pub(super) tries: u32,
+    /// Sent again after a refresh or a sign-in: another 401 is answered, not waited on.
+    pub(super) after_auth: bool,
+}
+
+impl Post {
+    pub(super) fn new(msg: Msg) -> Post {
+        Post {
+            msg,
+            tries: 0,
+            after_auth: false,
+        }
+    }
+}
 
 impl HttpCore {
     pub(super) fn new_ex(&mut self) -> u64 {

@@ -114,14 +114,14 @@ impl HttpCore {
             return;
         };
         info!("new session: replaying the IDE's initialize");
-        self.replay.push_back(Post { msg, tries: 0 });
+        self.replay.push_back(Post::new(msg));
         self.reinit = Some(id);
     }
 
     /// The replayed initialize is answered (or given up on): the IDE's `initialized` next.
     pub(super) fn release_after_reinit(&mut self) {
         if let Some(msg) = self.handshake.initialized.clone().and_then(Msg::classify) {
-            self.replay.push_back(Post { msg, tries: 0 });
+            self.replay.push_back(Post::new(msg));
         }
     }
 

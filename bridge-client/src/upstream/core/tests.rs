@@ -12,6 +12,7 @@ fn core() -> HttpCore {
     HttpCore::new(HttpConfig {
         url: "http://127.0.0.1:1/mcp".parse().expect("uri"),
         max_message: 1 << 20,
+        auth_wait: None,
     })
 }
 
@@ -269,6 +270,7 @@ fn a_server_that_never_answers_times_out_with_32011_and_frees_the_slot() {
     assert_eq!(out[0]["error"]["code"], -32011);
 }
 
+mod auth;
 mod legacy;
 
 #[test]

@@ -34,12 +34,14 @@ impl HttpCore {
             .chain(listen)
             .chain(self.legacy_due())
             .chain(self.eof_at.map(|t| t + EOF_ANSWER_WAIT))
+            .chain(self.auth.as_ref().map(|a| a.until))
             .min()
     }
 
     /// Time passed: answered streams that did not end are let go; exchanges past their
     /// deadline are given up on.
     pub(crate) fn on_timeout(&mut self, now: Instant) {
+        self.auth_timeout(now);
         let (late, keep): (Vec<_>, Vec<_>) = self.draining.drain(..).partition(|d| d.1 <= now);
         self.draining = keep;
         for (ex, _) in late {

@@ -17,7 +17,7 @@ use super::{Body, HttpCore, Listen, Post, Purpose, LIMIT_NAME};
 use crate::session::core::ide::is_reinit_id;
 use crate::upstream::exchange::{self, Answer};
 use crate::upstream::sse::SseParser;
-use crate::upstream::{AuthChallenge, HttpIo, UpstreamEvent};
+use crate::upstream::HttpIo;
 
 /// How long an answered stream may take to end before it is let go.
 const DRAIN_WAIT: Duration = Duration::from_millis(100);
@@ -124,28 +124,14 @@ impl HttpCore {
                     Purpose::Resume | Purpose::Delete | Purpose::LegacyStream => {}
                 }
             }
-            Answer::AuthRequired { www_authenticate } => {
+            Answer::AuthRequired {
+                status,
+                www_authenticate,
+            } => {
                 let awaiting = e.awaiting.clone();
+                let purpose = std::mem::replace(&mut e.purpose, Purpose::Delete);
                 self.drop_exchange(ex);
-                if purpose_is_listen {
-                    self.listen = Listen::Off;
-                }
-                let url = self.cfg.url.to_string();
-                warn!("the MCP server at {url} needs sign-in (HTTP 401)");
-                self.events
-                    .push_back(UpstreamEvent::AuthRequired(AuthChallenge {
-                        url: url.clone(),
-                        status: 401,
-                        www_authenticate,
-                    }));
-                if let Some(id) = awaiting {
-                    let msg = format!(
-                        "the MCP server at {url} needs sign-in (HTTP 401): run `bridge-client \
-                         login {url}` (or give a token with --token-file or the \
-                         MCP_BRIDGE_TOKEN environment variable), then retry"
-                    );
-                    self.answer_pending(&id, jsonrpc::RELAY_UNAVAILABLE, &msg);
-                }
+                self.on_auth_required(purpose, awaiting, status, www_authenticate, now);
             }
             Answer::NotStreamable { status } | Answer::Failed { status } => {
                 if purpose_is_listen {
@@ -373,7 +359,7 @@ impl HttpCore {
             // request, the server gets this error.
             Ingress::ReplyToSender(error) => {
                 if let Some(msg) = Msg::classify(error) {
-                    self.queue.push_front(Post { msg, tries: 0 });
+                    self.queue.push_front(Post::new(msg));
                 }
             }
             Ingress::ReplyToOther { id, error } => {
