@@ -8,6 +8,7 @@
 mod abuse;
 mod floods;
 mod hosting;
+mod http_carrier;
 mod lifecycle;
 mod operations;
 mod peers;

@@ -1,0 +1,392 @@
+//! The Streamable HTTP carrier of a relay session: the session's "client connection" when the
+//! client speaks MCP Streamable HTTP (spec 2025-11-25) instead of WebSocket.
+//!
+//! The HTTP handlers reach the session's driver task through its [`HttpDoor`] (two bounded
+//! channels: POST bodies, and GET/DELETE); the carrier, owned by the driver, hands each POST
+//! body to the core as one client message (only while the core takes client messages: the
+//! bounded channel is the backpressure) and gives the POST back its answer stream. What the
+//! core sends to the client is routed by [`route::Router`] to the open SSE streams and written
+//! as SSE events with session-wide increasing ids. Deciding about messages is the core's job;
+//! HTTP headers, auth and limits are the HTTP layer's.
+//!
+//! Bounds: messages no stream can take yet wait here (256 messages, max(1 MiB, M) bytes, and
+//! the one that crosses it — the core keeps the rest in its own bounded queue); events handed
+//! to streams and not yet taken by the connection count against one session-wide budget of
+//! max(4 MiB, M) bytes (a semaphore whose permits travel with each event).
+
+pub(crate) mod route;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use shared::carrier::Io;
+use shared::endpoint::Transmit;
+use shared::jsonrpc::Id;
+
+use route::{Dest, Out, Router, StreamId};
+
+/// Messages waiting for a stream.
+const WAIT_MESSAGES: usize = 256;
+/// Events one stream may hold beyond the byte budget's say (a count bound for tiny events).
+const STREAM_EVENTS: usize = 1024;
+/// How often closed streams are noticed and the away timer checked.
+const CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// One SSE event on its way to a connection, holding its share of the session's budget until
+/// the connection takes it.
+pub(crate) struct Chunk {
+    pub(crate) bytes: Bytes,
+    _budget: OwnedSemaphorePermit,
+}
+
+/// An SSE stream's events, for the HTTP response body.
+pub(crate) type Events = mpsc::Receiver<Chunk>;
+
+/// A POST body for the session.
+pub(crate) struct Post {
+    pub(crate) body: Bytes,
+    /// The request's id, if the body is a request (it then gets an answer stream).
+    pub(crate) request: Option<Id>,
+    /// For `notifications/cancelled`: the request cancelled (its stream ends: no answer
+    /// comes, and the client has stopped reading it).
+    pub(crate) cancels: Option<Id>,
+    pub(crate) reply: oneshot::Sender<PostReply>,
+}
+
+/// What became of a POST.
+pub(crate) enum PostReply {
+    /// A notification or response, handed to the core: 202.
+    Accepted,
+    /// A request: its answer (and what relates to it) comes on this stream.
+    Stream(Events),
+    /// A request whose id is already waiting for its answer on this session.
+    DuplicateId,
+}
+
+/// GET and DELETE for the session.
+pub(crate) enum Ctl {
+    /// Open the standalone stream (replacing an earlier one).
+    Get { reply: oneshot::Sender<Events> },
+    /// End the session.
+    Delete { reply: oneshot::Sender<()> },
+}
+
+/// How HTTP handlers reach a session (kept in the registry).
+#[derive(Clone)]
+pub(crate) struct HttpDoor {
+    pub(crate) posts: mpsc::Sender<Post>,
+    pub(crate) ctl: mpsc::Sender<Ctl>,
+}
+
+/// The driver's ends of an [`HttpDoor`].
+pub(crate) struct Inlet {
+    posts: mpsc::Receiver<Post>,
+    ctl: mpsc::Receiver<Ctl>,
+}
+
+/// A door and its inlet. Four POSTs may queue for a busy session; further handlers wait.
+pub(crate) fn door() -> (HttpDoor, Inlet) {
+    let (posts_tx, posts) = mpsc::channel(4);
+    let (ctl_tx, ctl) = mpsc::channel(4);
+    (
+        HttpDoor {
+            posts: posts_tx,
+            ctl: ctl_tx,
+        },
+        Inlet { posts, ctl },
+    )
+}
+
+/// What the carrier is waiting for before it can deliver again.
+#[derive(Debug, Clone, Copy)]
+enum Blocked {
+    /// This many bytes of budget.
+    Budget(u32),
+    /// Room in this stream's channel.
+    Full(StreamId),
+}
+
+/// The carrier: open streams, routing, waiting messages.
+pub(crate) struct HttpCarrier {
+    inlet: Inlet,
+    router: Router,
+    streams: HashMap<StreamId, mpsc::Sender<Chunk>>,
+    waiting: VecDeque<(Out, Bytes)>,
+    waiting_bytes: usize,
+    wait_bytes: usize,
+    budget: Arc<Semaphore>,
+    budget_bytes: usize,
+    blocked: Option<Blocked>,
+    next_event: u64,
+    /// The last request, or when the last stream closed.
+    last_activity: Instant,
+    /// How long a session with no request and no open stream lives on.
+    away: Duration,
+    next_check: Instant,
+}
+
+impl HttpCarrier {
+    /// The carrier of a new session; `max_message` is the tool's limit (M), `away` how long
+    /// the session waits for a client that has no stream open and sends nothing.
+    pub(crate) fn new(
+        inlet: Inlet,
+        max_message: usize,
+        away: Duration,
+        now: Instant,
+    ) -> HttpCarrier {
+        let budget_bytes = max_message.clamp(4 << 20, Semaphore::MAX_PERMITS);
+        HttpCarrier {
+            inlet,
+            router: Router::default(),
+            streams: HashMap::new(),
+            waiting: VecDeque::new(),
+            waiting_bytes: 0,
+            wait_bytes: max_message.max(1 << 20),
+            budget: Arc::new(Semaphore::new(budget_bytes)),
+            budget_bytes,
+            blocked: None,
+            next_event: 0,
+            last_activity: now,
+            away,
+            next_check: now + CHECK_EVERY,
+        }
+    }
+
+    /// Whether a message for the client can be taken now.
+    pub(crate) fn has_room(&self) -> bool {
+        self.waiting.len() < WAIT_MESSAGES && self.waiting_bytes < self.wait_bytes
+    }
+
+    /// Waits for something to do: a POST body for the core (only if `recv`), room for a
+    /// message for the client (only if `send`), or DELETE. GETs and deliveries happen inside.
+    /// Cancel-safe.
+    pub(crate) async fn io(&mut self, recv: bool, send: bool) -> Io {
+        enum Wake {
+            Ctl(Option<Ctl>),
+            Post(Option<Post>),
+            Unblocked,
+        }
+        loop {
+            // GET and DELETE first, even while there is something to send.
+            while let Ok(c) = self.inlet.ctl.try_recv() {
+                if let Some(io) = self.on_ctl(c) {
+                    return io;
+                }
+            }
+            if send && self.has_room() {
+                return Io::Ready;
+            }
+            let wake = {
+                let budget = &self.budget;
+                let streams = &self.streams;
+                let blocked = self.blocked;
+                let unblock = async move {
+                    match blocked {
+                        Some(Blocked::Budget(n)) => {
+                            let _ = budget.acquire_many(n).await;
+                        }
+                        Some(Blocked::Full(s)) => {
+                            if let Some(tx) = streams.get(&s) {
+                                let _ = tx.reserve().await;
+                            }
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    biased;
+                    c = self.inlet.ctl.recv() => Wake::Ctl(c),
+                    () = unblock => Wake::Unblocked,
+                    p = self.inlet.posts.recv(), if recv => Wake::Post(p),
+                }
+            };
+            match wake {
+                Wake::Ctl(None) | Wake::Post(None) => {
+                    return Io::Closed("the session's door was closed".to_owned())
+                }
+                Wake::Ctl(Some(c)) => {
+                    if let Some(io) = self.on_ctl(c) {
+                        return io;
+                    }
+                }
+                Wake::Unblocked => self.pump(),
+                Wake::Post(Some(p)) => {
+                    if let Some(raw) = self.take_post(p) {
+                        return Io::Message(raw);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A GET opens the standalone stream (replacing an earlier one) and gets what waits; a
+    /// DELETE ends the carrier.
+    fn on_ctl(&mut self, c: Ctl) -> Option<Io> {
+        self.last_activity = Instant::now();
+        match c {
+            Ctl::Delete { reply } => {
+                let _ = reply.send(());
+                Some(Io::Closed(
+                    "the client ended the session (HTTP DELETE)".to_owned(),
+                ))
+            }
+            Ctl::Get { reply } => {
+                let (s, replaced) = self.router.open_get();
+                if let Some(old) = replaced {
+                    self.streams.remove(&old);
+                }
+                let (tx, rx) = mpsc::channel(STREAM_EVENTS);
+                if reply.send(rx).is_ok() {
+                    self.streams.insert(s, tx);
+                } else {
+                    self.router.closed(s);
+                }
+                self.pump();
+                None
+            }
+        }
+    }
+
+    /// Opens the POST's stream (for a request) and answers the handler; the body is for the
+    /// core unless the request's id is already waiting for an answer.
+    fn take_post(&mut self, p: Post) -> Option<Bytes> {
+        self.last_activity = Instant::now();
+        if let Some(s) = p.cancels.and_then(|id| self.router.post_for(&id)) {
+            self.close_stream(s);
+        }
+        let Some(id) = p.request else {
+            let _ = p.reply.send(PostReply::Accepted);
+            return Some(p.body);
+        };
+        let Some(s) = self.router.open_post(id) else {
+            let _ = p.reply.send(PostReply::DuplicateId);
+            return None;
+        };
+        let (tx, rx) = mpsc::channel(STREAM_EVENTS);
+        if p.reply.send(PostReply::Stream(rx)).is_ok() {
+            self.streams.insert(s, tx);
+        } else {
+            // The client left before its stream opened: the request still goes to the tool
+            // (leaving is not cancelling), and its answer waits for a GET stream.
+            self.router.closed(s);
+        }
+        self.pump();
+        Some(p.body)
+    }
+
+    /// Takes a message for the client (call only with [`Self::has_room`]).
+    pub(crate) fn send(&mut self, t: Transmit) -> Result<(), String> {
+        let (Transmit::Text(msg) | Transmit::Binary(msg)) = t;
+        self.waiting_bytes += msg.len();
+        self.waiting.push_back((Out::of(&msg), msg));
+        self.pump();
+        Ok(())
+    }
+
+    /// Delivers waiting messages to their streams, in order, until one cannot be delivered
+    /// for want of budget or room (those after it wait too, so no stream sees them out of
+    /// order); messages with no stream stay and are passed over.
+    pub(crate) fn pump(&mut self) {
+        self.blocked = None;
+        let mut i = 0;
+        while i < self.waiting.len() {
+            let Dest::Stream { id, last } = self.router.route(&self.waiting[i].0) else {
+                i += 1;
+                continue;
+            };
+            let Some(tx) = self.streams.get(&id) else {
+                self.router.closed(id);
+                continue;
+            };
+            let event = sse_event(self.next_event + 1, &self.waiting[i].1);
+            let need = u32::try_from(event.len().min(self.budget_bytes)).unwrap_or(u32::MAX);
+            let Ok(permit) = self.budget.clone().try_acquire_many_owned(need) else {
+                self.blocked = Some(Blocked::Budget(need));
+                return;
+            };
+            match tx.try_send(Chunk {
+                bytes: event,
+                _budget: permit,
+            }) {
+                Ok(()) => {
+                    self.next_event += 1;
+                    if let Some((_, msg)) = self.waiting.remove(i) {
+                        self.waiting_bytes -= msg.len();
+                    }
+                    if last {
+                        self.close_stream(id);
+                    }
+                }
+                Err(TrySendError::Full(_)) => {
+                    self.blocked = Some(Blocked::Full(id));
+                    return;
+                }
+                Err(TrySendError::Closed(_)) => self.close_stream(id),
+            }
+        }
+    }
+
+    fn close_stream(&mut self, s: StreamId) {
+        self.streams.remove(&s);
+        self.router.closed(s);
+        if self.router.is_idle() {
+            self.last_activity = Instant::now();
+        }
+    }
+
+    /// When to call [`Self::on_timer`].
+    pub(crate) fn deadline(&self) -> Instant {
+        self.next_check
+    }
+
+    /// Notices streams whose client left; `Err` once the session has had no request and no
+    /// open stream for its away time.
+    pub(crate) fn on_timer(&mut self, now: Instant) -> Result<(), String> {
+        if now < self.next_check {
+            return Ok(());
+        }
+        self.next_check = now + CHECK_EVERY;
+        let gone: Vec<StreamId> = self
+            .router
+            .open()
+            .filter(|s| self.streams.get(s).is_none_or(mpsc::Sender::is_closed))
+            .collect();
+        for s in gone {
+            self.close_stream(s);
+        }
+        if self.router.is_idle() && now >= self.last_activity + self.away {
+            return Err(format!(
+                "no request and no open stream for {}",
+                shared::human_duration(self.away)
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One SSE event: `id`, then the message as `data` lines (a message has no raw line breaks
+/// but JSON may hold a CR or LF as whitespace: each splits a `data` line, which the client
+/// joins with a line feed, a JSON whitespace again).
+fn sse_event(id: u64, msg: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(msg.len() + 32);
+    b.put_slice(b"id: ");
+    b.put_slice(id.to_string().as_bytes());
+    b.put_u8(b'\n');
+    for line in msg.split(|c| *c == b'\n' || *c == b'\r') {
+        b.put_slice(b"data: ");
+        b.put_slice(line);
+        b.put_u8(b'\n');
+    }
+    b.put_u8(b'\n');
+    b.freeze()
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

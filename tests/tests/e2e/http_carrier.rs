@@ -1,0 +1,364 @@
+//! MCP Streamable HTTP (2025-11-25) at `/mcp/<tool>`, beside the WebSocket upgrade: the Python
+//! and TypeScript SDK clients against server-everything hosted by the relay, and raw HTTP for
+//! the refusals (401, 403, 404, 406, 413, 400) and a session's life (initialize, SSE answers,
+//! 202, DELETE freeing the session and reaping its tool).
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use mcp_bridge_tests::{demo_tool, relay_config, run_driver, token_auth, tool_table, Peers, Relay};
+use serde_json::Value;
+
+const DRIVER_LIMIT: Duration = Duration::from_secs(90);
+const ACCEPT_BOTH: (&str, &str) = ("Accept", "application/json, text/event-stream");
+const JSON: (&str, &str) = ("Content-Type", "application/json");
+const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#;
+
+fn http_url(relay: &Relay, tool: &str) -> String {
+    format!("http://{}/mcp/{tool}", relay.addr)
+}
+
+fn checks(summary: &Value) -> Vec<&str> {
+    summary["checks"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+fn assert_checks(summary: &Value, wanted: &[&str]) {
+    let got = checks(summary);
+    for w in wanted {
+        assert!(got.contains(w), "check `{w}` missing from {summary}");
+    }
+}
+
+#[test]
+fn python_sdk_over_streamable_http_with_server_everything() -> Result<()> {
+    let peers = Peers::require();
+    let relay = Relay::start(&tool_table(
+        "everything",
+        &peers.server_everything(),
+        &["stdio"],
+        "",
+    ))?;
+    let mut cmd = Command::new(&peers.python);
+    cmd.arg(peers.script("py_client.py"))
+        .args(["--scenario", "everything", "--mode", "legacy", "--url"])
+        .arg(http_url(&relay, "everything"))
+        .arg("--");
+    let summary = run_driver(&mut cmd, DRIVER_LIMIT)?;
+    assert_checks(
+        &summary,
+        &[
+            "connect",
+            "tools_list_changed",
+            "roots_request_at_startup",
+            "list_tools",
+            "echo",
+            "progress",
+            "resources",
+            "prompts",
+            "cancel",
+            "after_cancel",
+            "sampling",
+            "elicitation",
+            "roots",
+            "ping",
+        ],
+    );
+    // The SDK ends its session with DELETE: the tool is reaped and the slot freed.
+    relay.wait_idle("everything", Duration::from_secs(10))?;
+    Ok(())
+}
+
+#[test]
+fn typescript_sdk_over_streamable_http_with_server_everything() -> Result<()> {
+    let peers = Peers::require();
+    let relay = Relay::start(&tool_table(
+        "everything",
+        &peers.server_everything(),
+        &["stdio"],
+        "",
+    ))?;
+    let mut cmd = Command::new("node");
+    cmd.arg(peers.script("ts_client.mjs"))
+        .args(["--transport", "http", "--scenario", "everything", "--url"])
+        .arg(http_url(&relay, "everything"))
+        .env("PEERS_NODE_MODULES", &peers.node_modules);
+    let summary = run_driver(&mut cmd, DRIVER_LIMIT)?;
+    assert_checks(
+        &summary,
+        &[
+            "connect",
+            "tools_list_changed",
+            "list_tools",
+            "echo",
+            "progress",
+            "sampling",
+            "cancel",
+            "after_cancel",
+            "ping",
+            "close",
+        ],
+    );
+    assert_eq!(summary["session_terminated"], true, "{summary}");
+    relay.wait_idle("everything", Duration::from_secs(10))?;
+    Ok(())
+}
+
+#[test]
+fn refusals_come_before_any_session_with_their_status() -> Result<()> {
+    let auth = token_auth(&[("alice", "alice-token", &["demo"])])?;
+    let config = format!(
+        "[security]\nallowed_origins = [\"https://ide.example\"]\n\n{}\n{auth}",
+        demo_tool("demo", "max_message_size = 4096")
+    );
+    let relay = Relay::start_config(&relay_config("", &config), &[])?;
+    let bearer = ("Authorization", "Bearer alice-token");
+
+    let r = raw(relay.addr, "POST", "/mcp/demo", &[ACCEPT_BOTH, JSON], INIT)?;
+    assert_eq!(r.status, 401, "{r:?}");
+    assert!(
+        r.header("www-authenticate")
+            .is_some_and(|v| v.starts_with("Bearer")),
+        "{r:?}"
+    );
+
+    let evil = ("Origin", "https://evil.example");
+    let r = raw(
+        relay.addr,
+        "POST",
+        "/mcp/demo",
+        &[ACCEPT_BOTH, JSON, bearer, evil],
+        INIT,
+    )?;
+    assert_eq!(r.status, 403, "{r:?}");
+
+    let r = raw(
+        relay.addr,
+        "POST",
+        "/mcp/demo",
+        &[("Accept", "text/html"), JSON, bearer],
+        INIT,
+    )?;
+    assert_eq!(r.status, 406, "{r:?}");
+
+    let unknown = ("Mcp-Session-Id", "00000000000000000000000000000000");
+    let ping = r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#;
+    let r = raw(
+        relay.addr,
+        "POST",
+        "/mcp/demo",
+        &[ACCEPT_BOTH, JSON, bearer, unknown],
+        ping,
+    )?;
+    assert_eq!(r.status, 404, "{r:?}");
+    let r = raw(
+        relay.addr,
+        "POST",
+        "/mcp/demo",
+        &[ACCEPT_BOTH, JSON, bearer],
+        ping,
+    )?;
+    assert_eq!(
+        r.status, 400,
+        "a request other than initialize needs a session: {r:?}"
+    );
+
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":3,"method":"initialize","params":{{"pad":"{}"}}}}"#,
+        "x".repeat(8192)
+    );
+    let r = raw(
+        relay.addr,
+        "POST",
+        "/mcp/demo",
+        &[ACCEPT_BOTH, JSON, bearer],
+        &big,
+    )?;
+    assert_eq!(r.status, 413, "{r:?}");
+    let body: Value = serde_json::from_str(&r.body).context("413 body is JSON-RPC")?;
+    assert!(body["error"]["code"].is_i64(), "{body}");
+
+    let r = raw(
+        relay.addr,
+        "POST",
+        "/mcp/demo",
+        &[ACCEPT_BOTH, JSON, bearer],
+        "[1,2]",
+    )?;
+    assert_eq!(r.status, 400, "a batch is refused: {r:?}");
+    // None of these started a tool.
+    assert!(relay.children().is_empty());
+    Ok(())
+}
+
+#[test]
+fn a_session_lives_from_initialize_to_delete() -> Result<()> {
+    let relay = Relay::start(&demo_tool("demo", ""))?;
+    let r = raw(relay.addr, "POST", "/mcp/demo", &[ACCEPT_BOTH, JSON], INIT)?;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("content-type"), Some("text/event-stream"), "{r:?}");
+    assert_eq!(r.header("x-accel-buffering"), Some("no"), "{r:?}");
+    let sid = r
+        .header("mcp-session-id")
+        .context("Mcp-Session-Id")?
+        .to_owned();
+    let events = sse_events(&r.body);
+    assert_eq!(events.len(), 1, "{r:?}");
+    assert!(events[0].0.is_some(), "events carry ids: {r:?}");
+    assert_eq!(events[0].1["id"], 1);
+    assert!(events[0].1["result"]["serverInfo"].is_object(), "{r:?}");
+    assert_eq!(relay.sessions_active("demo")?, 1.0);
+
+    let session = ("Mcp-Session-Id", sid.as_str());
+    let version = ("MCP-Protocol-Version", "2025-11-25");
+    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    let r = raw(
+        relay.addr,
+        "POST",
+        "/mcp/demo",
+        &[ACCEPT_BOTH, JSON, session, version],
+        initialized,
+    )?;
+    assert_eq!(r.status, 202, "{r:?}");
+
+    let call = r#"{"jsonrpc":"2.0","id":"c1","method":"tools/call","params":{"name":"echo","arguments":{"text":"hi over http"}}}"#;
+    let r = raw(
+        relay.addr,
+        "POST",
+        "/mcp/demo",
+        &[ACCEPT_BOTH, JSON, session, version],
+        call,
+    )?;
+    assert_eq!(r.status, 200, "{r:?}");
+    let events = sse_events(&r.body);
+    let answer = &events.last().context("an answer")?.1;
+    assert_eq!(answer["id"], "c1", "{r:?}");
+    assert!(answer["result"].is_object(), "{r:?}");
+
+    let bad = ("MCP-Protocol-Version", "1999-01-01");
+    let r = raw(
+        relay.addr,
+        "POST",
+        "/mcp/demo",
+        &[ACCEPT_BOTH, JSON, session, bad],
+        call,
+    )?;
+    assert_eq!(r.status, 400, "{r:?}");
+
+    let r = raw(relay.addr, "DELETE", "/mcp/demo", &[session], "")?;
+    assert_eq!(r.status, 200, "{r:?}");
+    relay.wait_idle("demo", Duration::from_secs(10))?;
+    let r = raw(
+        relay.addr,
+        "POST",
+        "/mcp/demo",
+        &[ACCEPT_BOTH, JSON, session, version],
+        call,
+    )?;
+    assert_eq!(r.status, 404, "an ended session is unknown: {r:?}");
+    Ok(())
+}
+
+/// An HTTP answer, its body de-chunked.
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request on its own connection; reads the answer to its end (bounded in time).
+fn raw(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<Resp> {
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    s.write_all(req.as_bytes())?;
+    let mut bytes = Vec::new();
+    s.read_to_end(&mut bytes)?;
+    let text = String::from_utf8(bytes)?;
+    let (head, rest) = text.split_once("\r\n\r\n").context("response head")?;
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .context("status line")?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(rest)?
+    } else {
+        rest.to_owned()
+    };
+    Ok(Resp {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut rest: &str) -> Result<String> {
+    let mut out = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n").context("chunk size")?;
+        let n = usize::from_str_radix(size.trim(), 16)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        if after.len() < n + 2 {
+            bail!("truncated chunk");
+        }
+        out.push_str(&after[..n]);
+        rest = &after[n + 2..];
+    }
+}
+
+/// The events of an SSE body: (id, the JSON of its data), comments skipped.
+fn sse_events(body: &str) -> Vec<(Option<String>, Value)> {
+    body.split("\n\n")
+        .filter_map(|ev| {
+            let mut id = None;
+            let mut data = Vec::new();
+            for line in ev.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = Some(v.trim().to_owned());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push(v.strip_prefix(' ').unwrap_or(v));
+                }
+            }
+            let value = serde_json::from_str(&data.join("\n")).ok()?;
+            Some((id, value))
+        })
+        .collect()
+}
