@@ -17,6 +17,14 @@ pub(crate) enum Carrier {
 }
 
 impl Carrier {
+    /// The carrier's metric label.
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            Carrier::Ws(_) => "ws",
+            Carrier::Http(_) => "http",
+        }
+    }
+
     /// The next event: a message (if `recv`), room to send (if `send`), or the end.
     pub(crate) async fn io(&mut self, recv: bool, send: bool) -> Io {
         match self {

@@ -30,7 +30,7 @@ use super::end::EndReason;
 use super::record::{log_stderr, Recorder};
 use super::{Attach, Carrier, Params};
 use crate::child::{self, ToolProcess};
-use crate::metrics::{ExitLabels, ToolLabel};
+use crate::metrics::{CarrierLabels, ExitLabels, ToolLabel};
 
 /// The relay's WebSocket connections.
 pub(crate) type Socket = TokioIo<Upgraded>;
@@ -69,6 +69,18 @@ pub(crate) async fn run(
     };
     p.metrics.sessions_total.get_or_create(&tool_label).inc();
     p.metrics.sessions_active.get_or_create(&tool_label).inc();
+    let carrier_label = CarrierLabels {
+        tool: p.tool.name.clone(),
+        carrier: first.label(),
+    };
+    p.metrics
+        .carrier_sessions
+        .get_or_create(&carrier_label)
+        .inc();
+    p.metrics
+        .carrier_sessions_active
+        .get_or_create(&carrier_label)
+        .inc();
     let mut rec = Recorder::new(&p);
 
     let mut core = Core::new(
@@ -271,6 +283,10 @@ pub(crate) async fn run(
     // Only now, with the tool reaped, is the slot free.
     p.registry.release(&p.id);
     p.metrics.sessions_active.get_or_create(&tool_label).dec();
+    p.metrics
+        .carrier_sessions_active
+        .get_or_create(&carrier_label)
+        .dec();
     p.metrics
         .session_duration
         .get_or_create(&tool_label)

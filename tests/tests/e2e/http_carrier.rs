@@ -266,6 +266,77 @@ fn a_session_lives_from_initialize_to_delete() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn a_session_is_its_users_alone_and_counts_against_the_same_limits() -> Result<()> {
+    let auth = token_auth(&[
+        ("alice", "alice-token", &["demo"]),
+        ("bob", "bob-token", &["demo"]),
+    ])?;
+    let config = format!("{}\n{auth}", demo_tool("demo", ""));
+    let relay = Relay::start_config(&relay_config("max_sessions_per_user = 1", &config), &[])?;
+    let alice = ("Authorization", "Bearer alice-token");
+    let bob = ("Authorization", "Bearer bob-token");
+
+    let r = raw(
+        relay.addr,
+        "POST",
+        "/mcp/demo",
+        &[ACCEPT_BOTH, JSON, alice],
+        INIT,
+    )?;
+    assert_eq!(r.status, 200, "{r:?}");
+    let sid = r
+        .header("mcp-session-id")
+        .context("Mcp-Session-Id")?
+        .to_owned();
+    let session = ("Mcp-Session-Id", sid.as_str());
+    let metrics = relay.metrics()?;
+    assert_eq!(
+        metrics.get("mcp_bridge_carrier_sessions_active{tool=\"demo\",carrier=\"http\"}"),
+        Some(&1.0),
+        "{metrics:?}"
+    );
+
+    // Someone else's session is as unknown as one that never existed.
+    let ping = r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#;
+    let r = raw(
+        relay.addr,
+        "POST",
+        "/mcp/demo",
+        &[ACCEPT_BOTH, JSON, bob, session],
+        ping,
+    )?;
+    assert_eq!(r.status, 404, "{r:?}");
+    let r = raw(relay.addr, "DELETE", "/mcp/demo", &[bob, session], "")?;
+    assert_eq!(r.status, 404, "{r:?}");
+    assert_eq!(relay.sessions_active("demo")?, 1.0);
+
+    // The per-user limit covers HTTP sessions as it does WebSocket ones.
+    let r = raw(
+        relay.addr,
+        "POST",
+        "/mcp/demo",
+        &[ACCEPT_BOTH, JSON, alice],
+        INIT,
+    )?;
+    assert_eq!(r.status, 429, "{r:?}");
+    // A GET without the event-stream Accept is not Streamable HTTP: the WebSocket path's 426.
+    let r = raw(relay.addr, "GET", "/mcp/demo", &[alice, session], "")?;
+    assert_eq!(r.status, 426, "{r:?}");
+    let r = raw(relay.addr, "DELETE", "/mcp/demo", &[alice, session], "")?;
+    assert_eq!(r.status, 200, "{r:?}");
+    relay.wait_idle("demo", Duration::from_secs(10))?;
+    let r = raw(
+        relay.addr,
+        "POST",
+        "/mcp/demo",
+        &[ACCEPT_BOTH, JSON, bob],
+        INIT,
+    )?;
+    assert_eq!(r.status, 200, "the slot was freed: {r:?}");
+    Ok(())
+}
+
 /// An HTTP answer, its body de-chunked.
 #[derive(Debug)]
 struct Resp {
