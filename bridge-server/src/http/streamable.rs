@@ -179,13 +179,14 @@ fn open(
         relay.limits.resume_window,
         Instant::now(),
     );
-    relay
-        .tracker
-        .spawn(session::run(params, tool_proc, Carrier::Http(http), None).instrument(span));
+    relay.tracker.spawn(
+        session::run(params, tool_proc, Carrier::Http(Box::new(http)), None).instrument(span),
+    );
     Ok((id, door))
 }
 
-/// GET: the standalone stream of the session's messages not tied to a request.
+/// GET: the standalone stream of the session's messages not tied to a request, or, with
+/// `Last-Event-ID`, the stream that event was on, resumed.
 async fn get(
     h: &HeaderMap,
     tool: &ToolConfig,
@@ -193,8 +194,16 @@ async fn get(
     principal: &Principal,
 ) -> Result<Response<Body>, Refusal> {
     let (_, door) = session_of(h, tool, relay, &principal.user)?.ok_or_else(missing_session)?;
+    let last_event_id = h
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
     let (reply, stream) = oneshot::channel();
-    if door.ctl.send(Ctl::Get { reply }).await.is_err() {
+    let get = Ctl::Get {
+        last_event_id,
+        reply,
+    };
+    if door.ctl.send(get).await.is_err() {
         return Err(gone());
     }
     let events = stream.await.map_err(|_| gone())?;

@@ -13,7 +13,7 @@ use super::http::HttpCarrier;
 /// The client side of a session.
 pub(crate) enum Carrier {
     Ws(WsCarrier<Socket>),
-    Http(HttpCarrier),
+    Http(Box<HttpCarrier>),
 }
 
 impl Carrier {

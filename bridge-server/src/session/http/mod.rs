@@ -14,6 +14,7 @@
 //! to streams and not yet taken by the connection count against one session-wide budget of
 //! max(4 MiB, M) bytes (a semaphore whose permits travel with each event).
 
+mod replay;
 pub(crate) mod route;
 
 use std::collections::{HashMap, VecDeque};
@@ -29,12 +30,20 @@ use shared::carrier::Io;
 use shared::endpoint::Transmit;
 use shared::jsonrpc::Id;
 
+use replay::Replay;
 use route::{Dest, Out, Router, StreamId};
 
 /// Messages waiting for a stream.
 const WAIT_MESSAGES: usize = 256;
 /// Events one stream may hold beyond the byte budget's say (a count bound for tiny events).
 const STREAM_EVENTS: usize = 1024;
+/// Events kept for `Last-Event-ID` (with a byte bound of max(1 MiB, M)).
+const REPLAY_EVENTS: usize = 256;
+/// Resumed streams of finished requests, kept open (as a client expects) but sent nothing.
+const PARKED: usize = 4;
+/// How long a POST stream whose connection broke waits for a resume before its answer goes
+/// to the GET stream instead.
+const DETACHED_FOR: Duration = Duration::from_secs(10);
 /// How often closed streams are noticed and the away timer checked.
 const CHECK_EVERY: Duration = Duration::from_secs(5);
 
@@ -42,7 +51,8 @@ const CHECK_EVERY: Duration = Duration::from_secs(5);
 /// the connection takes it.
 pub(crate) struct Chunk {
     pub(crate) bytes: Bytes,
-    _budget: OwnedSemaphorePermit,
+    /// `None` for events held elsewhere already (priming, replayed).
+    _budget: Option<OwnedSemaphorePermit>,
 }
 
 /// An SSE stream's events, for the HTTP response body.
@@ -71,8 +81,12 @@ pub(crate) enum PostReply {
 
 /// GET and DELETE for the session.
 pub(crate) enum Ctl {
-    /// Open the standalone stream (replacing an earlier one).
-    Get { reply: oneshot::Sender<Events> },
+    /// Open the standalone stream (replacing an earlier one), or, with the last event the
+    /// client saw, resume the stream that event was on.
+    Get {
+        last_event_id: Option<u64>,
+        reply: oneshot::Sender<Events>,
+    },
     /// End the session.
     Delete { reply: oneshot::Sender<()> },
 }
@@ -124,6 +138,12 @@ pub(crate) struct HttpCarrier {
     budget_bytes: usize,
     blocked: Option<Blocked>,
     next_event: u64,
+    /// Recent events, for `Last-Event-ID`.
+    replay: Replay,
+    /// Resumed streams of requests already answered: open, silent (oldest closed first).
+    parked: VecDeque<mpsc::Sender<Chunk>>,
+    /// POST streams whose connection broke, and since when.
+    detached: Vec<(StreamId, Instant)>,
     /// The last request, or when the last stream closed.
     last_activity: Instant,
     /// How long a session with no request and no open stream lives on.
@@ -152,6 +172,9 @@ impl HttpCarrier {
             budget_bytes,
             blocked: None,
             next_event: 0,
+            replay: Replay::new(REPLAY_EVENTS, max_message.max(1 << 20)),
+            parked: VecDeque::new(),
+            detached: Vec::new(),
             last_activity: now,
             away,
             next_check: now + CHECK_EVERY,
@@ -236,16 +259,23 @@ impl HttpCarrier {
                     "the client ended the session (HTTP DELETE)".to_owned(),
                 ))
             }
-            Ctl::Get { reply } => {
-                let (s, replaced) = self.router.open_get();
-                if let Some(old) = replaced {
-                    self.streams.remove(&old);
-                }
-                let (tx, rx) = mpsc::channel(STREAM_EVENTS);
-                if reply.send(rx).is_ok() {
-                    self.streams.insert(s, tx);
-                } else {
-                    self.router.closed(s);
+            Ctl::Get {
+                last_event_id,
+                reply,
+            } => {
+                match last_event_id.and_then(|n| self.replay.after(n)) {
+                    Some((s, later)) => self.resume(s, later, reply),
+                    None => {
+                        let (s, replaced) = self.router.open_get();
+                        if let Some(old) = replaced {
+                            self.streams.remove(&old);
+                        }
+                        if let Some(tx) = self.open_stream(s, reply) {
+                            self.streams.insert(s, tx);
+                        } else {
+                            self.router.closed(s);
+                        }
+                    }
                 }
                 self.pump();
                 None
@@ -269,6 +299,11 @@ impl HttpCarrier {
             return None;
         };
         let (tx, rx) = mpsc::channel(STREAM_EVENTS);
+        // The priming event: an id (and no data) the client can resume after.
+        self.next_event += 1;
+        let priming = sse_event(self.next_event, b"");
+        self.replay.push(self.next_event, s, priming.clone());
+        let _ = tx.try_send(self.free_chunk(priming));
         if p.reply.send(PostReply::Stream(rx)).is_ok() {
             self.streams.insert(s, tx);
         } else {
@@ -278,6 +313,53 @@ impl HttpCarrier {
         }
         self.pump();
         Some(p.body)
+    }
+
+    /// A new stream `s` for a GET, answered over `reply`; `None` if the client left already.
+    fn open_stream(
+        &mut self,
+        s: StreamId,
+        reply: oneshot::Sender<Events>,
+    ) -> Option<mpsc::Sender<Chunk>> {
+        let (tx, rx) = mpsc::channel(STREAM_EVENTS);
+        self.next_event += 1;
+        let priming = sse_event(self.next_event, b"");
+        self.replay.push(self.next_event, s, priming.clone());
+        let _ = tx.try_send(self.free_chunk(priming));
+        reply.send(rx).ok().map(|()| tx)
+    }
+
+    /// A GET resumes stream `s`: what followed the client's last event is sent again, then the
+    /// new connection serves the stream if it is still open (the old one is let go); a stream
+    /// whose request was answered is kept open and silent, as a client expects.
+    fn resume(&mut self, s: StreamId, later: Vec<Bytes>, reply: oneshot::Sender<Events>) {
+        let (tx, rx) = mpsc::channel(STREAM_EVENTS.max(later.len()));
+        for event in later {
+            // Held by the replay buffer already: no budget taken twice.
+            let _ = tx.try_send(self.free_chunk(event));
+        }
+        if reply.send(rx).is_err() {
+            return;
+        }
+        if self.router.open().any(|o| o == s) {
+            self.router.attach(s);
+            self.detached.retain(|(d, _)| *d != s);
+            self.streams.insert(s, tx);
+        } else {
+            if self.parked.len() >= PARKED {
+                self.parked.pop_front();
+            }
+            self.parked.retain(|p| !p.is_closed());
+            self.parked.push_back(tx);
+        }
+    }
+
+    /// A chunk that takes none of the budget (a priming event, a replayed one).
+    fn free_chunk(&self, bytes: Bytes) -> Chunk {
+        Chunk {
+            bytes,
+            _budget: None,
+        }
     }
 
     /// Takes a message for the client (call only with [`Self::has_room`]).
@@ -301,10 +383,11 @@ impl HttpCarrier {
                 continue;
             };
             let Some(tx) = self.streams.get(&id) else {
-                self.router.closed(id);
+                self.lost(id);
                 continue;
             };
             let event = sse_event(self.next_event + 1, &self.waiting[i].1);
+            let event_copy = event.clone();
             let need = u32::try_from(event.len().min(self.budget_bytes)).unwrap_or(u32::MAX);
             let Ok(permit) = self.budget.clone().try_acquire_many_owned(need) else {
                 self.blocked = Some(Blocked::Budget(need));
@@ -312,10 +395,11 @@ impl HttpCarrier {
             };
             match tx.try_send(Chunk {
                 bytes: event,
-                _budget: permit,
+                _budget: Some(permit),
             }) {
                 Ok(()) => {
                     self.next_event += 1;
+                    self.replay.push(self.next_event, id, event_copy);
                     if let Some((_, msg)) = self.waiting.remove(i) {
                         self.waiting_bytes -= msg.len();
                     }
@@ -327,8 +411,21 @@ impl HttpCarrier {
                     self.blocked = Some(Blocked::Full(id));
                     return;
                 }
-                Err(TrySendError::Closed(_)) => self.close_stream(id),
+                Err(TrySendError::Closed(_)) => self.lost(id),
             }
+        }
+    }
+
+    /// Stream `s`'s connection is gone: a POST stream waits for a resume a while; any other
+    /// stream is closed.
+    fn lost(&mut self, s: StreamId) {
+        self.streams.remove(&s);
+        if self.router.detach(s) {
+            if !self.detached.iter().any(|(d, _)| *d == s) {
+                self.detached.push((s, Instant::now()));
+            }
+        } else {
+            self.close_stream(s);
         }
     }
 
@@ -355,11 +452,23 @@ impl HttpCarrier {
         let gone: Vec<StreamId> = self
             .router
             .open()
-            .filter(|s| self.streams.get(s).is_none_or(mpsc::Sender::is_closed))
+            .filter(|s| self.streams.get(s).is_some_and(mpsc::Sender::is_closed))
             .collect();
         for s in gone {
+            self.lost(s);
+        }
+        let expired: Vec<StreamId> = self
+            .detached
+            .iter()
+            .filter(|(_, since)| now >= *since + DETACHED_FOR)
+            .map(|(s, _)| *s)
+            .collect();
+        for s in expired {
+            self.detached.retain(|(d, _)| *d != s);
             self.close_stream(s);
         }
+        self.parked.retain(|p| !p.is_closed());
+        self.pump();
         if self.router.is_idle() && now >= self.last_activity + self.away {
             return Err(format!(
                 "no request and no open stream for {}",

@@ -45,6 +45,8 @@ pub(crate) enum Dest {
 pub(crate) struct Router {
     /// POST streams waiting for their answer, oldest first, with the request id each waits for.
     posts: VecDeque<(StreamId, Id)>,
+    /// POST streams whose connection broke: their messages wait for a resume (`Last-Event-ID`).
+    detached: Vec<StreamId>,
     /// The standalone GET stream, if one is open.
     get: Option<StreamId>,
     next: StreamId,
@@ -73,8 +75,24 @@ impl Router {
         self.next
     }
 
+    /// POST stream `s` lost its connection: what goes to it waits for the client to resume it,
+    /// and other messages go elsewhere. Returns whether `s` is a POST stream.
+    pub(crate) fn detach(&mut self, s: StreamId) -> bool {
+        let is_post = self.posts.iter().any(|(id, _)| *id == s);
+        if is_post && !self.detached.contains(&s) {
+            self.detached.push(s);
+        }
+        is_post
+    }
+
+    /// Stream `s` has a connection again.
+    pub(crate) fn attach(&mut self, s: StreamId) {
+        self.detached.retain(|d| *d != s);
+    }
+
     /// Stream `s` is gone (its client stopped listening, or its answer was sent).
     pub(crate) fn closed(&mut self, s: StreamId) {
+        self.detached.retain(|d| *d != s);
         self.posts.retain(|(id, _)| *id != s);
         if self.get == Some(s) {
             self.get = None;
@@ -103,13 +121,18 @@ impl Router {
             Out::Response(id) => self.post_for(id),
             Out::Other => None,
         } {
+            if self.detached.contains(&s) {
+                return Dest::Wait;
+            }
             return Dest::Stream { id: s, last: true };
         }
-        match (self.posts.front(), self.get) {
-            (Some((s, _)), _) if matches!(out, Out::Other) => Dest::Stream {
-                id: *s,
-                last: false,
-            },
+        let live_post = self
+            .posts
+            .iter()
+            .map(|(s, _)| *s)
+            .find(|s| !self.detached.contains(s));
+        match (live_post, self.get) {
+            (Some(s), _) if matches!(out, Out::Other) => Dest::Stream { id: s, last: false },
             (_, Some(g)) => Dest::Stream { id: g, last: false },
             _ => Dest::Wait,
         }
@@ -175,6 +198,23 @@ mod tests {
             r.route(&Out::Response(num(2))),
             Dest::Stream { id: b, last: true }
         );
+    }
+
+    #[test]
+    fn a_detached_post_holds_its_answer_and_others_go_elsewhere() {
+        let mut r = Router::default();
+        let a = r.open_post(num(1)).expect("a");
+        let b = r.open_post(num(2)).expect("b");
+        assert!(r.detach(a));
+        assert_eq!(r.route(&Out::Response(num(1))), Dest::Wait);
+        assert_eq!(r.route(&Out::Other), Dest::Stream { id: b, last: false });
+        r.attach(a);
+        assert_eq!(
+            r.route(&Out::Response(num(1))),
+            Dest::Stream { id: a, last: true }
+        );
+        let (g, _) = r.open_get();
+        assert!(!r.detach(g), "only POST streams wait for a resume");
     }
 
     #[test]

@@ -42,11 +42,12 @@ async fn a_request_gets_related_messages_then_its_answer_and_the_stream_ends() {
     c.send(text(r#"{"method":"notifications/progress"}"#))
         .unwrap();
     c.send(text(r#"{"id":1,"result":{}}"#)).unwrap();
+    assert_eq!(next(&mut s), "id: 1\ndata: \n\n", "the priming event");
     assert_eq!(
         next(&mut s),
-        "id: 1\ndata: {\"method\":\"notifications/progress\"}\n\n"
+        "id: 2\ndata: {\"method\":\"notifications/progress\"}\n\n"
     );
-    assert_eq!(next(&mut s), "id: 2\ndata: {\"id\":1,\"result\":{}}\n\n");
+    assert_eq!(next(&mut s), "id: 3\ndata: {\"id\":1,\"result\":{}}\n\n");
     assert!(matches!(
         s.try_recv(),
         Err(mpsc::error::TryRecvError::Disconnected)
@@ -69,13 +70,20 @@ async fn notifications_are_accepted_and_unrouted_messages_wait_for_a_get() {
     c.send(text(r#"{"id":0,"method":"roots/list"}"#)).unwrap();
     assert_eq!(c.waiting.len(), 1);
     let (reply, stream) = oneshot::channel();
-    door.ctl.send(Ctl::Get { reply }).await.unwrap();
+    door.ctl
+        .send(Ctl::Get {
+            last_event_id: None,
+            reply,
+        })
+        .await
+        .unwrap();
     // The GET is taken while the carrier waits for anything else.
     assert!(matches!(c.io(false, true).await, Io::Ready));
     let mut s = stream.await.unwrap();
+    assert_eq!(next(&mut s), "id: 1\ndata: \n\n", "the priming event");
     assert_eq!(
         next(&mut s),
-        "id: 1\ndata: {\"id\":0,\"method\":\"roots/list\"}\n\n"
+        "id: 2\ndata: {\"id\":0,\"method\":\"roots/list\"}\n\n"
     );
     assert!(c.waiting.is_empty());
 }
@@ -111,4 +119,55 @@ async fn a_full_budget_holds_messages_in_order_until_the_stream_is_read() {
     while s.try_recv().is_ok() {}
     c.pump();
     assert!(c.waiting.is_empty());
+}
+
+async fn get(door: &HttpDoor, c: &mut HttpCarrier, last_event_id: Option<u64>) -> Events {
+    let (reply, stream) = oneshot::channel();
+    door.ctl
+        .send(Ctl::Get {
+            last_event_id,
+            reply,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(c.io(false, true).await, Io::Ready));
+    stream.await.unwrap()
+}
+
+#[tokio::test]
+async fn a_broken_post_stream_is_resumed_with_last_event_id_and_nothing_is_lost() {
+    let (door, mut c) = carrier();
+    let PostReply::Stream(mut s) = post(&door, &mut c, r#"{"id":1,"method":"x"}"#, Some(1)).await
+    else {
+        panic!("expected a stream")
+    };
+    assert_eq!(next(&mut s), "id: 1\ndata: \n\n");
+    c.send(text(r#"{"method":"p1"}"#)).unwrap();
+    // The connection breaks with `p1` unread; the next message finds the stream gone.
+    drop(s);
+    c.send(text(r#"{"method":"p2"}"#)).unwrap();
+    c.send(text(r#"{"id":1,"result":{}}"#)).unwrap();
+    assert_eq!(c.waiting.len(), 2, "p2 and the answer wait for the resume");
+    let mut r = get(&door, &mut c, Some(1)).await;
+    assert_eq!(
+        next(&mut r),
+        "id: 2\ndata: {\"method\":\"p1\"}\n\n",
+        "replayed"
+    );
+    assert_eq!(next(&mut r), "id: 3\ndata: {\"method\":\"p2\"}\n\n");
+    assert_eq!(next(&mut r), "id: 4\ndata: {\"id\":1,\"result\":{}}\n\n");
+    assert!(matches!(
+        r.try_recv(),
+        Err(mpsc::error::TryRecvError::Disconnected)
+    ));
+    // A resume after the answer replays it, and stays open.
+    let mut again = get(&door, &mut c, Some(3)).await;
+    assert_eq!(
+        next(&mut again),
+        "id: 4\ndata: {\"id\":1,\"result\":{}}\n\n"
+    );
+    assert!(matches!(
+        again.try_recv(),
+        Err(mpsc::error::TryRecvError::Empty)
+    ));
 }
