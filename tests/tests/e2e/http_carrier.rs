@@ -337,6 +337,71 @@ fn a_session_is_its_users_alone_and_counts_against_the_same_limits() -> Result<(
     Ok(())
 }
 
+#[test]
+fn a_broken_answer_stream_resumes_with_last_event_id() -> Result<()> {
+    let relay = Relay::start(&demo_tool("demo", ""))?;
+    let r = raw(relay.addr, "POST", "/mcp/demo", &[ACCEPT_BOTH, JSON], INIT)?;
+    let sid = r
+        .header("mcp-session-id")
+        .context("Mcp-Session-Id")?
+        .to_owned();
+    let session = ("Mcp-Session-Id", sid.as_str());
+    let call = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"slow","arguments":{"steps":6,"delay_ms":150},"_meta":{"progressToken":"t"}}}"#;
+    // Read the answer stream up to the first progress event, then break the connection.
+    let mut s = std::net::TcpStream::connect(relay.addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    write!(
+        s,
+        "POST /mcp/demo HTTP/1.1\r\nHost: test\r\nAccept: application/json, text/event-stream\r\n\
+         Content-Type: application/json\r\nMcp-Session-Id: {sid}\r\nContent-Length: {}\r\n\r\n{call}",
+        call.len()
+    )?;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("notifications/progress") {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            bail!("stream ended early: {}", String::from_utf8_lossy(&seen));
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+    drop(s);
+    let text = String::from_utf8_lossy(&seen).into_owned();
+    let last_id = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .last()
+        .context("an event id")?
+        .trim()
+        .to_owned();
+    let resume = ("Last-Event-ID", last_id.as_str());
+    let r = raw(
+        relay.addr,
+        "GET",
+        "/mcp/demo",
+        &[("Accept", "text/event-stream"), session, resume],
+        "",
+    )?;
+    assert_eq!(r.status, 200, "{r:?}");
+    let events = sse_events(&r.body);
+    let progress: Vec<i64> = events
+        .iter()
+        .filter(|(_, v)| v["method"] == "notifications/progress")
+        .filter_map(|(_, v)| v["params"]["progress"].as_i64())
+        .collect();
+    let answer = &events.last().context("the answer")?.1;
+    assert_eq!(answer["id"], 9, "{r:?}");
+    assert!(answer["result"].is_object(), "{r:?}");
+    // Nothing lost, nothing twice: the progress seen before the break, then the rest in order.
+    let before = text.matches("notifications/progress").count() as i64;
+    let want: Vec<i64> = (before + 1..=6).collect();
+    assert_eq!(progress, want, "{r:?}");
+    let r = raw(relay.addr, "DELETE", "/mcp/demo", &[session], "")?;
+    assert_eq!(r.status, 200, "{r:?}");
+    relay.wait_idle("demo", Duration::from_secs(10))?;
+    Ok(())
+}
+
 /// An HTTP answer, its body de-chunked.
 #[derive(Debug)]
 struct Resp {
