@@ -14,6 +14,7 @@
 //! to streams and not yet taken by the connection count against one session-wide budget of
 //! max(4 MiB, M) bytes (a semaphore whose permits travel with each event).
 
+mod door;
 mod replay;
 pub(crate) mod route;
 
@@ -28,8 +29,8 @@ use tokio::time::Instant;
 
 use shared::carrier::Io;
 use shared::endpoint::Transmit;
-use shared::jsonrpc::Id;
 
+pub(crate) use door::{door, Ctl, HttpDoor, Inlet, Post, PostReply};
 use replay::Replay;
 use route::{Dest, Out, Router, StreamId};
 
@@ -57,65 +58,6 @@ pub(crate) struct Chunk {
 
 /// An SSE stream's events, for the HTTP response body.
 pub(crate) type Events = mpsc::Receiver<Chunk>;
-
-/// A POST body for the session.
-pub(crate) struct Post {
-    pub(crate) body: Bytes,
-    /// The request's id, if the body is a request (it then gets an answer stream).
-    pub(crate) request: Option<Id>,
-    /// For `notifications/cancelled`: the request cancelled (its stream ends: no answer
-    /// comes, and the client has stopped reading it).
-    pub(crate) cancels: Option<Id>,
-    pub(crate) reply: oneshot::Sender<PostReply>,
-}
-
-/// What became of a POST.
-pub(crate) enum PostReply {
-    /// A notification or response, handed to the core: 202.
-    Accepted,
-    /// A request: its answer (and what relates to it) comes on this stream.
-    Stream(Events),
-    /// A request whose id is already waiting for its answer on this session.
-    DuplicateId,
-}
-
-/// GET and DELETE for the session.
-pub(crate) enum Ctl {
-    /// Open the standalone stream (replacing an earlier one), or, with the last event the
-    /// client saw, resume the stream that event was on.
-    Get {
-        last_event_id: Option<u64>,
-        reply: oneshot::Sender<Events>,
-    },
-    /// End the session.
-    Delete { reply: oneshot::Sender<()> },
-}
-
-/// How HTTP handlers reach a session (kept in the registry).
-#[derive(Clone)]
-pub(crate) struct HttpDoor {
-    pub(crate) posts: mpsc::Sender<Post>,
-    pub(crate) ctl: mpsc::Sender<Ctl>,
-}
-
-/// The driver's ends of an [`HttpDoor`].
-pub(crate) struct Inlet {
-    posts: mpsc::Receiver<Post>,
-    ctl: mpsc::Receiver<Ctl>,
-}
-
-/// A door and its inlet. Four POSTs may queue for a busy session; further handlers wait.
-pub(crate) fn door() -> (HttpDoor, Inlet) {
-    let (posts_tx, posts) = mpsc::channel(4);
-    let (ctl_tx, ctl) = mpsc::channel(4);
-    (
-        HttpDoor {
-            posts: posts_tx,
-            ctl: ctl_tx,
-        },
-        Inlet { posts, ctl },
-    )
-}
 
 /// What the carrier is waiting for before it can deliver again.
 #[derive(Debug, Clone, Copy)]

@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
+use shared::jsonrpc::Id;
 
 fn carrier() -> (HttpDoor, HttpCarrier) {
     let (door, inlet) = door();

@@ -5,13 +5,15 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+mod raw;
+
 use std::io::{Read, Write};
-use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use mcp_bridge_tests::{demo_tool, relay_config, run_driver, token_auth, tool_table, Peers, Relay};
+use raw::{raw, sse_events};
 use serde_json::Value;
 
 const DRIVER_LIMIT: Duration = Duration::from_secs(90);
@@ -370,7 +372,7 @@ fn a_broken_answer_stream_resumes_with_last_event_id() -> Result<()> {
     let last_id = text
         .lines()
         .filter_map(|l| l.strip_prefix("id: "))
-        .last()
+        .next_back()
         .context("an event id")?
         .trim()
         .to_owned();
@@ -400,101 +402,4 @@ fn a_broken_answer_stream_resumes_with_last_event_id() -> Result<()> {
     assert_eq!(r.status, 200, "{r:?}");
     relay.wait_idle("demo", Duration::from_secs(10))?;
     Ok(())
-}
-
-/// An HTTP answer, its body de-chunked.
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// One HTTP/1.1 request on its own connection; reads the answer to its end (bounded in time).
-fn raw(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Result<Resp> {
-    let mut s = std::net::TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(20)))?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    s.write_all(req.as_bytes())?;
-    let mut bytes = Vec::new();
-    s.read_to_end(&mut bytes)?;
-    let text = String::from_utf8(bytes)?;
-    let (head, rest) = text.split_once("\r\n\r\n").context("response head")?;
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .context("status line")?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked {
-        dechunk(rest)?
-    } else {
-        rest.to_owned()
-    };
-    Ok(Resp {
-        status,
-        headers,
-        body,
-    })
-}
-
-fn dechunk(mut rest: &str) -> Result<String> {
-    let mut out = String::new();
-    loop {
-        let (size, after) = rest.split_once("\r\n").context("chunk size")?;
-        let n = usize::from_str_radix(size.trim(), 16)?;
-        if n == 0 {
-            return Ok(out);
-        }
-        if after.len() < n + 2 {
-            bail!("truncated chunk");
-        }
-        out.push_str(&after[..n]);
-        rest = &after[n + 2..];
-    }
-}
-
-/// The events of an SSE body: (id, the JSON of its data), comments skipped.
-fn sse_events(body: &str) -> Vec<(Option<String>, Value)> {
-    body.split("\n\n")
-        .filter_map(|ev| {
-            let mut id = None;
-            let mut data = Vec::new();
-            for line in ev.lines() {
-                if let Some(v) = line.strip_prefix("id:") {
-                    id = Some(v.trim().to_owned());
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push(v.strip_prefix(' ').unwrap_or(v));
-                }
-            }
-            let value = serde_json::from_str(&data.join("\n")).ok()?;
-            Some((id, value))
-        })
-        .collect()
 }
