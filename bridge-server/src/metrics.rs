@@ -64,6 +64,14 @@ pub(crate) struct ConnectLabels {
     pub(crate) kind: &'static str,
 }
 
+/// Labels of the per-carrier session metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct CarrierLabels {
+    pub(crate) tool: String,
+    /// `ws` (WebSocket, either subprotocol) or `http` (Streamable HTTP).
+    pub(crate) carrier: &'static str,
+}
+
 #[derive(Clone)]
 pub(crate) struct Buckets(fn() -> Histogram);
 
@@ -103,6 +111,10 @@ pub(crate) struct Metrics {
     pub(crate) handshakes_in_progress: Gauge,
     /// Client calls the relay refused itself, by tool and reason (rate_limited, denied, …).
     pub(crate) calls_refused: Family<RefusedLabels, Counter>,
+    /// Sessions held now, by carrier (the unlabelled `sessions_active` stays their sum).
+    pub(crate) carrier_sessions_active: Family<CarrierLabels, Gauge>,
+    /// Sessions opened, by carrier.
+    pub(crate) carrier_sessions: Family<CarrierLabels, Counter>,
 }
 
 /// Labels of `mcp_bridge_calls_refused_total`.
@@ -130,6 +142,8 @@ impl Metrics {
             handshakes_shed: Family::default(),
             handshakes_in_progress: Gauge::default(),
             calls_refused: Family::default(),
+            carrier_sessions_active: Family::default(),
+            carrier_sessions: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -138,6 +152,16 @@ impl Metrics {
             m.sessions_active.clone(),
         );
         registry.register("sessions", "Sessions opened", m.sessions_total.clone());
+        registry.register(
+            "carrier_sessions_active",
+            "Sessions held now, by carrier (ws, http)",
+            m.carrier_sessions_active.clone(),
+        );
+        registry.register(
+            "carrier_sessions",
+            "Sessions opened, by carrier (ws, http)",
+            m.carrier_sessions.clone(),
+        );
         registry.register(
             "session_duration_seconds",
             "How long sessions lasted",

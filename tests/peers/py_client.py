@@ -43,6 +43,7 @@ try:
     import mcp_types as types
     from mcp import Client, StdioServerParameters
     from mcp.client.stdio import stdio_client
+    from mcp.client.streamable_http import streamable_http_client
     from mcp.shared.exceptions import MCPError
     from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 except ImportError as _e:  # pragma: no cover - environment problem
@@ -180,10 +181,11 @@ class _TapWrite:
 
 
 class Wire:
-    """Transport wrapper around stdio_client that records every JSON-RPC message both ways."""
+    """Transport wrapper around stdio_client (or, for a URL, streamable_http_client) that records
+    every JSON-RPC message both ways."""
 
-    def __init__(self, params: StdioServerParameters):
-        self._cm = stdio_client(params)
+    def __init__(self, params: StdioServerParameters | str):
+        self._cm = streamable_http_client(params) if isinstance(params, str) else stdio_client(params)
         self.messages: list[tuple[str, dict[str, Any]]] = []
 
     def record(self, direction: str, item: Any) -> None:
@@ -933,7 +935,7 @@ def main() -> int:
     argv = sys.argv[1:]
     if "--" not in argv and not {"-h", "--help"} & set(argv):
         print("usage: py_client.py --scenario everything|time|demo|restart-everything|restart-time "
-              "[--mode auto|legacy] -- CMD ARGS...",
+              "[--mode auto|legacy] [--url http://...] -- CMD ARGS...",
               file=sys.stderr)
         return 2
     split = argv.index("--") if "--" in argv else len(argv)
@@ -955,9 +957,11 @@ def main() -> int:
                     help="restart-everything: how long after 'go' the in-flight call may take to fail (default 20)")
     ap.add_argument("--retries", type=int, default=5,
                     help="restart-*: retries (0.5 s apart) of a call the bridge answers 'relay unavailable' (default 5)")
+    ap.add_argument("--url", default=None,
+                    help="connect over MCP Streamable HTTP to this URL instead of running CMD ARGS")
     args = ap.parse_args(opts)
-    if not cmd:
-        ap.error("missing server command after --")
+    if not cmd and not args.url:
+        ap.error("missing server command after -- (or --url)")
     if args.mode is None:
         args.mode = "auto" if args.scenario in ("time", "time-policy", "restart-time") else "legacy"
     if args.timeout is None:
@@ -978,13 +982,13 @@ def main() -> int:
 
     # Both SDKs pass only HOME/LOGNAME/PATH/SHELL/TERM/USER to the child by default; hand the whole
     # environment on so a bridge under test sees its config (tokens, RUST_LOG, ...).
-    params = StdioServerParameters(command=cmd[0], args=cmd[1:], env=dict(os.environ))
+    params: Any = args.url or StdioServerParameters(command=cmd[0], args=cmd[1:], env=dict(os.environ))
 
     async def run() -> None:
         with anyio.fail_after(args.timeout):
             await SCENARIOS[args.scenario](args, rep, params)
 
-    log(f"scenario {args.scenario} (mode {args.mode}) against: {' '.join(cmd)}")
+    log(f"scenario {args.scenario} (mode {args.mode}) against: {args.url or ' '.join(cmd)}")
     try:
         anyio.run(run)
     except BaseException as exc:  # noqa: BLE001 - report everything as one JSON line

@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 // A real MCP client (TypeScript SDK @modelcontextprotocol/sdk 1.32.2) that drives a server
-// through a scenario, over stdio (spawning CMD ARGS) or WebSocket (--url, subprotocol "mcp").
+// through a scenario, over stdio (spawning CMD ARGS), WebSocket (--url, subprotocol "mcp") or
+// Streamable HTTP (--transport http --url http://...).
 //
 // Usage:
 //   node tests/peers/ts_client.mjs --transport stdio --scenario everything|demo -- CMD ARGS...
 //   node tests/peers/ts_client.mjs --transport ws --url ws://127.0.0.1:PORT/PATH --scenario everything|demo
+//   node tests/peers/ts_client.mjs --transport http --url http://127.0.0.1:PORT/PATH --scenario everything|demo
 // Options: --timeout SECONDS (overall, default 60), --call-timeout SECONDS (per request, default 20)
 //
 // Modules come from $PEERS_NODE_MODULES (default <repo>/.peers/node/node_modules; see
@@ -77,9 +79,9 @@ for (let i = 0; i < opts.length; i++) {
 report.scenario = args.scenario;
 report.transport = args.transport;
 if (!['everything', 'demo'].includes(args.scenario)) usage('--scenario must be everything or demo');
-if (!['stdio', 'ws'].includes(args.transport)) usage('--transport must be stdio or ws');
+if (!['stdio', 'ws', 'http'].includes(args.transport)) usage('--transport must be stdio, ws or http');
 if (args.transport === 'stdio' && cmd.length === 0) usage('--transport stdio needs the server command after --');
-if (args.transport === 'ws' && !args.url) usage('--transport ws needs --url ws://...');
+if (args.transport !== 'stdio' && !args.url) usage(`--transport ${args.transport} needs --url`);
 if (!(args.timeout > 0) || !(args.callTimeout > 0)) usage('timeouts must be positive numbers');
 
 // ------------------------------------------------------------------ SDK
@@ -95,6 +97,7 @@ const require = createRequire(path.join(path.dirname(NM), '__peers_resolve__.cjs
 const { Client } = require('@modelcontextprotocol/sdk/client/index.js');
 const { StdioClientTransport } = require('@modelcontextprotocol/sdk/client/stdio.js');
 const { WebSocketClientTransport } = require('@modelcontextprotocol/sdk/client/websocket.js');
+const { StreamableHTTPClientTransport } = require('@modelcontextprotocol/sdk/client/streamableHttp.js');
 const { CreateMessageRequestSchema, ToolListChangedNotificationSchema, McpError } = require('@modelcontextprotocol/sdk/types.js');
 const sdkVersion = JSON.parse(fs.readFileSync(path.join(NM, '@modelcontextprotocol', 'sdk', 'package.json'), 'utf8')).version;
 report.info.sdk_version = sdkVersion;
@@ -146,6 +149,9 @@ async function scenario() {
     report.info.server_cmd = cmd;
     // On a failed check we exit at once: do not leave the spawned server behind.
     cleanups.push(() => { if (inner.pid) process.kill(inner.pid, 'SIGKILL'); });
+  } else if (args.transport === 'http') {
+    inner = new StreamableHTTPClientTransport(new URL(args.url));
+    report.info.url = args.url;
   } else {
     inner = new WebSocketClientTransport(new URL(args.url));
     report.info.url = args.url;
@@ -316,6 +322,11 @@ async function scenario() {
   // ---- close
   begin('close');
   const pid = args.transport === 'stdio' ? inner.pid : null;
+  if (args.transport === 'http') {
+    // Streamable HTTP: end the server's session (DELETE) before closing.
+    await withTimeout(inner.terminateSession(), 5000, 'close', 'terminateSession()');
+    report.info.session_terminated = true;
+  }
   await withTimeout(client.close(), 8000, 'close', 'client.close()');
   await withTimeout(tap.closedPromise, 3000, 'close', 'transport onclose');
   if (pid) {
@@ -333,7 +344,7 @@ const watchdog = setTimeout(() => fail(3, report.current, `overall timeout of ${
 watchdog.unref();
 process.on('unhandledRejection', (e) => log(`unhandled rejection: ${e?.stack ?? e}`));
 
-log(`scenario ${args.scenario} over ${args.transport} (sdk ${sdkVersion}) ${args.transport === 'ws' ? args.url : cmd.join(' ')}`);
+log(`scenario ${args.scenario} over ${args.transport} (sdk ${sdkVersion}) ${args.transport === 'stdio' ? cmd.join(' ') : args.url}`);
 try {
   await scenario();
 } catch (e) {

@@ -28,9 +28,9 @@ use shared::tunnel::{self, Control};
 use super::core::{Core, CoreConfig};
 use super::end::EndReason;
 use super::record::{log_stderr, Recorder};
-use super::{Attach, Params};
+use super::{Attach, Carrier, Params};
 use crate::child::{self, ToolProcess};
-use crate::metrics::{ExitLabels, ToolLabel};
+use crate::metrics::{CarrierLabels, ExitLabels, ToolLabel};
 
 /// The relay's WebSocket connections.
 pub(crate) type Socket = TokioIo<Upgraded>;
@@ -49,8 +49,8 @@ const SHED_AFTER: Duration = Duration::from_secs(1);
 pub(crate) async fn run(
     p: Params,
     mut tool: ToolProcess,
-    first: WsCarrier<Socket>,
-    mut attach_rx: mpsc::Receiver<Attach>,
+    first: Carrier,
+    mut attach_rx: Option<mpsc::Receiver<Attach>>,
 ) {
     let started = Instant::now();
     if let Some(stderr) = tool.stderr.take() {
@@ -69,6 +69,18 @@ pub(crate) async fn run(
     };
     p.metrics.sessions_total.get_or_create(&tool_label).inc();
     p.metrics.sessions_active.get_or_create(&tool_label).inc();
+    let carrier_label = CarrierLabels {
+        tool: p.tool.name.clone(),
+        carrier: first.label(),
+    };
+    p.metrics
+        .carrier_sessions
+        .get_or_create(&carrier_label)
+        .inc();
+    p.metrics
+        .carrier_sessions_active
+        .get_or_create(&carrier_label)
+        .inc();
     let mut rec = Recorder::new(&p);
 
     let mut core = Core::new(
@@ -87,18 +99,15 @@ pub(crate) async fn run(
         },
         Instant::now(),
     );
-    let mut carrier: Option<WsCarrier<Socket>> = Some(first);
+    let mut carrier: Option<Carrier> = Some(first);
     let mut drained = false;
 
     while !core.check_done() {
         let now = Instant::now();
-        let deadline = [
-            core.poll_timeout(),
-            carrier.as_ref().map(WsCarrier::deadline),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
+        let deadline = [core.poll_timeout(), carrier.as_ref().map(Carrier::deadline)]
+            .into_iter()
+            .flatten()
+            .min();
         let want_client = core.wants_client();
         let want_send = core.wants_client_transmit(now);
         tokio::select! {
@@ -108,13 +117,16 @@ pub(crate) async fn run(
                 drained = true;
                 core.on_drain();
             }
-            attach = attach_rx.recv() => {
-                let Some(attach) = attach else { continue };
+            attach = next_attach(attach_rx.as_mut()) => {
+                let Some(attach) = attach else {
+                    attach_rx = None;
+                    continue;
+                };
                 if carrier.take().is_some() {
                     debug!("a new connection replaces the current one");
                 }
                 match core.on_attach(attach.last_seq, Instant::now()) {
-                    Ok(()) => carrier = Some(attach.carrier),
+                    Ok(()) => carrier = Some(Carrier::Ws(attach.carrier)),
                     Err(why) => {
                         let end = Transmit::Binary(tunnel::encode_control(&Control::End { reason: why.clone() }));
                         let frame = close_frame(tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Policy, &why);
@@ -216,9 +228,11 @@ pub(crate) async fn run(
         rec.record(e);
     }
     p.registry.ending(&p.id, &reason.to_string());
-    attach_rx.close();
+    if let Some(rx) = attach_rx.as_mut() {
+        rx.close();
+    }
     // Connections handed over after the end was decided are told why.
-    while let Ok(late) = attach_rx.try_recv() {
+    while let Some(late) = attach_rx.as_mut().and_then(|rx| rx.try_recv().ok()) {
         let end = Transmit::Binary(tunnel::encode_control(&Control::End {
             reason: reason.to_string(),
         }));
@@ -231,8 +245,21 @@ pub(crate) async fn run(
     // Close the tool's stdin first: a tool that follows the MCP stdio shutdown order exits by
     // itself on EOF.
     drop(stdin);
-    if let Some(c) = carrier {
-        flush_and_close(c, &mut core, p.framing, &reason).await;
+    match carrier {
+        Some(Carrier::Ws(c)) => flush_and_close(c, &mut core, p.framing, &reason).await,
+        Some(Carrier::Http(mut c)) => {
+            // The answers to calls still in flight go to their streams; then every stream ends.
+            let now = Instant::now();
+            while c.has_room() {
+                match core.poll_client_transmit(now) {
+                    Some(t) => {
+                        let _ = c.send(t);
+                    }
+                    None => break,
+                }
+            }
+        }
+        None => {}
     }
     let mut how = "ended";
     if !exited {
@@ -256,6 +283,10 @@ pub(crate) async fn run(
     // Only now, with the tool reaped, is the slot free.
     p.registry.release(&p.id);
     p.metrics.sessions_active.get_or_create(&tool_label).dec();
+    p.metrics
+        .carrier_sessions_active
+        .get_or_create(&carrier_label)
+        .dec();
     p.metrics
         .session_duration
         .get_or_create(&tool_label)
@@ -324,8 +355,17 @@ fn close_frame(
     }
 }
 
+/// The next connection handed over to resume this session; never resolves for a session no
+/// connection can resume.
+async fn next_attach(rx: Option<&mut mpsc::Receiver<Attach>>) -> Option<Attach> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The carrier's next event; never resolves without a connection.
-async fn client_io(c: Option<&mut WsCarrier<Socket>>, recv: bool, send: bool) -> Io {
+async fn client_io(c: Option<&mut Carrier>, recv: bool, send: bool) -> Io {
     match c {
         Some(c) => c.io(recv, send).await,
         None => std::future::pending().await,

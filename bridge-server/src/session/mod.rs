@@ -1,5 +1,6 @@
 //! Relay sessions: a tool process on one side, and on the other a client that may come and go
-//! (subprotocol `mcp-bridge.v1`) or stays for the session's life (plain `mcp`).
+//! (subprotocol `mcp-bridge.v1`), stays for the session's life (plain `mcp`), or sends HTTP
+//! requests to it (Streamable HTTP: [`http`]).
 //!
 //! [`core`] decides (sans-IO), with the calls in flight in [`pending`] and the tool's input in
 //! [`tool_queue`], and says what happened in [`event`]s; [`driver`] is the one task per session
@@ -7,10 +8,12 @@
 //! table of sessions and their limits; [`end`] says why a session ended. Authenticating,
 //! routing and spawning are the HTTP layer's job.
 
+mod carrier;
 mod core;
 mod driver;
 mod end;
 mod event;
+pub(crate) mod http;
 mod pending;
 mod record;
 mod registry;
@@ -24,8 +27,10 @@ use shared::endpoint::Framing;
 use crate::config::{Limits, ToolConfig};
 use crate::metrics::Metrics;
 
+pub(crate) use carrier::Carrier;
 pub(crate) use driver::{run, Socket};
-pub(crate) use registry::{Over, Registry, ResumeRefusal, SessionLimits, Shutdown};
+pub(crate) use http::HttpDoor;
+pub(crate) use registry::{Door, Over, Registry, ResumeRefusal, SessionLimits, Shutdown};
 
 /// A client connection being handed to an existing session.
 pub(crate) struct Attach {

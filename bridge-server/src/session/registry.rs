@@ -9,7 +9,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::Attach;
+use super::{Attach, HttpDoor};
 
 /// How many ended sessions are remembered, so a returning client learns why its session ended.
 const TOMBSTONES: usize = 4096;
@@ -26,9 +26,17 @@ struct Entry {
     tool: String,
     /// The principal that opened the session; only it may resume it.
     user: String,
-    attach: mpsc::Sender<Attach>,
+    door: Door,
     /// Set once the session has ended while its tool is still being ended: why.
     ending: Option<String>,
+}
+
+/// How a new connection or request reaches a running session: by its carrier.
+pub(crate) enum Door {
+    /// A WebSocket session: a resumed connection is handed over.
+    Ws(mpsc::Sender<Attach>),
+    /// A Streamable HTTP session: requests are sent to it.
+    Http(HttpDoor),
 }
 
 /// The session limits a new session must fit in.
@@ -79,7 +87,7 @@ impl Registry {
         id: &str,
         tool: &str,
         user: &str,
-        attach: mpsc::Sender<Attach>,
+        door: Door,
         limits: SessionLimits,
     ) -> Result<(), Over> {
         let mut live = self.live();
@@ -99,29 +107,59 @@ impl Registry {
             Entry {
                 tool: tool.to_owned(),
                 user: user.to_owned(),
-                attach,
+                door,
                 ending: None,
             },
         );
         Ok(())
     }
 
-    /// The way to hand a connection to session `id` of `tool`.
+    /// The way to hand a connection to WebSocket session `id` of `tool`.
     pub(crate) fn attach_handle(
         &self,
         id: &str,
         tool: &str,
         user: &str,
     ) -> Result<mpsc::Sender<Attach>, ResumeRefusal> {
+        self.door(id, tool, user, |d| match d {
+            Door::Ws(tx) => Some(tx.clone()),
+            Door::Http(_) => None,
+        })
+    }
+
+    /// The way to send requests to Streamable HTTP session `id` of `tool`.
+    pub(crate) fn http_handle(
+        &self,
+        id: &str,
+        tool: &str,
+        user: &str,
+    ) -> Result<HttpDoor, ResumeRefusal> {
+        self.door(id, tool, user, |d| match d {
+            Door::Http(h) => Some(h.clone()),
+            Door::Ws(_) => None,
+        })
+    }
+
+    /// Session `id`'s door, if it is a live session of `tool` and `user` reached by the
+    /// carrier `pick` accepts (another carrier's session is as unknown as someone else's).
+    fn door<T>(
+        &self,
+        id: &str,
+        tool: &str,
+        user: &str,
+        pick: impl FnOnce(&Door) -> Option<T>,
+    ) -> Result<T, ResumeRefusal> {
         // Both tables are read under the live table's lock, as `release` moves a session from
         // one to the other: a session being released is in one of them, never in neither.
         let live = self.live();
         if let Some(entry) = live.get(id) {
-            return match (&entry.ending, entry.tool == tool && entry.user == user) {
-                (_, false) => Err(ResumeRefusal::NotYours),
-                (Some(why), true) => Err(ResumeRefusal::Ended(why.clone())),
-                (None, true) => Ok(entry.attach.clone()),
-            };
+            if entry.tool != tool || entry.user != user {
+                return Err(ResumeRefusal::NotYours);
+            }
+            if let Some(why) = &entry.ending {
+                return Err(ResumeRefusal::Ended(why.clone()));
+            }
+            return pick(&entry.door).ok_or(ResumeRefusal::NotYours);
         }
         match self.tombstones().iter().rev().find(|(sid, _, _)| sid == id) {
             Some((_, owner, reason)) if owner == user => Err(ResumeRefusal::Ended(reason.clone())),

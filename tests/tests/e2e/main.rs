@@ -8,6 +8,7 @@
 mod abuse;
 mod floods;
 mod hosting;
+mod http_carrier;
 mod http_upstream;
 mod lifecycle;
 mod oauth;

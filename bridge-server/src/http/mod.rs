@@ -1,0 +1,217 @@
+//! HTTP routing and admission: `/mcp/<tool>` (a WebSocket upgrade in [`ws`], Streamable HTTP
+//! in [`streamable`]), `/healthz`, `/readyz`, `/metrics`, and refusals.
+//!
+//! Every refusal happens before a session sees the request, with a status code and a one-line
+//! reason in the body, so a client can tell its user what went wrong. Forwarding is the
+//! session's job.
+
+mod sse;
+mod start;
+mod streamable;
+mod ws;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{
+    ACCEPT, AUTHORIZATION, CONNECTION, CONTENT_TYPE, ORIGIN, UPGRADE, WWW_AUTHENTICATE,
+};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use tracing::{info, warn};
+
+use crate::auth::{AuthError, Principal};
+use crate::config::ToolConfig;
+use crate::metrics::ReasonLabel;
+use crate::Relay;
+
+pub(crate) use sse::SseBody;
+
+/// Every answer's body: a whole one, or an SSE stream.
+pub(crate) type Body = Either<Full<Bytes>, SseBody>;
+
+/// Serves one HTTP request.
+pub(crate) async fn handle(
+    req: Request<Incoming>,
+    relay: Arc<Relay>,
+    peer: SocketAddr,
+) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path();
+    let response = if path == "/healthz" {
+        text(StatusCode::OK, "ok")
+    } else if path == "/readyz" {
+        readyz(&relay)
+    } else if path == "/metrics" && relay.metrics_on_main {
+        metrics(&relay)
+    } else if let Some(name) = path.strip_prefix("/mcp/") {
+        match admit(&req, name, &relay, peer) {
+            Ok((tool, principal)) if is_streamable(&req) => {
+                streamable::serve(req, tool, relay.clone(), peer, principal).await
+            }
+            Ok((tool, principal)) => ws::upgrade(req, tool, relay.clone(), peer, principal),
+            Err(resp) => *resp,
+        }
+    } else {
+        text(
+            StatusCode::NOT_FOUND,
+            "not found: MCP sessions are at /mcp/<tool>; health at /healthz and /readyz",
+        )
+    };
+    Ok(response)
+}
+
+/// 200 while the relay takes new sessions; 503 while it drains (so load balancers stop
+/// sending new clients).
+pub(crate) fn readyz(relay: &Relay) -> Response<Body> {
+    if relay.shutdown.drain.is_cancelled() {
+        text(StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else {
+        text(StatusCode::OK, "ready")
+    }
+}
+
+/// The Prometheus text exposition.
+pub(crate) fn metrics(relay: &Relay) -> Response<Body> {
+    response(
+        StatusCode::OK,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        relay.metrics.encode(),
+    )
+}
+
+/// Decides whether this caller may open (or resume) a session of tool `name`: Origin, then
+/// authentication, then the tool and the grant. Every refusal is logged as an audit event
+/// (with the reason and the remote address, never the credentials).
+fn admit(
+    req: &Request<Incoming>,
+    name: &str,
+    relay: &Relay,
+    peer: SocketAddr,
+) -> Result<(Arc<ToolConfig>, Principal), Box<Response<Body>>> {
+    if let Some(origin) = req.headers().get(ORIGIN) {
+        let allowed = origin
+            .to_str()
+            .is_ok_and(|o| relay.allowed_origins.iter().any(|a| a == o));
+        if !allowed {
+            let shown = String::from_utf8_lossy(origin.as_bytes()).into_owned();
+            warn!(target: "audit", event = "refused", reason = "origin", origin = %shown, %peer, "origin not allowed");
+            relay.metrics.reject("origin");
+            return Err(Box::new(text(
+                StatusCode::FORBIDDEN,
+                &format!("origin `{shown}` is not allowed; the relay's operator can add it to [security] allowed_origins"),
+            )));
+        }
+    }
+    let principal = match relay
+        .auth
+        .authenticate(req.headers().get(AUTHORIZATION).map(|v| v.as_bytes()))
+    {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(target: "audit", event = "auth_failure", reason = e.code(), %peer, tool = %name, "authentication failed");
+            relay
+                .metrics
+                .auth_failures
+                .get_or_create(&ReasonLabel { reason: e.code() })
+                .inc();
+            relay.metrics.reject("unauthenticated");
+            let mut resp = text(StatusCode::UNAUTHORIZED, &e.to_string());
+            // RFC 6750 §3.1: no error code when no credentials were sent at all.
+            let challenge = if e == AuthError::Missing {
+                "Bearer realm=\"mcp-bridge\"".to_owned()
+            } else {
+                format!(
+                    "Bearer realm=\"mcp-bridge\", error=\"invalid_token\", error_description=\"{}\"",
+                    e.code()
+                )
+            };
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                resp.headers_mut().insert(WWW_AUTHENTICATE, v);
+            }
+            return Err(Box::new(resp));
+        }
+    };
+    let Some(tool) = relay.tools.iter().find(|t| t.name == name) else {
+        let hosted: Vec<&str> = relay
+            .tools
+            .iter()
+            .filter(|t| principal.grant.allows(&t.name))
+            .map(|t| t.name.as_str())
+            .collect();
+        info!(target: "audit", event = "refused", reason = "unknown_tool", %peer, tool = ?name, user = %principal.user, "unknown tool");
+        relay.metrics.reject("unknown_tool");
+        return Err(Box::new(text(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "unknown tool `{name}`; this relay hosts: {}",
+                hosted.join(", ")
+            ),
+        )));
+    };
+    if !principal.grant.allows(&tool.name) {
+        warn!(target: "audit", event = "refused", reason = "not_granted", user = %principal.user, tool = %name, %peer, "tool not granted");
+        relay.metrics.reject("not_granted");
+        return Err(Box::new(text(
+            StatusCode::FORBIDDEN,
+            &format!("user `{}` is not granted tool `{name}`", principal.user),
+        )));
+    }
+    Ok((tool.clone(), principal))
+}
+
+/// Whether a request at `/mcp/<tool>` is Streamable HTTP rather than a WebSocket upgrade: a
+/// POST or DELETE, or a GET that asks for an event stream and no upgrade.
+fn is_streamable(req: &Request<Incoming>) -> bool {
+    let h = req.headers();
+    match *req.method() {
+        Method::POST | Method::DELETE => true,
+        Method::GET => {
+            !header_has_token(h.get(UPGRADE), "websocket")
+                && h.get(ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.contains("text/event-stream"))
+        }
+        _ => false,
+    }
+}
+
+/// Whether a comma-separated header value contains `token` (case-insensitive).
+pub(super) fn header_has_token(value: Option<&HeaderValue>, token: &str) -> bool {
+    value
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+/// A short plain-text response: the body is the reason, on one line.
+pub(crate) fn text(status: StatusCode, body: &str) -> Response<Body> {
+    response(status, "text/plain; charset=utf-8", format!("{body}\n"))
+}
+
+/// An empty body.
+pub(super) fn empty() -> Body {
+    Either::Left(Full::default())
+}
+
+/// A JSON answer (a JSON-RPC error for a refused Streamable HTTP request).
+pub(super) fn json(status: StatusCode, body: Vec<u8>) -> Response<Body> {
+    let mut resp = Response::new(Either::Left(Full::new(Bytes::from(body))));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+/// Every non-upgrade answer: one request per connection (`Connection: close`), so a
+/// connection never holds its handshake slot past its one answer.
+fn response(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut resp = Response::new(Either::Left(Full::new(Bytes::from(body))));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(CONNECTION, HeaderValue::from_static("close"));
+    resp
+}

@@ -1,0 +1,174 @@
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use shared::jsonrpc::Id;
+
+fn carrier() -> (HttpDoor, HttpCarrier) {
+    let (door, inlet) = door();
+    let c = HttpCarrier::new(inlet, 1 << 20, Duration::from_secs(60), Instant::now());
+    (door, c)
+}
+
+fn text(s: &str) -> Transmit {
+    Transmit::Text(Bytes::from(s.to_owned()))
+}
+
+async fn post(door: &HttpDoor, c: &mut HttpCarrier, body: &str, id: Option<u32>) -> PostReply {
+    let (reply, answer) = oneshot::channel();
+    let post = Post {
+        body: Bytes::from(body.to_owned()),
+        request: id.map(|n| Id::Num(n.to_string().into())),
+        cancels: None,
+        reply,
+    };
+    door.posts.send(post).await.unwrap();
+    match c.io(true, false).await {
+        Io::Message(m) => assert_eq!(m, body.as_bytes()),
+        _ => panic!("expected the body for the core"),
+    }
+    answer.await.unwrap()
+}
+
+fn next(events: &mut Events) -> String {
+    String::from_utf8(events.try_recv().unwrap().bytes.to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn a_request_gets_related_messages_then_its_answer_and_the_stream_ends() {
+    let (door, mut c) = carrier();
+    let PostReply::Stream(mut s) = post(&door, &mut c, r#"{"id":1,"method":"x"}"#, Some(1)).await
+    else {
+        panic!("expected a stream")
+    };
+    c.send(text(r#"{"method":"notifications/progress"}"#))
+        .unwrap();
+    c.send(text(r#"{"id":1,"result":{}}"#)).unwrap();
+    assert_eq!(next(&mut s), "id: 1\ndata: \n\n", "the priming event");
+    assert_eq!(
+        next(&mut s),
+        "id: 2\ndata: {\"method\":\"notifications/progress\"}\n\n"
+    );
+    assert_eq!(next(&mut s), "id: 3\ndata: {\"id\":1,\"result\":{}}\n\n");
+    assert!(matches!(
+        s.try_recv(),
+        Err(mpsc::error::TryRecvError::Disconnected)
+    ));
+}
+
+#[tokio::test]
+async fn notifications_are_accepted_and_unrouted_messages_wait_for_a_get() {
+    let (door, mut c) = carrier();
+    assert!(matches!(
+        post(
+            &door,
+            &mut c,
+            r#"{"method":"notifications/initialized"}"#,
+            None
+        )
+        .await,
+        PostReply::Accepted
+    ));
+    c.send(text(r#"{"id":0,"method":"roots/list"}"#)).unwrap();
+    assert_eq!(c.waiting.len(), 1);
+    let (reply, stream) = oneshot::channel();
+    door.ctl
+        .send(Ctl::Get {
+            last_event_id: None,
+            reply,
+        })
+        .await
+        .unwrap();
+    // The GET is taken while the carrier waits for anything else.
+    assert!(matches!(c.io(false, true).await, Io::Ready));
+    let mut s = stream.await.unwrap();
+    assert_eq!(next(&mut s), "id: 1\ndata: \n\n", "the priming event");
+    assert_eq!(
+        next(&mut s),
+        "id: 2\ndata: {\"id\":0,\"method\":\"roots/list\"}\n\n"
+    );
+    assert!(c.waiting.is_empty());
+}
+
+#[tokio::test]
+async fn delete_ends_the_carrier_and_line_breaks_split_data_lines() {
+    let (door, mut c) = carrier();
+    assert_eq!(
+        &sse_event(7, b"{\"a\":\r\n1}")[..],
+        b"id: 7\ndata: {\"a\":\ndata: \ndata: 1}\n\n"
+    );
+    let (reply, done) = oneshot::channel();
+    door.ctl.send(Ctl::Delete { reply }).await.unwrap();
+    assert!(matches!(c.io(true, false).await, Io::Closed(_)));
+    done.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_full_budget_holds_messages_in_order_until_the_stream_is_read() {
+    let (door, inlet) = door();
+    // A 4 MiB budget: five 1 MiB messages do not all fit.
+    let mut c = HttpCarrier::new(inlet, 1 << 20, Duration::from_secs(60), Instant::now());
+    let PostReply::Stream(mut s) = post(&door, &mut c, r#"{"id":1,"method":"x"}"#, Some(1)).await
+    else {
+        panic!("expected a stream")
+    };
+    let big = format!(r#"{{"method":"n","params":"{}"}}"#, "x".repeat(1 << 20));
+    for _ in 0..5 {
+        c.send(text(&big)).unwrap();
+    }
+    assert!(!c.waiting.is_empty(), "past the budget, messages wait");
+    assert!(c.blocked.is_some());
+    while s.try_recv().is_ok() {}
+    c.pump();
+    assert!(c.waiting.is_empty());
+}
+
+async fn get(door: &HttpDoor, c: &mut HttpCarrier, last_event_id: Option<u64>) -> Events {
+    let (reply, stream) = oneshot::channel();
+    door.ctl
+        .send(Ctl::Get {
+            last_event_id,
+            reply,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(c.io(false, true).await, Io::Ready));
+    stream.await.unwrap()
+}
+
+#[tokio::test]
+async fn a_broken_post_stream_is_resumed_with_last_event_id_and_nothing_is_lost() {
+    let (door, mut c) = carrier();
+    let PostReply::Stream(mut s) = post(&door, &mut c, r#"{"id":1,"method":"x"}"#, Some(1)).await
+    else {
+        panic!("expected a stream")
+    };
+    assert_eq!(next(&mut s), "id: 1\ndata: \n\n");
+    c.send(text(r#"{"method":"p1"}"#)).unwrap();
+    // The connection breaks with `p1` unread; the next message finds the stream gone.
+    drop(s);
+    c.send(text(r#"{"method":"p2"}"#)).unwrap();
+    c.send(text(r#"{"id":1,"result":{}}"#)).unwrap();
+    assert_eq!(c.waiting.len(), 2, "p2 and the answer wait for the resume");
+    let mut r = get(&door, &mut c, Some(1)).await;
+    assert_eq!(
+        next(&mut r),
+        "id: 2\ndata: {\"method\":\"p1\"}\n\n",
+        "replayed"
+    );
+    assert_eq!(next(&mut r), "id: 3\ndata: {\"method\":\"p2\"}\n\n");
+    assert_eq!(next(&mut r), "id: 4\ndata: {\"id\":1,\"result\":{}}\n\n");
+    assert!(matches!(
+        r.try_recv(),
+        Err(mpsc::error::TryRecvError::Disconnected)
+    ));
+    // A resume after the answer replays it, and stays open.
+    let mut again = get(&door, &mut c, Some(3)).await;
+    assert_eq!(
+        next(&mut again),
+        "id: 4\ndata: {\"id\":1,\"result\":{}}\n\n"
+    );
+    assert!(matches!(
+        again.try_recv(),
+        Err(mpsc::error::TryRecvError::Empty)
+    ));
+}
