@@ -208,7 +208,14 @@ impl ConnectArgs {
         }
         // A static token wins; otherwise an http(s) upstream signs in when the server asks.
         let oauth = match upstream {
-            relay_url::Upstream::Http if token.is_none() => Some(self.oauth.resolve()?),
+            relay_url::Upstream::Http if token.is_none() => {
+                let mut o = self.oauth.resolve()?;
+                // The server's private CA is most often the authorization server's too.
+                if o.ca_file.is_none() {
+                    o.ca_file.clone_from(&self.ca_file);
+                }
+                Some(o)
+            }
             _ => None,
         };
         Ok(Options {

@@ -43,7 +43,8 @@ pub struct OAuthArgs {
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub oauth_timeout: u64,
 
-    /// PEM file of a private CA to trust for the OAuth servers (besides the system's roots).
+    /// PEM file of a private CA to trust for the OAuth servers (besides the system's roots);
+    /// when connecting, `--ca-file` is used if this is not given.
     #[arg(long = "oauth-ca-file", value_name = "FILE")]
     pub oauth_ca_file: Option<PathBuf>,
 }
