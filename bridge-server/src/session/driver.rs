@@ -7,13 +7,13 @@
 //! order (close stdin, wait; SIGTERM; SIGKILL), reaps it, and only then frees the session's
 //! slot in the registry.
 
+use futures_util::FutureExt;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWriteExt;
-use tokio::process::{ChildStdin, ChildStdout};
+use tokio::process::ChildStdin;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -22,7 +22,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use shared::carrier::{Io, WsCarrier};
 use shared::endpoint::{Framing, Transmit};
-use shared::framing::{Frame, LineReader};
+use shared::framing::LineReader;
 use shared::tunnel::{self, Control};
 
 use super::core::{Core, CoreConfig};
@@ -36,10 +36,16 @@ use crate::metrics::{CarrierLabels, ExitLabels, ToolLabel};
 pub(crate) type Socket = TokioIo<Upgraded>;
 
 /// How long to wait for queued frames and the close frame to reach a departing client.
+mod waits;
+use waits::{client_io, next_attach, next_line, sleep_until, write_some, Stdout};
+
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// Bytes gathered for one write to the tool's stdin.
 const STDIN_BATCH: usize = 64 * 1024;
+
+/// Most client messages already arrived that are taken at once after one (see the loop).
+const BURST: usize = 63;
 
 /// How long a tool may read none of its input, with its queue full, before further requests
 /// are answered at once (`-32013`) instead of waiting for it.
@@ -170,7 +176,31 @@ pub(crate) async fn run(
                         }
                     }
                 }
-                Io::Message(raw) => core.on_client_message(raw, Instant::now()),
+                Io::Message(raw) => {
+                    core.on_client_message(raw, Instant::now());
+                    // Take what has already arrived too, so a burst reaches the tool in one
+                    // write instead of one write (and one wake-up of the tool) per message.
+                    for _ in 0..BURST {
+                        let Some(c) = carrier.as_mut().filter(|_| core.wants_client()) else {
+                            break;
+                        };
+                        match c.io(true, false).now_or_never() {
+                            Some(Io::Message(raw)) => core.on_client_message(raw, Instant::now()),
+                            Some(Io::Closed(why)) => {
+                                carrier = None;
+                                core.on_client_gone(&why, Instant::now());
+                                break;
+                            }
+                            Some(Io::Fatal(why)) => {
+                                carrier = None;
+                                warn!("{why}; ending the session");
+                                core.on_client_fatal(&why);
+                                break;
+                            }
+                            Some(Io::Ready) | None => break,
+                        }
+                    }
+                }
                 Io::Closed(why) => {
                     carrier = None;
                     core.on_client_gone(&why, Instant::now());
@@ -352,72 +382,6 @@ fn close_frame(
     CloseFrame {
         code,
         reason: Utf8Bytes::from(truncate_reason(reason)),
-    }
-}
-
-/// The next connection handed over to resume this session; never resolves for a session no
-/// connection can resume.
-async fn next_attach(rx: Option<&mut mpsc::Receiver<Attach>>) -> Option<Attach> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The carrier's next event; never resolves without a connection.
-async fn client_io(c: Option<&mut Carrier>, recv: bool, send: bool) -> Io {
-    match c {
-        Some(c) => c.io(recv, send).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// One write to the tool's stdin (cancel-safe: it either wrote `n` bytes or nothing).
-async fn write_some(stdin: Option<&mut ChildStdin>, buf: &[u8]) -> std::io::Result<usize> {
-    match stdin {
-        Some(s) => match s.write(buf).await {
-            Ok(0) => Err(std::io::ErrorKind::WriteZero.into()),
-            other => other,
-        },
-        None => std::future::pending().await,
-    }
-}
-
-/// What the tool's stdout gave.
-enum Stdout {
-    Frame(Frame),
-    /// Its end (EOF, or a read error).
-    End,
-    /// A line longer than the tool's `max_unterminated` and still going.
-    Runaway,
-}
-
-/// The tool's next stdout line. Never resolves once stdout is gone.
-async fn next_line(stdout: Option<&mut LineReader<ChildStdout>>) -> Stdout {
-    match stdout {
-        Some(r) => match r.next_frame().await {
-            Ok(Some(f)) => Stdout::Frame(f),
-            Ok(None) => Stdout::End,
-            Err(e)
-                if e.get_ref()
-                    .is_some_and(|e| e.is::<shared::framing::Unterminated>()) =>
-            {
-                warn!("the tool {e}; ending it");
-                Stdout::Runaway
-            }
-            Err(e) => {
-                warn!("reading the tool's stdout failed: {e}");
-                Stdout::End
-            }
-        },
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
     }
 }
 
