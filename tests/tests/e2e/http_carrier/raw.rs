@@ -1,5 +1,6 @@
 //! A small raw HTTP/1.1 client for the Streamable HTTP tests: one request per connection, the
-//! answer read to its end (de-chunked), and SSE bodies split into events.
+//! answer read to its end (de-chunked); [`Conn`], several requests on one kept-alive
+//! connection; and SSE bodies split into events.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
