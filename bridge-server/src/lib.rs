@@ -145,8 +145,12 @@ async fn serve_http<S>(
         slot.finish();
         http::handle(req, relay.clone(), peer)
     });
-    // One request per connection: every answer but an upgrade says `Connection: close` (see
-    // `http::text`), so the connection ends after its one answer.
+    // Keep-alive only after a Streamable HTTP answer: refusals, probes and metrics say
+    // `Connection: close` (see `http::text`), an upgrade takes the connection over. Between
+    // two requests on a kept-alive connection, hyper runs `header_read_timeout` from the
+    // moment the connection goes idle, so an idle connection is closed then; the slot was
+    // freed at the first request head, and `Slot::finish` is idempotent (ids are never reused),
+    // so later requests neither take nor free a slot.
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)

@@ -6,7 +6,8 @@
 //! them (`mcp_bridge_handshakes_shed_total`) and logs them once a second.
 //!
 //! A connection leaves its handshake as soon as its request head has arrived: what follows (a
-//! health probe's answer, a refusal, a WebSocket upgrade) no longer holds a slot. Not
+//! health probe's answer, a refusal, a WebSocket upgrade, later requests on a kept-alive
+//! Streamable HTTP connection) no longer holds a slot. Not
 //! responsible for the timeouts themselves (the accept loop and hyper enforce them), nor for
 //! session limits (the session registry).
 

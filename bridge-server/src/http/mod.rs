@@ -60,7 +60,17 @@ pub(crate) async fn handle(
             "not found: MCP sessions are at /mcp/<tool>; health at /healthz and /readyz",
         )
     };
-    Ok(response)
+    Ok(closing_if_draining(response, &relay))
+}
+
+/// While the relay drains, a kept-alive connection ends after its answer, so the client's next
+/// request opens a new connection (to another relay, behind a load balancer).
+fn closing_if_draining(mut resp: Response<Body>, relay: &Relay) -> Response<Body> {
+    if relay.shutdown.drain.is_cancelled() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        resp.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// 200 while the relay takes new sessions; 503 while it drains (so load balancers stop
@@ -205,8 +215,9 @@ pub(super) fn json(status: StatusCode, body: Vec<u8>) -> Response<Body> {
     resp
 }
 
-/// Every non-upgrade answer: one request per connection (`Connection: close`), so a
-/// connection never holds its handshake slot past its one answer.
+/// A whole answer that ends its connection (`Connection: close`): probes, metrics and every
+/// refusal. Only Streamable HTTP's own answers keep a connection open for another request
+/// (`streamable`); a connection that was refused, or only probed, goes away after its answer.
 fn response(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
     let mut resp = Response::new(Either::Left(Full::new(Bytes::from(body))));
     *resp.status_mut() = status;

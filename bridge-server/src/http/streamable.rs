@@ -4,13 +4,16 @@
 //! checks the HTTP side (headers, body size, which session) and hands the body to the
 //! session's driver through its door; which stream an answer goes to is the session's business
 //! (`session::http`). Admission (Origin, auth, grant) happened before.
+//!
+//! Its answers (SSE streams, 202, DELETE's 200) leave the connection open for the client's
+//! next request (HTTP/1.1 keep-alive); its refusals close it, like every other refusal.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ACCEPT, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Limited};
 use hyper::body::Incoming;
@@ -142,8 +145,6 @@ async fn post(
     if let Ok(v) = HeaderValue::from_str(&session_id) {
         resp.headers_mut().insert(SESSION_ID, v);
     }
-    resp.headers_mut()
-        .insert(CONNECTION, HeaderValue::from_static("close"));
     Ok(resp)
 }
 
@@ -299,7 +300,6 @@ fn sse(events: Events) -> Response<Body> {
     h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    h.insert(CONNECTION, HeaderValue::from_static("close"));
     resp
 }
 

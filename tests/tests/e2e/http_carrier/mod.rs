@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+mod faults;
+mod keep_alive;
 mod raw;
 
 use std::io::{Read, Write};

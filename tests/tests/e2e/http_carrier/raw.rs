@@ -1,5 +1,6 @@
 //! A small raw HTTP/1.1 client for the Streamable HTTP tests: one request per connection, the
-//! answer read to its end (de-chunked), and SSE bodies split into events.
+//! answer read to its end (de-chunked); [`Conn`], several requests on one kept-alive
+//! connection; and SSE bodies split into events.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -103,4 +104,119 @@ pub(super) fn sse_events(body: &str) -> Vec<(Option<String>, Value)> {
             Some((id, value))
         })
         .collect()
+}
+
+/// One kept-alive HTTP/1.1 connection: requests one after another, each answer read to its
+/// end by its framing (Content-Length or chunked), the connection left open.
+pub(super) struct Conn {
+    stream: std::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    pub(super) fn open(addr: SocketAddr) -> Result<Conn> {
+        let stream = std::net::TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        Ok(Conn {
+            stream,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Sends one request (no `Connection` header: HTTP/1.1's default, keep-alive) and reads its
+    /// whole answer.
+    pub(super) fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Result<Resp> {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        self.stream.write_all(req.as_bytes())?;
+        loop {
+            if let Some((resp, used)) = complete(&self.buf)? {
+                self.buf.drain(..used);
+                return Ok(resp);
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                bail!(
+                    "connection closed before the answer was whole: {}",
+                    String::from_utf8_lossy(&self.buf)
+                );
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Waits for the relay to close the connection; how long that took.
+    pub(super) fn wait_closed(&mut self) -> Result<Duration> {
+        let start = std::time::Instant::now();
+        let mut chunk = [0u8; 1024];
+        match self.stream.read(&mut chunk) {
+            Ok(0) => Ok(start.elapsed()),
+            Ok(n) => bail!(
+                "unexpected bytes: {:?}",
+                String::from_utf8_lossy(&chunk[..n])
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(start.elapsed()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// A whole answer at the start of `buf`, and how many bytes it took; `None` while incomplete.
+fn complete(buf: &[u8]) -> Result<Option<(Resp, usize)>> {
+    let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Ok(None);
+    };
+    let head = std::str::from_utf8(&buf[..head_end])?;
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .context("status line")?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let rest = &buf[head_end + 4..];
+    let (body, used) = if find("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        let text = String::from_utf8_lossy(rest);
+        let Some(end) = text
+            .find("\r\n0\r\n\r\n")
+            .map(|i| i + 7)
+            .or_else(|| text.starts_with("0\r\n\r\n").then_some(5))
+        else {
+            return Ok(None);
+        };
+        (dechunk(&text[..end])?, end)
+    } else {
+        let len: usize = find("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if rest.len() < len {
+            return Ok(None);
+        }
+        (String::from_utf8_lossy(&rest[..len]).into_owned(), len)
+    };
+    let resp = Resp {
+        status,
+        headers,
+        body,
+    };
+    Ok(Some((resp, head_end + 4 + used)))
 }
