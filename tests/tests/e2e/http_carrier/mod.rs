@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+mod eras;
 mod faults;
 mod keep_alive;
 mod raw;

@@ -1,0 +1,35 @@
+//! A client of the 2026-07-28 era (the Python SDK in `auto` mode: `server/discover` first)
+//! against the relay's Streamable HTTP, which speaks the 2025-11-25 revision: the client falls
+//! back to `initialize` as the spec's compatibility rules have it, and everything works.
+
+use anyhow::Result;
+use mcp_bridge_tests::{demo_tool, run_driver, Peers, Relay};
+use std::process::Command;
+
+use super::{assert_checks, http_url, DRIVER_LIMIT};
+
+#[test]
+fn a_modern_client_falls_back_and_works_over_http() -> Result<()> {
+    let peers = Peers::require();
+    let relay = Relay::start(&demo_tool("demo", ""))?;
+    let mut cmd = Command::new(&peers.python);
+    cmd.arg(peers.script("py_client.py"))
+        .args(["--scenario", "demo", "--mode", "auto", "--url"])
+        .arg(http_url(&relay, "demo"))
+        .arg("--");
+    let summary = run_driver(&mut cmd, DRIVER_LIMIT)?;
+    assert_eq!(summary["era"], "legacy", "{summary}");
+    assert_checks(
+        &summary,
+        &[
+            "connect",
+            "list_tools",
+            "echo",
+            "slow_progress",
+            "sample",
+            "cancel",
+            "ping",
+        ],
+    );
+    Ok(())
+}
