@@ -133,6 +133,31 @@ mod user_keyring {
         KeyRing::from_special_id(KeyRingIdentifier::User, true).map_err(platform)
     }
 
+    impl UserKey {
+        /// The key, if there is a live one. A key just removed (here or by another process)
+        /// can still be found, revoked or expired, until the kernel reaps it: that is none.
+        fn find(&self) -> keyring::Result<Option<(KeyRing, linux_keyutils::Key)>> {
+            let ring = ring()?;
+            match ring.search(&self.description) {
+                Ok(k) => Ok(Some((ring, k))),
+                Err(KeyError::KeyDoesNotExist | KeyError::KeyRevoked | KeyError::KeyExpired) => {
+                    Ok(None)
+                }
+                Err(e) => Err(platform(e)),
+            }
+        }
+    }
+
+    /// A key removed between finding and using it is no entry; anything else a failure.
+    fn gone_or_platform(e: KeyError) -> Error {
+        match e {
+            KeyError::KeyDoesNotExist | KeyError::KeyRevoked | KeyError::KeyExpired => {
+                Error::NoEntry
+            }
+            e => platform(e),
+        }
+    }
+
     fn platform(e: KeyError) -> Error {
         Error::PlatformFailure(Box::new(std::io::Error::other(format!("keyutils: {e:?}"))))
     }
@@ -146,21 +171,21 @@ mod user_keyring {
         }
 
         fn get_secret(&self) -> keyring::Result<Vec<u8>> {
-            let key = match ring()?.search(&self.description) {
-                Ok(k) => k,
-                Err(KeyError::KeyDoesNotExist) => return Err(Error::NoEntry),
-                Err(e) => return Err(platform(e)),
+            let Some((_, key)) = self.find()? else {
+                return Err(Error::NoEntry);
             };
-            key.read_to_vec().map_err(platform)
+            key.read_to_vec().map_err(gone_or_platform)
         }
 
         fn delete_credential(&self) -> keyring::Result<()> {
-            let key = match ring()?.search(&self.description) {
-                Ok(k) => k,
-                Err(KeyError::KeyDoesNotExist) => return Err(Error::NoEntry),
-                Err(e) => return Err(platform(e)),
+            let Some((ring, key)) = self.find()? else {
+                return Err(Error::NoEntry);
             };
-            key.invalidate().map_err(platform)
+            // Unlink first, so the key is gone from the keyring at once; invalidating alone
+            // leaves it findable (as revoked) until the kernel's garbage collector runs.
+            ring.unlink_key(key).map_err(gone_or_platform)?;
+            let _ = key.invalidate();
+            Ok(())
         }
 
         fn as_any(&self) -> &dyn Any {
