@@ -16,6 +16,7 @@ mod process;
 mod procfs;
 mod relay;
 
+pub mod http_raw;
 pub mod pki;
 pub mod proxy;
 pub mod ws;

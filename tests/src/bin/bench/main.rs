@@ -8,6 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, unreachable_pub)]
 
+mod http;
 mod idle;
 mod measure;
 mod target;
@@ -138,6 +139,7 @@ fn main() -> Result<()> {
     println!("| measure | direct (stdio) | chain (ws) | added | chain (wss/TLS) | added |");
     println!("|---|---|---|---|---|---|");
     let mut cpu_small = None;
+    let mut direct_small = None;
     for (label, n, size) in [
         ("small", s.seq, 10),
         ("64 KiB", s.big64, 64 * 1024),
@@ -158,6 +160,7 @@ fn main() -> Result<()> {
             );
         }
         cpu_small.get_or_insert((d_cpu, c_cpu, t_cpu));
+        direct_small.get_or_insert(d);
     }
     let mut cpu_pipelined = None;
     for window in [64, 256] {
@@ -187,6 +190,19 @@ fn main() -> Result<()> {
         t.as_secs_f64() * 1e3,
         t.saturating_sub(d).as_secs_f64() * 1e3
     );
+    // The relay's Streamable HTTP carrier: what an HTTP host (no bridge-client) sees.
+    let h = http::sequential(plain.addr, "demo", s.seq)?;
+    if let Some(d) = direct_small {
+        for (i, p) in ["p50", "p90", "p99"].iter().enumerate() {
+            // (Over plain HTTP only: the bench's raw client speaks no TLS.)
+            println!(
+                "| Streamable HTTP (keep-alive), small {p} (µs) | {} | {} | {} | – | – |",
+                us(d[i]),
+                us(h[i]),
+                us(h[i].saturating_sub(d[i]))
+            );
+        }
+    }
     if let Some((d, c, t)) = cpu_small {
         cpu_rows("small round trip", &d, &c, &t);
     }

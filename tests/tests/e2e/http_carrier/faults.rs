@@ -9,8 +9,8 @@ use anyhow::{bail, Context, Result};
 use mcp_bridge_tests::{fixture_tool, relay_config, Relay};
 use serde_json::Value;
 
-use super::raw::{raw, sse_events};
 use super::{ACCEPT_BOTH, INIT, JSON};
+use mcp_bridge_tests::http_raw::{raw, sse_events};
 
 /// The JSON-RPC error code for "the tool exited" (`shared::jsonrpc::TOOL_EXITED`).
 const TOOL_EXITED: i64 = -32010;

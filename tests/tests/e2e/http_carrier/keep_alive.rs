@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use mcp_bridge_tests::{demo_tool, relay_config, Relay};
 
-use super::raw::{sse_events, Conn};
 use super::{ACCEPT_BOTH, INIT, JSON};
+use mcp_bridge_tests::http_raw::{sse_events, Conn};
 
 #[test]
 fn posts_of_a_session_share_one_connection_until_it_idles() -> Result<()> {

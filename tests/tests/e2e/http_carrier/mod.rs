@@ -8,15 +8,14 @@
 mod eras;
 mod faults;
 mod keep_alive;
-mod raw;
 
 use std::io::{Read, Write};
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use mcp_bridge_tests::http_raw::{raw, sse_events};
 use mcp_bridge_tests::{demo_tool, relay_config, run_driver, token_auth, tool_table, Peers, Relay};
-use raw::{raw, sse_events};
 use serde_json::Value;
 
 const DRIVER_LIMIT: Duration = Duration::from_secs(90);

@@ -1,4 +1,4 @@
-//! A small raw HTTP/1.1 client for the Streamable HTTP tests: one request per connection, the
+//! A small raw HTTP/1.1 client for the Streamable HTTP tests and the benchmark: one request per connection, the
 //! answer read to its end (de-chunked); [`Conn`], several requests on one kept-alive
 //! connection; and SSE bodies split into events.
 
@@ -11,14 +11,14 @@ use serde_json::Value;
 
 /// An HTTP answer, its body de-chunked.
 #[derive(Debug)]
-pub(super) struct Resp {
-    pub(super) status: u16,
-    pub(super) headers: Vec<(String, String)>,
-    pub(super) body: String,
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
 }
 
 impl Resp {
-    pub(super) fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -27,7 +27,7 @@ impl Resp {
 }
 
 /// One HTTP/1.1 request on its own connection; reads the answer to its end (bounded in time).
-pub(super) fn raw(
+pub fn raw(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -88,7 +88,7 @@ fn dechunk(mut rest: &str) -> Result<String> {
 }
 
 /// The events of an SSE body: (id, the JSON of its data), comments skipped.
-pub(super) fn sse_events(body: &str) -> Vec<(Option<String>, Value)> {
+pub fn sse_events(body: &str) -> Vec<(Option<String>, Value)> {
     body.split("\n\n")
         .filter_map(|ev| {
             let mut id = None;
@@ -108,13 +108,13 @@ pub(super) fn sse_events(body: &str) -> Vec<(Option<String>, Value)> {
 
 /// One kept-alive HTTP/1.1 connection: requests one after another, each answer read to its
 /// end by its framing (Content-Length or chunked), the connection left open.
-pub(super) struct Conn {
+pub struct Conn {
     stream: std::net::TcpStream,
     buf: Vec<u8>,
 }
 
 impl Conn {
-    pub(super) fn open(addr: SocketAddr) -> Result<Conn> {
+    pub fn open(addr: SocketAddr) -> Result<Conn> {
         let stream = std::net::TcpStream::connect(addr)?;
         stream.set_read_timeout(Some(Duration::from_secs(20)))?;
         Ok(Conn {
@@ -125,7 +125,7 @@ impl Conn {
 
     /// Sends one request (no `Connection` header: HTTP/1.1's default, keep-alive) and reads its
     /// whole answer.
-    pub(super) fn send(
+    pub fn send(
         &mut self,
         method: &str,
         path: &str,
@@ -156,7 +156,7 @@ impl Conn {
     }
 
     /// Waits for the relay to close the connection; how long that took.
-    pub(super) fn wait_closed(&mut self) -> Result<Duration> {
+    pub fn wait_closed(&mut self) -> Result<Duration> {
         let start = std::time::Instant::now();
         let mut chunk = [0u8; 1024];
         match self.stream.read(&mut chunk) {
