@@ -63,6 +63,17 @@ impl Peers {
     }
 }
 
+/// Asserts that a driver's summary lists every check in `wanted` as passed.
+pub fn assert_checks(summary: &Value, wanted: &[&str]) {
+    let got: Vec<&str> = summary["checks"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    for w in wanted {
+        assert!(got.contains(w), "check `{w}` missing from {summary}");
+    }
+}
+
 /// Runs a peer driver script to completion and returns its JSON summary (its last stdout line).
 pub fn run_driver(cmd: &mut Command, limit: Duration) -> Result<Value> {
     run_driver_interactive(cmd, limit, || {

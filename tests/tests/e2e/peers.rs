@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::Context;
 use anyhow::Result;
 use mcp_bridge_tests::{
-    alive, bin, demo_tool, run_driver, run_driver_interactive, tool_table, wait_until, Peers, Relay,
+    alive, assert_checks, bin, demo_tool, run_driver, run_driver_interactive, tool_table,
+    wait_until, Peers, Relay,
 };
 use serde_json::Value;
 
@@ -59,20 +60,6 @@ fn ts_ws(peers: &Peers, relay: &Relay, scenario: &str, tool: &str) -> Result<Val
         .arg(relay.url(tool))
         .env("PEERS_NODE_MODULES", &peers.node_modules);
     run_driver(&mut cmd, DRIVER_LIMIT)
-}
-
-fn checks(summary: &Value) -> Vec<&str> {
-    summary["checks"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default()
-}
-
-fn assert_checks(summary: &Value, wanted: &[&str]) {
-    let got = checks(summary);
-    for w in wanted {
-        assert!(got.contains(w), "check `{w}` missing from {summary}");
-    }
 }
 
 #[test]

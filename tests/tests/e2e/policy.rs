@@ -10,7 +10,8 @@ use anyhow::Result;
 use serde_json::{json, Value};
 
 use mcp_bridge_tests::{
-    bin, demo_tool, relay_config, run_driver, token_auth, tool_table, Ide, Peers, Relay,
+    assert_checks, bin, demo_tool, relay_config, run_driver, token_auth, tool_table, Ide, Peers,
+    Relay,
 };
 
 const T: Duration = Duration::from_secs(20);
@@ -127,14 +128,10 @@ fn the_policy_holds_in_both_eras() -> Result<()> {
         let version = summary["protocol_version"].as_str().unwrap_or_default();
         assert!(version.starts_with(era), "{mode}: {summary}");
         assert_eq!(summary["ok"], json!(true), "{mode}: {summary}");
-        for check in ["hidden_in_list", "hidden_call_refused", "allowed_call"] {
-            assert!(
-                summary["checks"]
-                    .as_array()
-                    .is_some_and(|c| c.contains(&json!(check))),
-                "{mode}: {check} missing: {summary}"
-            );
-        }
+        assert_checks(
+            &summary,
+            &["hidden_in_list", "hidden_call_refused", "allowed_call"],
+        );
     }
     Ok(())
 }

@@ -3,10 +3,10 @@
 //! back to `initialize` as the spec's compatibility rules have it, and everything works.
 
 use anyhow::Result;
-use mcp_bridge_tests::{demo_tool, run_driver, Peers, Relay};
+use mcp_bridge_tests::{assert_checks, demo_tool, run_driver, Peers, Relay};
 use std::process::Command;
 
-use super::{assert_checks, http_url, DRIVER_LIMIT};
+use super::{http_url, DRIVER_LIMIT};
 
 #[test]
 fn a_modern_client_falls_back_and_works_over_http() -> Result<()> {

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use mcp_bridge_tests::http_raw::{raw, sse_events};
-use mcp_bridge_tests::{demo_tool, relay_config, run_driver, token_auth, tool_table, Peers, Relay};
+use mcp_bridge_tests::{
+    assert_checks, demo_tool, relay_config, run_driver, token_auth, tool_table, Peers, Relay,
+};
 use serde_json::Value;
 
 const DRIVER_LIMIT: Duration = Duration::from_secs(90);
@@ -25,20 +27,6 @@ const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"p
 
 fn http_url(relay: &Relay, tool: &str) -> String {
     format!("http://{}/mcp/{tool}", relay.addr)
-}
-
-fn checks(summary: &Value) -> Vec<&str> {
-    summary["checks"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default()
-}
-
-fn assert_checks(summary: &Value, wanted: &[&str]) {
-    let got = checks(summary);
-    for w in wanted {
-        assert!(got.contains(w), "check `{w}` missing from {summary}");
-    }
 }
 
 #[test]
