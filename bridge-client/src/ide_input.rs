@@ -8,6 +8,9 @@ use tracing::warn;
 
 use shared::framing::{Frame, LineReader};
 use shared::ingress::{self, Ingress, Msg, MsgKind, Peer, RefusalKind};
+use shared::jsonrpc::{self, Id};
+
+use crate::session::core::ide::is_reinit_id;
 
 /// How the size limit is named in errors about messages of either side.
 pub(crate) const LIMIT_NAME: &str = "bridge-client's --max-message-size limit";
@@ -65,4 +68,26 @@ pub(crate) async fn sleep_until(t: Option<Instant>) {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
     }
+}
+
+/// The error the IDE gets for its request `id`; none for a request the IDE never sent (a
+/// replayed `initialize`).
+pub(crate) fn error_for_ide(id: &Id, code: i64, message: &str) -> Option<Bytes> {
+    (!is_reinit_id(id)).then(|| Bytes::from(jsonrpc::error_response(Some(id), code, message, None)))
+}
+
+/// The answers for the IDE's requests still waiting when bridge-client exits (in `ids`' order),
+/// said once in the log: both upstreams end the same way.
+pub(crate) fn exit_answers(ids: Vec<Id>) -> Vec<Bytes> {
+    if !ids.is_empty() {
+        warn!(
+            "ending with {} request(s) unanswered; answering them with an error",
+            ids.len()
+        );
+    }
+    let message = "bridge-client is exiting (stdin was closed, or it was asked to stop) before \
+                   the answer came; the request's outcome is unknown";
+    ids.iter()
+        .filter_map(|id| error_for_ide(id, jsonrpc::RELAY_UNAVAILABLE, message))
+        .collect()
 }

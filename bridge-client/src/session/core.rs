@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 
 use shared::endpoint::{Endpoint, Framing, Limits, Transmit};
 use shared::ingress::Msg;
-use shared::jsonrpc::{self, Id};
+use shared::jsonrpc::Id;
 
 use crate::{Backoff, ClientError};
 
@@ -410,16 +410,8 @@ impl Core {
         ids.sort_by_key(|id| id.to_string());
         ids.extend(self.held.drain(..).filter_map(|m| m.request_id().cloned()));
         self.held_bytes = 0;
-        if !ids.is_empty() {
-            warn!(
-                "ending with {} request(s) unanswered; answering them with an error",
-                ids.len()
-            );
-        }
-        let message = "bridge-client is exiting (stdin was closed, or it was asked to stop) \
-                       before the answer came; the request's outcome is unknown";
-        for id in ids {
-            self.answer(&id, jsonrpc::RELAY_UNAVAILABLE, message);
+        for answer in crate::ide_input::exit_answers(ids) {
+            self.push_out(answer);
         }
         Exit {
             tell_relay,

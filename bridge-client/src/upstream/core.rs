@@ -25,7 +25,6 @@ use super::exchange::{Outgoing, RequestMeta};
 use super::params::ParamHeaders;
 use super::sse::SseParser;
 use super::UpstreamEvent;
-use crate::session::core::ide::is_reinit_id;
 use crate::session::core::{EOF_ANSWER_WAIT, HELD_MAX, OUT_LIMIT};
 use crate::session::stdout::Output;
 
@@ -391,11 +390,9 @@ impl HttpCore {
 
     /// Answers the IDE's request `id` with an error, once.
     fn answer(&mut self, id: &Id, code: i64, message: &str) {
-        if is_reinit_id(id) {
-            return;
+        if let Some(body) = crate::ide_input::error_for_ide(id, code, message) {
+            self.push_out(body);
         }
-        let body = jsonrpc::error_response(Some(id), code, message, None);
-        self.push_out(Bytes::from(body));
     }
 
     /// Answers `id` with an error if it still waits for an answer.

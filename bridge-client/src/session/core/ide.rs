@@ -213,11 +213,9 @@ impl Core {
 
     /// Answers the IDE's request `id` with an error.
     pub(super) fn answer(&mut self, id: &Id, code: i64, message: &str) {
-        if is_reinit_id(id) {
-            return; // the IDE never asked this
+        if let Some(body) = crate::ide_input::error_for_ide(id, code, message) {
+            self.push_out(body);
         }
-        let body = jsonrpc::error_response(Some(id), code, message, None);
-        self.push_out(Bytes::from(body));
     }
 
     /// Queues a message for stdout.

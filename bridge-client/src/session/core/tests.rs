@@ -180,7 +180,7 @@ fn an_impossible_resume_point_gives_the_session_up() {
     assert!(!core.is_connected(), "the connection is dropped");
     let out = output(&mut core, t1);
     assert_eq!(out.len(), 1);
-    assert_eq!(error_code(&out[0]), jsonrpc::RELAY_UNAVAILABLE);
+    assert_eq!(error_code(&out[0]), shared::jsonrpc::RELAY_UNAVAILABLE);
     assert!(out[0]["error"]["message"]
         .as_str()
         .is_some_and(|m| m.contains("resume point is wrong")));

@@ -5,14 +5,14 @@
 use bytes::Bytes;
 use http::Method;
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::timers::HEAD_TIMEOUT;
 use super::{Body, Exchange, HttpCore, Listen, Purpose, Resume};
 use crate::session::core::ide::is_reinit_id;
 use crate::upstream::exchange::{self, Outgoing};
 use shared::ingress::{Msg, MsgKind};
-use shared::jsonrpc::{self, Id};
+use shared::jsonrpc::Id;
 
 /// An IDE message (or a replayed one) to POST.
 #[derive(Debug, Clone)]
@@ -176,16 +176,8 @@ impl HttpCore {
         self.finished = true;
         let mut ids: Vec<Id> = self.pending.drain().collect();
         ids.sort_by_key(|id| id.to_string());
-        if !ids.is_empty() {
-            warn!(
-                "ending with {} request(s) unanswered; answering them with an error",
-                ids.len()
-            );
-        }
-        let message = "bridge-client is exiting (stdin was closed, or it was asked to stop) \
-                       before the answer came; the request's outcome is unknown";
-        for id in ids {
-            self.answer(&id, jsonrpc::RELAY_UNAVAILABLE, message);
+        for answer in crate::ide_input::exit_answers(ids) {
+            self.push_out(answer);
         }
         let session = self.session.take()?;
         let ex = self.new_ex();
