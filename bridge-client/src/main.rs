@@ -65,7 +65,8 @@ enum Cmd {
 const EXIT_STATUS: &str = "Exit status: 0 the IDE closed stdin (the session ended normally), or \
 login/logout done; 1 the first connection failed (the relay cannot be reached, or refuses), \
 writing to stdout failed, or the keyring or the token could not be used; 2 invalid command-line \
-arguments (including a URL that is not ws:// or wss://, and an unreadable --token-file).";
+arguments (including a URL that is not ws://, wss://, https:// or a loopback http://, and an \
+unreadable --token-file).";
 
 /// Exit status for invalid command-line arguments, as clap uses.
 const EXIT_USAGE: u8 = 2;
@@ -162,7 +163,8 @@ fn oauth_login(url: &str, args: &OAuthArgs) -> Result<bool, Failure> {
         }
         Some(LoginOutcome::Reused { issuer, resource }) => {
             eprintln!(
-                "bridge-client: another bridge-client signed in to {resource} with {issuer}                  meanwhile; its tokens (in the {store}) serve this one too"
+                "bridge-client: another bridge-client signed in to {resource} with {issuer} \
+                 meanwhile; its tokens (in the {store}) serve this one too"
             );
             Ok(true)
         }
