@@ -196,23 +196,6 @@ fn kind_of(probe: Probe<'_>) -> Result<Kind<'_>, ClassifyError> {
     }
 }
 
-/// The `params.name` of a `tools/call` request (for audit logs); `None` for anything else.
-/// This parses the message again: [`classify_full`] learns it in the same pass as the kind.
-pub fn tool_call_name(msg: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Call<'a> {
-        #[serde(borrow)]
-        params: CallParams<'a>,
-    }
-    #[derive(Deserialize)]
-    struct CallParams<'a> {
-        #[serde(borrow)]
-        name: Cow<'a, str>,
-    }
-    let c: Call<'_> = serde_json::from_slice(msg).ok()?;
-    Some(c.params.name.into_owned())
-}
-
 /// The `params.requestId` of a `notifications/cancelled` message.
 pub fn cancelled_request_id(msg: &[u8]) -> Option<Id> {
     #[derive(Deserialize)]

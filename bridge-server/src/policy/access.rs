@@ -34,6 +34,15 @@ pub struct Access {
     pub per_tool: Option<Rate>,
 }
 
+/// Which check refused a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The user's tool policy hides the tool.
+    Denied,
+    /// Over a call rate.
+    RateLimited,
+}
+
 /// Why a call was refused, as the client will read it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Refused {
@@ -41,8 +50,8 @@ pub struct Refused {
     pub code: i64,
     /// The error's text.
     pub message: String,
-    /// `rate_limited` or `denied`.
-    pub reason: &'static str,
+    /// Which check refused it.
+    pub reason: Reason,
     /// For a rate limit: when to retry, in milliseconds (the error's `data.retryAfterMs`).
     pub retry_after_ms: Option<u64>,
 }
@@ -71,7 +80,19 @@ impl Access {
         }
         if !self.view.is_open() {
             let name = tool_name.unwrap_or_default();
-            if name.len() >= NAME_CUT || !self.view.allows(name) {
+            if name.len() >= NAME_CUT {
+                return Err(Refused {
+                    code: jsonrpc::INVALID_PARAMS,
+                    message: format!(
+                        "tool name of {} bytes or more cannot be checked against the relay's \
+                         policy for `{}`; use a shorter name",
+                        NAME_CUT, self.tool
+                    ),
+                    reason: Reason::Denied,
+                    retry_after_ms: None,
+                });
+            }
+            if !self.view.allows(name) {
                 return Err(Refused {
                     code: jsonrpc::INVALID_PARAMS,
                     message: format!(
@@ -80,7 +101,7 @@ impl Access {
                         shared::log_safe(&self.user),
                         self.tool
                     ),
-                    reason: "denied",
+                    reason: Reason::Denied,
                     retry_after_ms: None,
                 });
             }
@@ -91,7 +112,7 @@ impl Access {
                 .map_err(|l| Refused {
                     code: RATE_LIMITED,
                     message: l.message(&self.user, &self.tool),
-                    reason: "rate_limited",
+                    reason: Reason::RateLimited,
                     retry_after_ms: Some(
                         u64::try_from(l.retry_after.as_millis())
                             .unwrap_or(u64::MAX)

@@ -14,7 +14,7 @@ use serde_json::Value;
 mod access;
 pub mod rate;
 
-pub use access::{Access, Refused, RATE_LIMITED};
+pub use access::{Access, Reason, Refused, RATE_LIMITED};
 
 /// One `[[tool.policy]]` rule.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -163,8 +163,8 @@ impl Core {
             {
                 if let Err(r) = self.cfg.access.check(method, tool_name.as_deref(), now) {
                     let outcome = match r.reason {
-                        "rate_limited" => Outcome::RateLimited,
-                        _ => Outcome::Denied,
+                        crate::policy::Reason::RateLimited => Outcome::RateLimited,
+                        crate::policy::Reason::Denied => Outcome::Denied,
                     };
                     return answer(r.response(id), Some(outcome));
                 }
