@@ -31,6 +31,8 @@ pub use config::{Config, ConfigError, Limits, Loaded, Problem, Severity, ToolCon
 
 /// State shared by every connection of one relay.
 pub(crate) struct Relay {
+    /// This node's name (`node_id`), the first part of every session id it makes.
+    pub(crate) node_id: Option<String>,
     pub(crate) tools: Vec<Arc<ToolConfig>>,
     pub(crate) limits: Limits,
     pub(crate) auth: auth::AuthConfig,
@@ -76,8 +78,9 @@ impl ShutdownHandle {
     }
 }
 
-/// A new session id: 128 random bits, as 32 hex digits.
-pub(crate) fn new_session_id() -> String {
+/// A new session id: 128 random bits as 32 hex digits, after `NODE.` when the relay has a
+/// `node_id` (so a load balancer can send the session's requests to this node).
+pub(crate) fn new_session_id(node: Option<&str>) -> String {
     let mut bytes = [0u8; 16];
     if getrandom::fill(&mut bytes).is_err() {
         // The OS RNG failing is not recoverable in any useful way; fall back to a value that is
@@ -88,7 +91,11 @@ pub(crate) fn new_session_id() -> String {
             .unwrap_or_default();
         bytes = n.to_le_bytes();
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    match node {
+        Some(node) => format!("{node}.{hex}"),
+        None => hex,
+    }
 }
 
 /// The separate metrics listener: `/metrics`, `/healthz` and `/readyz` only.
@@ -222,6 +229,7 @@ pub async fn run(
     let handshakes = handshake::Gate::new(&config.limits, metrics.clone());
     let mut shed_log = handshake::ShedLog::new(metrics.clone());
     let relay = Arc::new(Relay {
+        node_id: config.node_id,
         tools: config.tools.into_iter().map(Arc::new).collect(),
         limits: config.limits,
         auth: config.auth,
@@ -346,4 +354,20 @@ pub async fn run(
     }
     info!("relay stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn session_ids_start_with_the_node_id() {
+        let plain = super::new_session_id(None);
+        assert_eq!(plain.len(), 32);
+        assert!(plain.bytes().all(|b| b.is_ascii_hexdigit()), "{plain}");
+        let named = super::new_session_id(Some("relay-2"));
+        let (node, random) = named.split_once('.').expect("a dot after the node id");
+        assert_eq!(node, "relay-2");
+        assert_eq!(random.len(), 32);
+        assert_ne!(random, plain);
+        assert_eq!(crate::session::short_id(&named), &random[..8]);
+    }
 }

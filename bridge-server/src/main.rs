@@ -27,6 +27,11 @@ struct Args {
     #[arg(long, value_name = "IP:PORT")]
     listen: Option<std::net::SocketAddr>,
 
+    /// This node's name behind a load balancer, overriding the config's `node_id` (e.g. the pod
+    /// name): every session id starts with it, so the balancer can route by it.
+    #[arg(long, value_name = "NAME", env = "MCP_BRIDGE_NODE_ID", value_parser = node_id)]
+    node_id: Option<String>,
+
     /// More log output on stderr: -v debug, -vv trace (default: info). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
@@ -212,6 +217,9 @@ async fn real_main(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
+    if let Some(node) = args.node_id {
+        config.node_id = Some(node);
+    }
     if let Err(why) = bridge_server::preflight(&config) {
         eprintln!("bridge-server: {why}; the relay did not start");
         return Ok(ExitCode::from(EXIT_INVALID_CONFIG));
@@ -373,4 +381,9 @@ fn init_logging(verbose: u8, format: LogFormat) {
                 .with_filter(shared::no_secret_traces()),
         )
         .init();
+}
+
+/// `--node-id`: checked as the config's `node_id` is.
+fn node_id(name: &str) -> Result<String, String> {
+    bridge_server::config::check_node_id(name).map(|()| name.to_owned())
 }

@@ -29,6 +29,7 @@ mod tests;
 mod tools;
 
 pub use diag::{ConfigError, Problem, Severity};
+pub use server::check_node_id;
 
 use diag::Problems;
 use read::Section;
@@ -41,7 +42,7 @@ pub const DEMO_TOOL: &str = "demo";
 
 /// The top-level keys of a config file.
 const TOP_LEVEL_KEYS: &[&str] = &[
-    "listen", "tls", "auth", "security", "metrics", "limits", "tool",
+    "listen", "node_id", "tls", "auth", "security", "metrics", "limits", "tool",
 ];
 
 /// A relay configuration that has been checked and can be run.
@@ -49,6 +50,10 @@ const TOP_LEVEL_KEYS: &[&str] = &[
 pub struct Config {
     /// Where the relay accepts HTTP and WebSocket connections.
     pub listen: SocketAddr,
+    /// This node's name behind a load balancer (`node_id`): every session id starts with it and
+    /// a dot, so the balancer can send a Streamable HTTP session's requests to the node that
+    /// holds it. `None`: session ids are 32 hex digits.
+    pub node_id: Option<String>,
     /// TLS certificate, key and optional client CA (mutual TLS); plain TCP when unset.
     pub tls: Option<TlsFiles>,
     /// How callers are authenticated.
@@ -229,6 +234,7 @@ impl Config {
             listen: DEFAULT_LISTEN
                 .parse()
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8787))),
+            node_id: None,
             tls: None,
             auth: AuthConfig::None,
             metrics_listen: None,
@@ -278,6 +284,7 @@ impl Config {
         root.only(TOP_LEVEL_KEYS, &mut p);
         let base = path.parent().unwrap_or(Path::new("."));
         let listen = server::listen(&root, &mut p);
+        let node_id = server::node_id(&root, &mut p);
         let tls = server::tls(&root, base, &mut p);
         let auth = auth::auth(&root, base, &mut p);
         if let (Some(listen), Some(auth)) = (listen, &auth) {
@@ -289,6 +296,7 @@ impl Config {
         let tools = tools::tools(&root, base, &mut p);
         let config = Config {
             listen: listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8787))),
+            node_id,
             tls,
             auth: auth.unwrap_or(AuthConfig::None),
             metrics_listen,

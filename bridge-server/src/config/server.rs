@@ -129,6 +129,36 @@ pub(super) fn security(root: &Section<'_, '_>, p: &mut Problems<'_>) -> Vec<Stri
     s.strings("allowed_origins", p).unwrap_or_default()
 }
 
+/// `node_id = "NAME"`: letters, digits, `-` and `_`, at most 32 (it starts every session id,
+/// before a dot, and a load balancer's pattern matches it).
+pub(super) fn node_id(root: &Section<'_, '_>, p: &mut Problems<'_>) -> Option<String> {
+    let (text, at) = root.string("node_id", p)?;
+    match check_node_id(text) {
+        Ok(()) => Some(text.to_owned()),
+        Err(why) => {
+            p.error(at, &root.key("node_id"), why);
+            None
+        }
+    }
+}
+
+/// Whether `name` can be a node id; else what is wrong with it, in words for the user.
+pub fn check_node_id(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` cannot be a node id: use 1 to 32 letters, digits, `-` or `_` (it starts \
+             every session id, and the load balancer matches it)"
+        ))
+    }
+}
+
 /// `[metrics] listen = "IP:PORT"`.
 pub(super) fn metrics(root: &Section<'_, '_>, p: &mut Problems<'_>) -> Option<SocketAddr> {
     let m = root.table("metrics", p)?;

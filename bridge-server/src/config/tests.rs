@@ -427,3 +427,20 @@ writable = ["relative/{user}"]
         assert!(joined.contains(needle), "missing {needle:?} in:\n{joined}");
     }
 }
+
+#[test]
+fn node_id_names_this_relay_among_its_peers() {
+    let cfg = parse(&format!("node_id = \"relay-1\"\n{SH_TOOL}"))
+        .expect("valid")
+        .config;
+    assert_eq!(cfg.node_id.as_deref(), Some("relay-1"));
+    assert_eq!(parse(SH_TOOL).expect("valid").config.node_id, None);
+    for bad in ["", "relay.1", "relay 1", "ä", &"x".repeat(33)] {
+        let found = problems(&format!("node_id = \"{bad}\"\n{SH_TOOL}"));
+        assert_eq!(found.len(), 1, "{bad:?}: {found:?}");
+        assert!(
+            found[0].contains("node_id") && found[0].contains("letters, digits"),
+            "{bad:?}: {found:?}"
+        );
+    }
+}

@@ -54,7 +54,7 @@ pub(super) fn start(
         )));
     }
     // Check the limits and take the slot in one step, so a burst cannot overshoot them.
-    let session_id = crate::new_session_id();
+    let session_id = crate::new_session_id(relay.node_id.as_deref());
     let limits = session::SessionLimits {
         total: relay.limits.max_sessions,
         per_user: relay.limits.max_sessions_per_user,

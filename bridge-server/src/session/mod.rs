@@ -54,8 +54,10 @@ pub(crate) struct Params {
     pub(crate) access: crate::policy::Access,
 }
 
-/// The first 8 hex digits of a session id: enough to follow a session in the logs, too few to
+/// The first 8 hex digits of a session id's random part: enough to follow a session in the logs, too few to
 /// take it over.
 pub(crate) fn short_id(id: &str) -> &str {
-    id.get(..8).unwrap_or(id)
+    // The random part, after the node id when there is one.
+    let random = id.rsplit_once('.').map_or(id, |(_, r)| r);
+    random.get(..8).unwrap_or(random)
 }

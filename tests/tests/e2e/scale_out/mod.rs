@@ -9,6 +9,9 @@
 //!   Rust IDE harness, and the Python SDK as a real MCP client);
 //! - when a node drains (SIGTERM, as in a rolling upgrade), calls in flight finish and its
 //!   clients move to the other node without a single error;
+//! - Streamable HTTP: each request of a session reaches the node named at the start of its
+//!   `Mcp-Session-Id` (the relay's `node_id`); when that node is gone, the other answers 404
+//!   and the host's new session works (raw HTTP and the Python SDK);
 //! - the deploy examples' relay configs pass `bridge-server check-config`.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
@@ -17,6 +20,7 @@ mod affinity;
 mod deploy;
 mod failover;
 mod nginx;
+mod streamable;
 
 use std::time::Duration;
 

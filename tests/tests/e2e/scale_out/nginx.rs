@@ -61,8 +61,9 @@ fn nginx_binary() -> PathBuf {
     }
 }
 
-/// Fills in the `# @render` lines of the committed config: the relay nodes (in order), the
-/// listen address, and every file path inside `dir`. Every other line is kept as it is.
+/// Fills in the `# @render` lines of the committed config: the relay nodes (`# @render node N`
+/// is `nodes[N - 1]`), the listen address, and every file path inside `dir`. Every other line
+/// is kept as it is.
 pub(super) fn render_nginx_conf(
     template: &str,
     dir: &Path,
@@ -70,10 +71,10 @@ pub(super) fn render_nginx_conf(
     nodes: &[SocketAddr],
 ) -> Result<String> {
     let mut out = String::new();
-    let mut next_node = 0;
+    let mut used = vec![false; nodes.len()];
     for line in template.lines() {
         let marked = line.split_once("# @render");
-        let Some((code, _comment)) = marked.filter(|_| !line.trim_start().starts_with('#')) else {
+        let Some((code, tag)) = marked.filter(|_| !line.trim_start().starts_with('#')) else {
             out.push_str(line);
             out.push('\n');
             continue;
@@ -95,10 +96,23 @@ pub(super) fn render_nginx_conf(
             "scgi_temp_path" => path("scgi"),
             "listen" => listen.to_string(),
             "server" => {
-                let node = nodes.get(next_node).with_context(|| {
-                    format!("{NGINX_CONF} lists more relay nodes than the test started")
-                })?;
-                next_node += 1;
+                let n: usize = tag
+                    .trim()
+                    .strip_prefix("node ")
+                    .and_then(|n| n.trim().parse().ok())
+                    .with_context(|| {
+                        format!("a server line without `# @render node N`: {line:?}")
+                    })?;
+                let node = n
+                    .checked_sub(1)
+                    .and_then(|i| nodes.get(i))
+                    .with_context(|| {
+                        format!(
+                            "{NGINX_CONF} names relay node {n}; the test started {}",
+                            nodes.len()
+                        )
+                    })?;
+                used[n - 1] = true;
                 node.to_string()
             }
             other => bail!("{NGINX_CONF}: the test does not know how to render `{other}`"),
@@ -123,8 +137,8 @@ pub(super) fn render_nginx_conf(
         out.push('\n');
     }
     ensure!(
-        next_node == nodes.len(),
-        "{NGINX_CONF} lists {next_node} relay node(s); the test started {}",
+        used.iter().all(|u| *u),
+        "{NGINX_CONF} names fewer relay nodes than the test started ({})",
         nodes.len()
     );
     Ok(out)
