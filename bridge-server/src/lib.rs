@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
@@ -133,7 +134,12 @@ async fn serve_metrics(listener: TcpListener, relay: Arc<Relay>) {
     }
 }
 
-/// Serves HTTP/1.1 (and WebSocket upgrades) on one connection.
+/// Streams one HTTP/2 connection may have open at once (each a request of a session, or an
+/// SSE stream); more wait for one to end (the client's limit, by the protocol).
+const H2_MAX_STREAMS: u32 = 128;
+
+/// Serves one connection: HTTP/1.1 (with WebSocket upgrades) or HTTP/2 (chosen by ALPN on TLS,
+/// by the client's preface on cleartext: "prior knowledge").
 async fn serve_http<S>(
     stream: S,
     relay: Arc<Relay>,
@@ -158,12 +164,27 @@ async fn serve_http<S>(
     // moment the connection goes idle, so an idle connection is closed then; the slot was
     // freed at the first request head, and `Slot::finish` is idempotent (ids are never reused),
     // so later requests neither take nor free a slot.
-    let conn = http1::Builder::new()
+    //
+    // HTTP/2 carries Streamable HTTP only (a WebSocket needs HTTP/1.1: RFC 8441 is not
+    // served); its bounds: streams at once, the header list, and the flow-control windows
+    // (a peer that does not read its answers stalls only its own streams).
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
-        .max_buf_size(max_head)
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
+        .max_buf_size(max_head);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX))
+        .initial_stream_window_size(256 * 1024)
+        .initial_connection_window_size(1024 * 1024)
+        .max_send_buf_size(256 * 1024)
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let res = tokio::select! {
         res = conn.as_mut() => res,

@@ -95,7 +95,9 @@ pub fn server_config(
     let mut config = builder
         .with_single_cert(chain, key)
         .map_err(|e| TlsError::Config(format!("certificate and key do not fit: {e}")))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // HTTP/2 for Streamable HTTP clients that offer it; a WebSocket client offers none, or
+    // http/1.1 only, and gets HTTP/1.1.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 

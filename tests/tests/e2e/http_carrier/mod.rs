@@ -7,6 +7,7 @@
 
 mod eras;
 mod faults;
+mod http2;
 mod keep_alive;
 
 use std::io::{Read, Write};

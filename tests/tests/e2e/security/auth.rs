@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use mcp_bridge_tests::ws::{self, Upgrade, V1Frame};
-use mcp_bridge_tests::{bin, demo_tool, hash_token, relay_config, token_auth, Relay, TempDir};
+use mcp_bridge_tests::{
+    bin, demo_tool, hash_token, relay_config, token_auth, wait_until, Relay, TempDir,
+};
 
 use super::{client, echo_works, refused, token_relay, T};
 
@@ -40,6 +42,9 @@ fn tokens_grants_and_their_rejections() -> Result<()> {
 
     let mut alice = client(&demo, Some("alice-token-7f3a"), &[])?;
     echo_works(&mut alice)?;
+    // The call's audit line is written once its answer is on its way, so it may follow the
+    // answer into the log by a moment.
+    let _ = wait_until(T, || relay.log.text().contains("event=\"call\""));
     let log = relay.log.text();
     for reason in [
         "reason=\"missing\"",
