@@ -220,3 +220,131 @@ fn complete(buf: &[u8]) -> Result<Option<(Resp, usize)>> {
     };
     Ok(Some((resp, head_end + 4 + used)))
 }
+
+/// An SSE answer read as it arrives, on a connection of its own: the head, then the chunked
+/// body de-chunked incrementally and split into events. For tests that break a stream at a
+/// chosen event and resume it.
+pub struct SseStream {
+    stream: std::net::TcpStream,
+    /// Bytes read and not yet de-chunked.
+    raw: Vec<u8>,
+    /// De-chunked body not yet split into events.
+    body: String,
+    pub status: u16,
+    /// The body ended (the last chunk came).
+    pub ended: bool,
+}
+
+/// One SSE event: its id (if any) and the JSON of its data (`Null` for a priming event, whose
+/// data is empty).
+pub type SseEvent = (Option<String>, Value);
+
+impl SseStream {
+    /// Sends `method path` with `headers` and `body` and reads the answer's head.
+    pub fn open(
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Result<SseStream> {
+        let mut stream = std::net::TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        stream.write_all(req.as_bytes())?;
+        let mut s = SseStream {
+            stream,
+            raw: Vec::new(),
+            body: String::new(),
+            status: 0,
+            ended: false,
+        };
+        let head_end = loop {
+            if let Some(i) = s.raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i;
+            }
+            s.fill()?;
+        };
+        let head = String::from_utf8_lossy(&s.raw[..head_end]).into_owned();
+        s.status = head
+            .lines()
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|c| c.parse().ok())
+            .context("status line")?;
+        if !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            bail!("not a chunked (streamed) answer: {head}");
+        }
+        s.raw.drain(..head_end + 4);
+        Ok(s)
+    }
+
+    fn fill(&mut self) -> Result<()> {
+        let mut chunk = [0u8; 8192];
+        let n = self.stream.read(&mut chunk)?;
+        if n == 0 {
+            bail!("connection closed mid-stream");
+        }
+        self.raw.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+
+    /// Moves whole chunks from `raw` to `body`.
+    fn dechunk(&mut self) -> Result<()> {
+        while let Some(eol) = self.raw.windows(2).position(|w| w == b"\r\n") {
+            let size = std::str::from_utf8(&self.raw[..eol])?.trim();
+            let n =
+                usize::from_str_radix(size, 16).with_context(|| format!("chunk size {size:?}"))?;
+            if self.raw.len() < eol + 2 + n + 2 {
+                return Ok(());
+            }
+            if n == 0 {
+                self.ended = true;
+            }
+            self.body
+                .push_str(&String::from_utf8_lossy(&self.raw[eol + 2..eol + 2 + n]));
+            self.raw.drain(..eol + 2 + n + 2);
+        }
+        Ok(())
+    }
+
+    /// The next event (comments skipped); `None` once the stream has ended.
+    pub fn next_event(&mut self) -> Result<Option<SseEvent>> {
+        loop {
+            self.dechunk()?;
+            while let Some(end) = self.body.find("\n\n") {
+                let text: String = self.body.drain(..end + 2).collect();
+                let mut id = None;
+                let mut data = Vec::new();
+                for line in text.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim().to_owned());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push(v.strip_prefix(' ').unwrap_or(v).to_owned());
+                    }
+                }
+                if id.is_none() && data.is_empty() {
+                    continue; // a comment (keep-alive) or a bare `retry:`
+                }
+                let value = if data.iter().all(|d| d.is_empty()) {
+                    Value::Null
+                } else {
+                    serde_json::from_str(&data.join("\n"))
+                        .with_context(|| format!("event data is not JSON: {text:?}"))?
+                };
+                return Ok(Some((id, value)));
+            }
+            if self.ended {
+                return Ok(None);
+            }
+            self.fill()?;
+        }
+    }
+}

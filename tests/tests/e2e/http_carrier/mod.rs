@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+mod cuts;
 mod eras;
 mod faults;
 mod http2;
