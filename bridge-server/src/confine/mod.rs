@@ -101,6 +101,8 @@ pub(crate) struct Host {
     is_root: bool,
     /// The current hard `RLIMIT_NOFILE`: a tool's limit cannot go above it unless root.
     nofile_hard: u64,
+    /// The open-file limits the relay started with, when it raised its own.
+    nofile_at_start: Option<(u64, u64)>,
     next: AtomicU64,
 }
 
@@ -170,6 +172,7 @@ impl Host {
         }
         hidden.sort();
         hidden.dedup();
+        let nofile_at_start = rlimit::raise_open_files();
         let nofile_hard =
             nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
                 .map_or(u64::MAX, |(_, hard)| hard);
@@ -178,6 +181,7 @@ impl Host {
             hidden,
             is_root,
             nofile_hard,
+            nofile_at_start,
             next: AtomicU64::new(0),
         }
     }
@@ -283,6 +287,7 @@ impl Host {
                     n.min(self.nofile_hard)
                 }
             }),
+            open_files_at_start: self.nofile_at_start,
             data: l.memory.filter(|_| !cg_memory),
             nproc: l.processes.filter(|_| !cg_pids && !self.is_root),
         }

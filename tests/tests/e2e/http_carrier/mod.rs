@@ -10,6 +10,7 @@ mod eras;
 mod faults;
 mod http2;
 mod keep_alive;
+mod many;
 
 use std::io::{Read, Write};
 use std::process::Command;
