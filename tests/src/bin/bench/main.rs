@@ -163,8 +163,12 @@ fn main() -> Result<()> {
         direct_small.get_or_insert(d);
     }
     let mut cpu_pipelined = None;
+    let mut direct_pipelined_64 = None;
     for window in [64, 256] {
         let (d, d_cpu) = one_session_throughput(&direct, s.pipelined, window)?;
+        if window == 64 {
+            direct_pipelined_64 = Some(d);
+        }
         let (c, c_cpu) = one_session_throughput(&chain, s.pipelined, window)?;
         let (t, t_cpu) = one_session_throughput(&chain_tls, s.pipelined, window)?;
         println!(
@@ -202,6 +206,14 @@ fn main() -> Result<()> {
                 us(h[i].saturating_sub(d[i]))
             );
         }
+    }
+    if let Some(d) = direct_pipelined_64 {
+        // Fewer calls than the stdio rows: each is a whole HTTP request and SSE answer.
+        let h = http::pipelined(plain.addr, "demo", s.pipelined / 5, 64)?;
+        println!(
+            "| Streamable HTTP, 1 session, 64 in flight over 64 connections (msg/s) | {d:.0} | {h:.0} | {:.2} × direct | – | – |",
+            h / d
+        );
     }
     if let Some((d, c, t)) = cpu_small {
         cpu_rows("small round trip", &d, &c, &t);
