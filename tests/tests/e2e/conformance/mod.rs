@@ -10,6 +10,7 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+mod hosts;
 mod suite;
 
 use anyhow::{Context, Result};
