@@ -56,6 +56,12 @@ fn conformance_tool(peers: &Peers) -> String {
     )
 }
 
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 fn http_url(relay: &Relay, tool: &str) -> String {
     format!("http://{}/mcp/{tool}", relay.addr)
 }
@@ -65,7 +71,11 @@ fn every_scenario_passes_against_the_fixture_hosted_by_the_relay() -> Result<()>
     let peers = Peers::require();
     let listed = suite::listed(&peers)?;
     let relay = Relay::start(&conformance_tool(&peers))?;
-    let report = suite::run(&peers, &http_url(&relay, "conformance"), "all")?;
+    let report = suite::run(
+        &peers,
+        &http_url(&relay, "conformance"),
+        &["--suite", "all"],
+    )?;
     report.print(
         &format!(
             "conformance 0.1.16, spec {}, against conformance_tool.mjs hosted by the relay",
@@ -99,8 +109,8 @@ fn every_scenario_passes_against_the_fixture_hosted_by_the_relay() -> Result<()>
         })?;
         assert!(
             o.failed == 0 && o.passed > 0,
-            "scenario {name}: {o:?}; relay log:\n{}",
-            relay.log.text()
+            "scenario {name}: {o:?}; the relay log ends:\n{}",
+            tail(&relay.log.text(), 60)
         );
         for (id, msg) in &o.warnings {
             assert!(
@@ -116,6 +126,19 @@ fn every_scenario_passes_against_the_fixture_hosted_by_the_relay() -> Result<()>
         "the suite itself reports a failure: {}",
         report.run.stdout
     );
+
+    // The relay reached as `localhost` (its other literal loopback name): the same checks.
+    let url = format!("http://localhost:{}/mcp/conformance", relay.addr.port());
+    let dns = suite::run(&peers, &url, &["--scenario", "dns-rebinding-protection"])?;
+    let o = dns
+        .scenarios
+        .get("dns-rebinding-protection")
+        .context("no results")?;
+    assert!(o.failed == 0 && o.passed == 2, "at {url}: {o:?}");
+    println!(
+        "dns-rebinding-protection at {url}: pass ({} checks)",
+        o.passed
+    );
     Ok(())
 }
 
@@ -128,7 +151,11 @@ fn the_generic_scenarios_pass_against_server_everything_hosted_by_the_relay() ->
         &["stdio"],
         "",
     ))?;
-    let report = suite::run(&peers, &http_url(&relay, "everything"), "active")?;
+    let report = suite::run(
+        &peers,
+        &http_url(&relay, "everything"),
+        &["--suite", "active"],
+    )?;
     let order: Vec<String> = GENERIC.iter().map(|s| s.to_string()).collect();
     report.print(
         &format!(
@@ -154,8 +181,8 @@ fn the_generic_scenarios_pass_against_server_everything_hosted_by_the_relay() ->
             .with_context(|| format!("scenario {name} left no results"))?;
         assert!(
             o.failed == 0 && o.passed > 0,
-            "scenario {name}: {o:?}; relay log:\n{}",
-            relay.log.text()
+            "scenario {name}: {o:?}; the relay log ends:\n{}",
+            tail(&relay.log.text(), 60)
         );
         assert!(o.warnings.is_empty(), "scenario {name}: {o:?}");
     }

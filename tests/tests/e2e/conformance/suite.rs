@@ -78,23 +78,16 @@ pub(super) fn listed(peers: &Peers) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// Runs `suite` ("all", "active" …) against `url`, one scenario after the other, and reads
-/// each scenario's checks.
-pub(super) fn run(peers: &Peers, url: &str, suite: &str) -> Result<Report> {
+/// Runs the scenarios `selection` names (`--suite all`, `--scenario ping` …) against `url`, one
+/// after the other, and reads each scenario's checks.
+pub(super) fn run(peers: &Peers, url: &str, selection: &[&str]) -> Result<Report> {
     let dir = TempDir::new();
     let results = dir.path().join("results");
     let started = Instant::now();
     let run = run_bounded(
         suite_command(peers)
-            .args([
-                "server",
-                "--url",
-                url,
-                "--suite",
-                suite,
-                "--spec-version",
-                SPEC,
-            ])
+            .args(["server", "--url", url, "--spec-version", SPEC])
+            .args(selection)
             .arg("--output-dir")
             .arg(&results)
             .current_dir(dir.path()),
