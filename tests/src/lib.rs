@@ -26,6 +26,8 @@ pub use ide::Ide;
 pub use metrics::{http_get, parse_metrics};
 pub use paths::{bin, fixture, python3, repo_root, TempDir};
 pub use peers::{assert_checks, run_driver, run_driver_interactive, Peers, SETUP_COMMAND};
-pub use process::{reap, signal, terminate_and_reap, wait_child, wait_until, Log};
+pub use process::{
+    reap, run_bounded, signal, terminate_and_reap, wait_child, wait_until, Finished, Log,
+};
 pub use procfs::{alive, children_of, cpu_time, mib, proc_status_bytes};
 pub use relay::Relay;

@@ -163,3 +163,59 @@ impl Piped {
         })
     }
 }
+
+/// What a [`run_bounded`] command printed, and how it ended.
+#[derive(Debug)]
+pub struct Finished {
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// Its whole stdout.
+    pub stdout: String,
+    /// Its whole stderr.
+    pub stderr: String,
+}
+
+/// Runs `cmd` to its end in a process group of its own, with stdin closed and its output
+/// collected; past `limit` the whole group is SIGKILLed (the command and whatever it started),
+/// reaped, and that is an error carrying what it had printed.
+pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<Finished> {
+    use std::os::unix::process::CommandExt;
+    let mut child = cmd
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    let (out, err) = (Log::default(), Log::default());
+    out.drain_from(child.stdout.take().context("stdout")?, "bounded-out");
+    err.drain_from(child.stderr.take().context("stderr")?, "bounded-err");
+    let waited = wait_child(&mut child, limit);
+    if waited.is_err() {
+        // The group's id is the child's pid (process_group(0)).
+        signal_group(child.id(), "KILL");
+        let _ = child.wait();
+    }
+    out.wait_closed(STDERR_DRAIN);
+    err.wait_closed(STDERR_DRAIN);
+    let (stdout, stderr) = (out.text(), err.text());
+    match waited {
+        Ok(status) => Ok(Finished {
+            status,
+            stdout,
+            stderr,
+        }),
+        Err(e) => Err(e.context(format!(
+            "{cmd:?} killed after {limit:?}; stdout:\n{stdout}\nstderr:\n{stderr}"
+        ))),
+    }
+}
+
+/// Sends a signal by name to the process group `pgid` (one the tests started).
+fn signal_group(pgid: u32, name: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg("--")
+        .arg(format!("-{pgid}"))
+        .status();
+}

@@ -5,6 +5,7 @@
 //! reason in the body, so a client can tell its user what went wrong. Forwarding is the
 //! session's job.
 
+mod origin;
 mod sse;
 mod start;
 mod streamable;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{
-    ACCEPT, AUTHORIZATION, CONNECTION, CONTENT_TYPE, ORIGIN, UPGRADE, WWW_AUTHENTICATE,
+    ACCEPT, AUTHORIZATION, CONNECTION, CONTENT_TYPE, HOST, ORIGIN, UPGRADE, WWW_AUTHENTICATE,
 };
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
@@ -92,9 +93,9 @@ pub(crate) fn metrics(relay: &Relay) -> Response<Body> {
     )
 }
 
-/// Decides whether this caller may open (or resume) a session of tool `name`: Origin, then
-/// authentication, then the tool and the grant. Every refusal is logged as an audit event
-/// (with the reason and the remote address, never the credentials).
+/// Decides whether this caller may open (or resume) a session of tool `name`: Origin (see
+/// [`origin`]), then authentication, then the tool and the grant. Every refusal is logged as an
+/// audit event (with the reason and the remote address, never the credentials).
 fn admit(
     req: &Request<Incoming>,
     name: &str,
@@ -102,9 +103,14 @@ fn admit(
     peer: SocketAddr,
 ) -> Result<(Arc<ToolConfig>, Principal), Box<Response<Body>>> {
     if let Some(origin) = req.headers().get(ORIGIN) {
+        let host = req
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()));
         let allowed = origin
             .to_str()
-            .is_ok_and(|o| relay.allowed_origins.iter().any(|a| a == o));
+            .is_ok_and(|o| origin::allowed(o, host, &relay.allowed_origins));
         if !allowed {
             let shown = String::from_utf8_lossy(origin.as_bytes()).into_owned();
             warn!(target: "audit", event = "refused", reason = "origin", origin = %shown, %peer, "origin not allowed");
