@@ -4,11 +4,12 @@
 //! bound processes, not just connections. Running sessions is not this module's business.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::info::SessionInfo;
 use super::{Attach, HttpDoor};
 
 /// How many ended sessions are remembered, so a returning client learns why its session ended.
@@ -29,6 +30,8 @@ struct Entry {
     door: Door,
     /// Set once the session has ended while its tool is still being ended: why.
     ending: Option<String>,
+    /// What the admin API shows, and its way to end the session.
+    info: Arc<SessionInfo>,
 }
 
 /// How a new connection or request reaches a running session: by its carrier.
@@ -54,6 +57,18 @@ pub(crate) enum Over {
     Relay(usize),
     Tool(usize),
 }
+
+/// Why the admin API finds no one session for an id.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    /// No live session has this id (or starts with it).
+    Unknown,
+    /// Several live sessions start with this prefix.
+    Ambiguous(usize),
+}
+
+/// Shortest id prefix the admin API takes: the 8 digits the logs show.
+pub(crate) const MIN_PREFIX: usize = 8;
 
 /// Why a resume cannot happen.
 pub(crate) enum ResumeRefusal {
@@ -84,12 +99,11 @@ impl Registry {
     /// under one lock.
     pub(crate) fn try_insert(
         &self,
-        id: &str,
-        tool: &str,
-        user: &str,
+        info: &Arc<SessionInfo>,
         door: Door,
         limits: SessionLimits,
     ) -> Result<(), Over> {
+        let (id, tool, user) = (info.id.as_str(), info.tool.as_str(), info.user.as_str());
         let mut live = self.live();
         if live.values().filter(|e| e.user == user).count() >= limits.per_user {
             return Err(Over::User(limits.per_user));
@@ -109,9 +123,35 @@ impl Registry {
                 user: user.to_owned(),
                 door,
                 ending: None,
+                info: info.clone(),
             },
         );
         Ok(())
+    }
+
+    /// Every live session (those whose tool is still being ended included), oldest first.
+    pub(crate) fn list(&self) -> Vec<Arc<SessionInfo>> {
+        let mut all: Vec<Arc<SessionInfo>> = self.live().values().map(|e| e.info.clone()).collect();
+        all.sort_by(|a, b| a.started_ms().cmp(&b.started_ms()).then(a.id.cmp(&b.id)));
+        all
+    }
+
+    /// The live session whose id is `id`, or the one whose id starts with it (at least
+    /// [`MIN_PREFIX`] characters, as the logs show them).
+    pub(crate) fn find(&self, id: &str) -> Result<Arc<SessionInfo>, Lookup> {
+        let live = self.live();
+        if let Some(e) = live.get(id) {
+            return Ok(e.info.clone());
+        }
+        if id.len() < MIN_PREFIX {
+            return Err(Lookup::Unknown);
+        }
+        let mut found = live.iter().filter(|(sid, _)| sid.starts_with(id));
+        match (found.next(), found.count()) {
+            (Some((_, e)), 0) => Ok(e.info.clone()),
+            (Some(_), more) => Err(Lookup::Ambiguous(more + 1)),
+            (None, _) => Err(Lookup::Unknown),
+        }
     }
 
     /// The way to hand a connection to WebSocket session `id` of `tool`.
@@ -199,6 +239,7 @@ impl Registry {
         let Some(entry) = live.remove(id) else {
             return;
         };
+        entry.info.set_done();
         // Still under the live table's lock: a resume finds the session in one table or the
         // other.
         let mut ended = self.tombstones();
