@@ -258,3 +258,50 @@ pub(crate) struct Shutdown {
     /// End everything now.
     pub(crate) force: CancellationToken,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn insert(r: &Registry, id: &str) -> Arc<SessionInfo> {
+        let info = Arc::new(SessionInfo::new(id, "alice", "demo", "ws", "v1"));
+        let limits = SessionLimits {
+            total: 10,
+            per_user: 10,
+            per_tool: None,
+        };
+        assert!(r
+            .try_insert(&info, Door::Ws(mpsc::channel(1).0), limits)
+            .is_ok());
+        info
+    }
+
+    #[test]
+    fn the_admin_api_finds_a_session_by_its_id_or_a_long_enough_prefix() {
+        let r = Registry::default();
+        insert(&r, "0123456789abcdef0123456789abcdef");
+        insert(&r, "01234567ffffffff0123456789abcdef");
+        insert(&r, "fedcba9876543210fedcba9876543210");
+        assert_eq!(r.list().len(), 3);
+        let whole = r.find("0123456789abcdef0123456789abcdef");
+        assert!(whole.is_ok_and(|s| s.id.starts_with("0123456789")));
+        assert!(r
+            .find("fedcba98")
+            .is_ok_and(|s| s.id.starts_with("fedcba98")));
+        assert_eq!(r.find("01234567").err(), Some(Lookup::Ambiguous(2)));
+        assert_eq!(r.find("0123456").err(), Some(Lookup::Unknown), "too short");
+        assert_eq!(r.find("fedc").err(), Some(Lookup::Unknown), "too short");
+        assert_eq!(r.find("99999999").err(), Some(Lookup::Unknown));
+    }
+
+    #[test]
+    fn release_says_the_session_is_done() {
+        let r = Registry::default();
+        let info = insert(&r, "0123456789abcdef0123456789abcdef");
+        r.ending(&info.id, "ended");
+        assert!(r.find(&info.id).is_ok(), "listed while its tool is ended");
+        r.release(&info.id);
+        assert!(r.list().is_empty());
+        assert!(futures_util::FutureExt::now_or_never(info.wait_done()).is_some());
+    }
+}
