@@ -94,16 +94,27 @@ pub(crate) fn new_session_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Connections the separate metrics listener serves at once.
+const METRICS_CONNECTIONS: usize = 64;
+
 /// The separate metrics listener: `/metrics`, `/healthz`, `/readyz` and the session admin API
 /// (`/admin/`, behind its own tokens) only.
 async fn serve_metrics(listener: TcpListener, relay: Arc<Relay>) {
+    // A scraper, a probe and an admin need a few connections; more at once are closed, so the
+    // listener cannot be made to hold unbounded tasks.
+    let slots = Arc::new(tokio::sync::Semaphore::new(METRICS_CONNECTIONS));
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            debug!(%peer, "metrics listener: {METRICS_CONNECTIONS} connections open; closing a new one");
+            continue;
+        };
         let relay = relay.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let relay = relay.clone();
                 async move {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use mcp_bridge_tests::http_raw::{raw, Resp};
 use mcp_bridge_tests::{
-    alive, bin, demo_tool, hash_token, relay_config, token_auth, Ide, Relay, TempDir,
+    alive, bin, demo_tool, hash_token, relay_config, token_auth, wait_until, Ide, Relay, TempDir,
 };
 use serde_json::{json, Value};
 
@@ -193,7 +193,15 @@ fn sessions_of_both_carriers_are_listed_shown_and_ended() -> Result<()> {
     let old_pid = pid_of(&ws)?;
     ide.send(&json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
         "params": {"name": "slow", "arguments": {"steps": 100, "delay_ms": 100}}}))?;
-    std::thread::sleep(Duration::from_millis(300));
+    // Wait until the call has reached the tool (the session's messages to it grow).
+    let before = now["messages_to_tool"].as_u64();
+    let path = format!("/admin/sessions/{ws_id}");
+    wait_until(Duration::from_secs(10), || {
+        admin_req(admin, "GET", &path, Some(ADMIN))
+            .ok()
+            .and_then(|r| json_of(&r).ok())
+            .is_some_and(|v| v["session"]["messages_to_tool"].as_u64() > before)
+    })?;
     let ended = admin_req(
         admin,
         "DELETE",
