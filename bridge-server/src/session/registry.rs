@@ -221,9 +221,11 @@ impl Registry {
             .map(|(_, _, r)| r.clone())
     }
 
-    /// Forgets a session that never started (its upgrade failed).
+    /// Forgets a session that never started (its upgrade failed, or its tool could not start).
     pub(crate) fn end_quietly(&self, id: &str) {
-        self.live().remove(id);
+        if let Some(entry) = self.live().remove(id) {
+            entry.info.set_done();
+        }
     }
 
     /// The session has ended (`reason`); its slot stays taken until [`Self::release`].
@@ -303,5 +305,9 @@ mod tests {
         r.release(&info.id);
         assert!(r.list().is_empty());
         assert!(futures_util::FutureExt::now_or_never(info.wait_done()).is_some());
+        // A session that never started is done too (an end asked meanwhile does not wait).
+        let never = insert(&r, "fedcba9876543210fedcba9876543210");
+        r.end_quietly(&never.id);
+        assert!(futures_util::FutureExt::now_or_never(never.wait_done()).is_some());
     }
 }

@@ -1,8 +1,9 @@
 //! The session admin API on the relay's private metrics listener, and `bridge-server sessions`
-//! in front of it: a bridge-client tunnel session and a Streamable HTTP session listed with
-//! real figures (a live tool pid, calls and bytes that grow), shown, and ended — the IDE gets
-//! an error naming the reason for its call in flight and then a new session, the HTTP client a
-//! 404, and each old tool is reaped — tokens refused, and nothing of it on the public listener.
+//! in front of it: a bridge-client tunnel session, a plain WebSocket session and a Streamable
+//! HTTP session listed with real figures (a live tool pid, calls and bytes that grow), shown,
+//! and ended — the IDE gets an error naming the reason for its call in flight and then a new
+//! session, the plain client a close frame with the reason, the HTTP client a 404, and each old
+//! tool is reaped — tokens refused, and nothing of it on the public listener.
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -421,4 +422,48 @@ fn the_cli_lists_and_ends_sessions() -> Result<()> {
     ensure!(out.status.code() == Some(3), "a wrong token: {out:?}");
     ensure!(String::from_utf8(out.stderr)?.contains("HTTP 401"));
     Ok(())
+}
+
+#[test]
+fn a_plain_websocket_session_is_listed_and_its_client_reads_why_it_ended() -> Result<()> {
+    use futures_util::{SinkExt, StreamExt};
+    use mcp_bridge_tests::ws;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let (relay, admin) = admin_relay()?;
+    let bearer = format!("Bearer {ALICE}");
+    ws::runtime().block_on(async {
+        let mut sock = ws::connect(&relay.url("demo"), Some("mcp"), &[("Authorization", &bearer)])
+            .await?
+            .open()?;
+        let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"plain"}}}"#;
+        sock.send(Message::text(call)).await?;
+        let answer = tokio::time::timeout(Duration::from_secs(10), sock.next()).await?;
+        ensure!(
+            matches!(&answer, Some(Ok(Message::Text(t))) if t.contains("plain")),
+            "{answer:?}"
+        );
+        let list = sessions(admin)?;
+        let s = by_carrier(&list, "ws")?;
+        ensure!(s["wire"] == "mcp" && s["calls"] == 1, "{s}");
+        let pid = pid_of(&s)?;
+        let id = s["id"].as_str().context("id")?;
+        let ended = admin_req(admin, "DELETE", &format!("/admin/sessions/{id}"), Some(ADMIN))?;
+        ensure!(ended.status == 200, "{} {}", ended.status, ended.body);
+        ensure!(reaped(&relay, pid), "the tool {pid} is reaped");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let frame = tokio::time::timeout_at(deadline, sock.next()).await?;
+            match frame {
+                Some(Ok(Message::Close(Some(close)))) => {
+                    ensure!(close.code == CloseCode::Normal, "{close:?}");
+                    ensure!(close.reason.contains("administrator"), "{close:?}");
+                    return Ok(());
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                other => anyhow::bail!("expected a close frame with the reason, got {other:?}"),
+            }
+        }
+    })
 }
