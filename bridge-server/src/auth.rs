@@ -219,22 +219,37 @@ impl AuthConfig {
                 groups: Vec::new(),
             });
         }
-        let header = header.ok_or(AuthError::Missing)?;
-        let header = std::str::from_utf8(header).map_err(|_| AuthError::Malformed)?;
-        let (scheme, token) = header.trim().split_once(' ').ok_or(AuthError::Malformed)?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(AuthError::Malformed);
-        }
-        let token = token.trim();
-        if token.is_empty() {
-            return Err(AuthError::Missing);
-        }
+        let token = bearer(header)?;
         match self {
             AuthConfig::None => Err(AuthError::UnknownToken),
             AuthConfig::Tokens(entries) => check_token(entries, token),
             AuthConfig::Jwt(cfg) => check_jwt(cfg, token),
         }
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(header: Option<&[u8]>) -> Result<&str, AuthError> {
+    let header = header.ok_or(AuthError::Missing)?;
+    let header = std::str::from_utf8(header).map_err(|_| AuthError::Malformed)?;
+    let (scheme, token) = header.trim().split_once(' ').ok_or(AuthError::Malformed)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::Malformed);
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(AuthError::Missing);
+    }
+    Ok(token)
+}
+
+/// Checks a request to the admin API against its tokens (`[[admin.token]]`, compared in
+/// constant time like users' tokens): the admin's name.
+pub(crate) fn authenticate_admin(
+    entries: &[TokenEntry],
+    header: Option<&[u8]>,
+) -> Result<String, AuthError> {
+    check_token(entries, bearer(header)?).map(|p| p.user)
 }
 
 fn check_token(entries: &[TokenEntry], token: &str) -> Result<Principal, AuthError> {
@@ -352,6 +367,33 @@ mod tests {
             Err(AuthError::Malformed)
         );
         assert!(parse_hash("sha256:zz").is_none());
+    }
+
+    #[test]
+    fn admin_tokens_name_their_admin_and_refuse_the_rest() {
+        let entries = vec![TokenEntry {
+            user: "ops".into(),
+            sha256: parse_hash(&hash_token("s3cret")).unwrap(),
+            grant: Grant::Only(BTreeSet::new()),
+            groups: Vec::new(),
+        }];
+        assert_eq!(
+            authenticate_admin(&entries, Some(b"Bearer s3cret")),
+            Ok("ops".to_owned())
+        );
+        assert_eq!(
+            authenticate_admin(&entries, Some(b"Bearer s3cre")),
+            Err(AuthError::UnknownToken)
+        );
+        assert_eq!(authenticate_admin(&entries, None), Err(AuthError::Missing));
+        assert_eq!(
+            authenticate_admin(&entries, Some(b"Basic s3cret")),
+            Err(AuthError::Malformed)
+        );
+        assert_eq!(
+            authenticate_admin(&[], Some(b"Bearer s3cret")),
+            Err(AuthError::UnknownToken)
+        );
     }
 
     #[test]

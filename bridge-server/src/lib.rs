@@ -16,6 +16,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+pub mod admin_cli;
 pub mod auth;
 mod child;
 pub mod config;
@@ -41,6 +42,8 @@ pub(crate) struct Relay {
     pub(crate) metrics: Arc<metrics::Metrics>,
     /// Whether `/metrics` is served on the main listener (no separate metrics address).
     pub(crate) metrics_on_main: bool,
+    /// The admin API's tokens (served on the metrics listener only); empty: the API is off.
+    pub(crate) admin_tokens: Vec<auth::TokenEntry>,
     /// Drain, then force: see [`ShutdownHandle`].
     pub(crate) shutdown: session::Shutdown,
     /// Live sessions (for resume and limits) and why recent ones ended.
@@ -99,15 +102,27 @@ pub(crate) fn new_session_id(node: Option<&str>) -> String {
     }
 }
 
-/// The separate metrics listener: `/metrics`, `/healthz` and `/readyz` only.
+/// Connections the separate metrics listener serves at once.
+const METRICS_CONNECTIONS: usize = 64;
+
+/// The separate metrics listener: `/metrics`, `/healthz`, `/readyz` and the session admin API
+/// (`/admin/`, behind its own tokens) only.
 async fn serve_metrics(listener: TcpListener, relay: Arc<Relay>) {
+    // A scraper, a probe and an admin need a few connections; more at once are closed, so the
+    // listener cannot be made to hold unbounded tasks.
+    let slots = Arc::new(tokio::sync::Semaphore::new(METRICS_CONNECTIONS));
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            debug!(%peer, "metrics listener: {METRICS_CONNECTIONS} connections open; closing a new one");
             continue;
         };
         let relay = relay.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let relay = relay.clone();
                 async move {
@@ -115,9 +130,12 @@ async fn serve_metrics(listener: TcpListener, relay: Arc<Relay>) {
                         "/metrics" => http::metrics(&relay),
                         "/readyz" => http::readyz(&relay),
                         "/healthz" => http::text(hyper::StatusCode::OK, "ok"),
+                        p if p == "/admin" || p.starts_with("/admin/") => {
+                            http::admin::handle(&req, &relay, peer).await
+                        }
                         _ => http::text(
                             hyper::StatusCode::NOT_FOUND,
-                            "not found: /metrics, /healthz, /readyz",
+                            "not found: /metrics, /healthz, /readyz, /admin/sessions",
                         ),
                     };
                     Ok::<_, std::convert::Infallible>(resp)
@@ -257,6 +275,7 @@ pub async fn run(
         allowed_origins: config.allowed_origins,
         metrics,
         metrics_on_main: config.metrics_listen.is_none(),
+        admin_tokens: config.admin_tokens,
         shutdown: shutdown.inner.clone(),
         registry: Arc::default(),
         tracker: TaskTracker::new(),

@@ -48,7 +48,13 @@ struct Args {
 const EXIT_STATUS: &str = "Exit status: 0 done (the relay drained after SIGTERM or SIGINT; \
 check-config found no error, warnings allowed); 1 the relay could not start or run (e.g. the \
 address is taken), or a token could not be made; 2 invalid command-line arguments; 64 invalid \
-config (nothing was bound).";
+config (nothing was bound). `sessions` has its own: see `bridge-server sessions --help`.";
+
+const SESSIONS_EXIT_STATUS: &str = "Exit status: 0 done (listed, shown, or ended with the \
+tool reaped); 1 the relay could not be reached, answered something unexpected, or did not reap \
+the tool in time; 2 invalid arguments, or no readable admin token; 3 the relay refused the \
+token, or its admin API is off; 4 no such live session (or the id names several, or the \
+session is already ending).";
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum LogFormat {
@@ -88,6 +94,31 @@ bridge-server check-config -c relay.toml (the same)")]
     ///
     /// Example: `bridge-server hash-token < alice.token`
     HashToken,
+    /// List the relay's live sessions, show one, or end one, through the session admin API on
+    /// the relay's metrics listener (`[metrics] listen`, with an `[[admin.token]]`).
+    ///
+    /// The token is the first line of --token-file, else MCP_BRIDGE_ADMIN_TOKEN. Ending a
+    /// session tells its client why (bridge-client opens a new session), answers its calls in
+    /// flight with an error, and ends and reaps its tool.
+    #[command(after_help = SESSIONS_EXIT_STATUS)]
+    Sessions {
+        /// Show this session only: its id, or its first 8 or more digits (as listed).
+        #[arg(value_name = "ID", conflicts_with = "end")]
+        id: Option<String>,
+        /// End this session (its id, or its first 8 or more digits), and wait until its tool
+        /// is reaped.
+        #[arg(long, value_name = "ID")]
+        end: Option<String>,
+        /// The relay's metrics listener (its `[metrics] listen` address).
+        #[arg(long, value_name = "URL", env = "MCP_BRIDGE_ADMIN_URL", default_value = bridge_server::admin_cli::DEFAULT_ADMIN_URL)]
+        admin_url: String,
+        /// A file whose first line is the admin token (default: MCP_BRIDGE_ADMIN_TOKEN).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// Print the relay's JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the built-in demo MCP tool on stdin/stdout: what the built-in config hosts at
     /// /mcp/demo; use it in a [[tool]] table (`command = "bridge-server"`,
     /// `args = ["demo-tool"]`) to try things out.
@@ -176,6 +207,13 @@ async fn real_main(args: Args) -> anyhow::Result<ExitCode> {
             print_hash(&hash);
             return Ok(ExitCode::SUCCESS);
         }
+        Some(Cmd::Sessions {
+            id,
+            end,
+            admin_url,
+            token_file,
+            json,
+        }) => return Ok(sessions(id, end, &admin_url, token_file.as_deref(), json).await),
         Some(Cmd::CheckConfig { files, config }) => {
             let mut valid = true;
             for file in config.iter().chain(&files) {
@@ -319,6 +357,45 @@ fn new_token(file: &Path) -> anyhow::Result<String> {
         return Err(e).with_context(|| format!("cannot write the token to {}", file.display()));
     }
     Ok(bridge_server::auth::hash_token(token.expose()))
+}
+
+/// `bridge-server sessions`: one admin API request; the answer on stdout, an error on stderr.
+#[allow(clippy::print_stdout)]
+async fn sessions(
+    id: Option<String>,
+    end: Option<String>,
+    admin_url: &str,
+    token_file: Option<&Path>,
+    json: bool,
+) -> ExitCode {
+    use bridge_server::admin_cli::{self, Action};
+    let action = match (id, end) {
+        (_, Some(id)) => Action::End(id),
+        (Some(id), None) => Action::Show(id),
+        (None, None) => Action::List,
+    };
+    let answer =
+        match admin_cli::read_token(token_file, std::env::var("MCP_BRIDGE_ADMIN_TOKEN").ok()) {
+            Ok(token) => admin_cli::call(admin_url, &token, &action).await,
+            Err(e) => Err(e),
+        };
+    match answer {
+        Ok(v) if json => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            match action {
+                Action::List => print!("{}", admin_cli::render_list(&v)),
+                _ => print!("{}", admin_cli::render_session(&v)),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bridge-server: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
 }
 
 /// The hash is the command's output, for the config file: stdout is right here.

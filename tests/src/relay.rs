@@ -82,6 +82,20 @@ impl Relay {
         Ok(relay)
     }
 
+    /// The address of the relay's separate metrics listener (`[metrics] listen`), from its
+    /// start-up line.
+    pub fn metrics_addr(&self) -> Result<SocketAddr> {
+        let marker = "metrics on http://";
+        self.log.wait_for(marker, Duration::from_secs(10))?;
+        let text = self.log.text();
+        text.lines()
+            .find_map(|l| l.split(marker).nth(1))
+            .and_then(|rest| rest.split('/').next())
+            .context("metrics line")?
+            .parse()
+            .context("metrics address")
+    }
+
     /// The relay's PID.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(Child::id).unwrap_or(0)

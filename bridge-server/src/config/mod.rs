@@ -18,6 +18,7 @@ use shared::DEFAULT_MAX_MESSAGE_SIZE;
 
 use crate::auth::AuthConfig;
 
+mod admin;
 mod auth;
 mod diag;
 mod hosting;
@@ -42,7 +43,7 @@ pub const DEMO_TOOL: &str = "demo";
 
 /// The top-level keys of a config file.
 const TOP_LEVEL_KEYS: &[&str] = &[
-    "listen", "node_id", "tls", "auth", "security", "metrics", "limits", "tool",
+    "listen", "node_id", "tls", "auth", "security", "metrics", "admin", "limits", "tool",
 ];
 
 /// A relay configuration that has been checked and can be run.
@@ -60,6 +61,9 @@ pub struct Config {
     pub auth: AuthConfig,
     /// A separate address for `/metrics` (and health); when unset, `/metrics` is on `listen`.
     pub metrics_listen: Option<SocketAddr>,
+    /// The session admin API's tokens (their names and hashes), served on `metrics_listen`
+    /// only. Empty: the admin API is off.
+    pub admin_tokens: Vec<crate::auth::TokenEntry>,
     /// `Origin` values accepted on upgrade requests that carry one (browsers do; bridge-client
     /// does not). Empty: any request with an `Origin` header is refused.
     pub allowed_origins: Vec<String>,
@@ -238,6 +242,7 @@ impl Config {
             tls: None,
             auth: AuthConfig::None,
             metrics_listen: None,
+            admin_tokens: Vec::new(),
             allowed_origins: Vec::new(),
             limits: Limits::default(),
             tools: vec![ToolConfig {
@@ -292,6 +297,7 @@ impl Config {
         }
         let allowed_origins = server::security(&root, &mut p);
         let metrics_listen = server::metrics(&root, &mut p);
+        let admin_tokens = admin::admin(&root, metrics_listen, auth.as_ref(), &mut p);
         let limits = limits::limits(&root, &mut p);
         let tools = tools::tools(&root, base, &mut p);
         let config = Config {
@@ -300,6 +306,7 @@ impl Config {
             tls,
             auth: auth.unwrap_or(AuthConfig::None),
             metrics_listen,
+            admin_tokens,
             allowed_origins,
             limits,
             tools,

@@ -444,3 +444,55 @@ fn node_id_names_this_relay_among_its_peers() {
         );
     }
 }
+
+#[test]
+fn admin_tokens_parse_and_need_the_metrics_listener_and_a_token_of_their_own() {
+    let hash = crate::auth::hash_token("admin-secret");
+    let user_hash = crate::auth::hash_token("alice-secret");
+    let cfg = |metrics: &str, admin_hash: &str| {
+        format!(
+            "[auth]\nmode = \"tokens\"\n[[auth.token]]\nuser = \"alice\"\nsha256 = \"{user_hash}\"\n\
+             tools = [\"*\"]\n{metrics}[[admin.token]]\nname = \"ops\"\nsha256 = \"{admin_hash}\"\n\
+             [[admin.token]]\nsha256 = \"{admin_hash}\"\n{SH_TOOL}"
+        )
+    };
+    let loaded = parse(&cfg("[metrics]\nlisten = \"127.0.0.1:9090\"\n", &hash)).expect("valid");
+    let names: Vec<&str> = loaded
+        .config
+        .admin_tokens
+        .iter()
+        .map(|t| t.user.as_str())
+        .collect();
+    assert_eq!(names, ["ops", "admin"], "the name defaults to `admin`");
+    assert!(parse(SH_TOOL)
+        .expect("valid")
+        .config
+        .admin_tokens
+        .is_empty());
+
+    let no_listener = problems(&cfg("", &hash));
+    assert!(
+        no_listener
+            .iter()
+            .any(|p| p.contains("`admin`") && p.contains("[metrics] listen")),
+        "{no_listener:?}"
+    );
+    let shared_token = problems(&cfg("[metrics]\nlisten = \"127.0.0.1:9090\"\n", &user_hash));
+    assert!(
+        shared_token
+            .iter()
+            .any(|p| p.contains("admin.token[0].sha256") && p.contains("a token of its own")),
+        "{shared_token:?}"
+    );
+    let empty = problems(&format!(
+        "[metrics]\nlisten = \"127.0.0.1:9090\"\n[admin]\n{SH_TOOL}"
+    ));
+    assert!(empty.iter().any(|p| p.contains("admin.token")), "{empty:?}");
+    let typo = problems(&format!(
+        "[metrics]\nlisten = \"127.0.0.1:9090\"\n[[admin.token]]\nnam = \"x\"\nsha256 = \"{hash}\"\n{SH_TOOL}"
+    ));
+    assert!(
+        typo.iter().any(|p| p.contains("did you mean `name`")),
+        "{typo:?}"
+    );
+}

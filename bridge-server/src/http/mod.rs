@@ -1,10 +1,12 @@
 //! HTTP routing and admission: `/mcp/<tool>` (a WebSocket upgrade in [`ws`], Streamable HTTP
-//! in [`streamable`]), `/healthz`, `/readyz`, `/metrics`, and refusals.
+//! in [`streamable`]), `/healthz`, `/readyz`, `/metrics`, and refusals; the session admin API
+//! ([`admin`]) for the private metrics listener.
 //!
 //! Every refusal happens before a session sees the request, with a status code and a one-line
 //! reason in the body, so a client can tell its user what went wrong. Forwarding is the
 //! session's job.
 
+pub(crate) mod admin;
 mod origin;
 mod sse;
 mod start;

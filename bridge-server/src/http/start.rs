@@ -60,11 +60,19 @@ pub(super) fn start(
         per_user: relay.limits.max_sessions_per_user,
         per_tool: tool.max_sessions,
     };
-    if let Err(over) =
-        relay
-            .registry
-            .try_insert(&session_id, &tool.name, &principal.user, door, limits)
-    {
+    let wire = match (opening.carrier, opening.framing) {
+        ("http", _) => "http",
+        (_, Framing::V1) => "v1",
+        (_, Framing::Plain) => "mcp",
+    };
+    let info = Arc::new(session::SessionInfo::new(
+        &session_id,
+        &principal.user,
+        &tool.name,
+        opening.carrier,
+        wire,
+    ));
+    if let Err(over) = relay.registry.try_insert(&info, door, limits) {
         let (status, reason, text_) = match over {
             session::Over::User(max) => (
                 StatusCode::TOO_MANY_REQUESTS,
@@ -119,6 +127,7 @@ pub(super) fn start(
             }));
         }
     };
+    info.set_pid(tool_proc.pid());
     info!(target: "audit", parent: &span, event = "session_started", pid = tool_proc.pid(), wire = ?opening.framing, carrier = opening.carrier, "session started");
     let tool_label = ToolLabel {
         tool: tool.name.clone(),
@@ -151,6 +160,7 @@ pub(super) fn start(
         registry: relay.registry.clone(),
         metrics: relay.metrics.clone(),
         access,
+        info,
     };
     Ok(Started {
         params,

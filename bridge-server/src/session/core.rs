@@ -207,6 +207,16 @@ impl Core {
         self.end(EndReason::RelayShutdown);
     }
 
+    /// An administrator ends this session now.
+    pub(crate) fn on_admin_end(&mut self) {
+        self.end(EndReason::RelayAdmin);
+    }
+
+    /// Whether the client is connected (a v1 client may be away, waiting to resume).
+    pub(crate) fn is_attached(&self) -> bool {
+        self.ep.is_connected()
+    }
+
     /// Whether the session has ended (or has nothing left to do).
     pub(crate) fn check_done(&mut self) -> bool {
         if self.end.is_some() {

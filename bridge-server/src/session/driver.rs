@@ -27,6 +27,7 @@ use shared::tunnel::{self, Control};
 
 use super::core::{Core, CoreConfig};
 use super::end::EndReason;
+use super::info::State;
 use super::record::{log_stderr, Recorder};
 use super::{Attach, Carrier, Params};
 use crate::child::{self, ToolProcess};
@@ -107,8 +108,21 @@ pub(crate) async fn run(
     );
     let mut carrier: Option<Carrier> = Some(first);
     let mut drained = false;
+    let mut shown = State::Attached;
 
     while !core.check_done() {
+        // What the admin API shows: one relaxed store when it changes.
+        let state = if drained {
+            State::Draining
+        } else if carrier.is_some() && core.is_attached() {
+            State::Attached
+        } else {
+            State::Detached
+        };
+        if state != shown {
+            shown = state;
+            p.info.set_state(state);
+        }
         let now = Instant::now();
         let deadline = [core.poll_timeout(), carrier.as_ref().map(Carrier::deadline)]
             .into_iter()
@@ -123,6 +137,7 @@ pub(crate) async fn run(
                 drained = true;
                 core.on_drain();
             }
+            () = p.info.end_requested() => core.on_admin_end(),
             attach = next_attach(attach_rx.as_mut()) => {
                 let Some(attach) = attach else {
                     attach_rx = None;
@@ -254,6 +269,7 @@ pub(crate) async fn run(
 
     // Answer what is still in flight, tell the client (if it is here), end the tool.
     let reason = core.finish();
+    p.info.set_state(State::Ending);
     while let Some(e) = core.poll_event() {
         rec.record(e);
     }

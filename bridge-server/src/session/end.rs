@@ -39,6 +39,8 @@ pub(crate) enum EndReason {
     RelayIdle(Duration),
     /// The tool's output while the client was away filled the resume buffer.
     RelayResumeBufferFull { messages: usize, bytes: usize },
+    /// An administrator ended the session (the admin API, `bridge-server sessions --end`).
+    RelayAdmin,
 }
 
 impl EndReason {
@@ -51,7 +53,8 @@ impl EndReason {
             EndReason::ToolGone { .. } | EndReason::ToolStalled { .. } => Source::Tool,
             EndReason::RelayShutdown
             | EndReason::RelayIdle(_)
-            | EndReason::RelayResumeBufferFull { .. } => Source::Relay,
+            | EndReason::RelayResumeBufferFull { .. }
+            | EndReason::RelayAdmin => Source::Relay,
         }
     }
 
@@ -77,6 +80,7 @@ impl EndReason {
             EndReason::RelayShutdown => "relay_shutdown",
             EndReason::RelayIdle(_) => "idle",
             EndReason::RelayResumeBufferFull { .. } => "resume_buffer_full",
+            EndReason::RelayAdmin => "admin",
         }
     }
 
@@ -118,6 +122,9 @@ impl fmt::Display for EndReason {
                  ({messages} messages / {})",
                 shared::human_bytes(*bytes)
             ),
+            EndReason::RelayAdmin => {
+                f.write_str("the relay's administrator ended the session; a new one can be opened")
+            }
         }
     }
 }
@@ -143,5 +150,13 @@ mod tests {
             EndReason::ClientBrokeLimit("x".into()).close_code(),
             CloseCode::Policy
         );
+        // An administrator's end is an ordinary end of this session (close 1000, like the
+        // idle timeout): bridge-client opens a new session for the IDE's next message.
+        let admin = EndReason::RelayAdmin;
+        assert_eq!(admin.source(), Source::Relay);
+        assert_eq!(admin.close_code(), CloseCode::Normal);
+        assert_eq!(admin.error_code(), jsonrpc::RELAY_UNAVAILABLE);
+        assert_eq!(admin.label(), "admin");
+        assert!(admin.to_string().contains("administrator"));
     }
 }

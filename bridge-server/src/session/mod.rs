@@ -5,7 +5,8 @@
 //! [`core`] decides (sans-IO), with the calls in flight in [`pending`] and the tool's input in
 //! [`tool_queue`], and says what happened in [`event`]s; [`driver`] is the one task per session
 //! that does the I/O, and [`record`] writes the events down; [`registry`] holds the relay-wide
-//! table of sessions and their limits; [`end`] says why a session ended. Authenticating,
+//! table of sessions and their limits, with each one's [`info`] for the admin API; [`end`] says
+//! why a session ended. Authenticating,
 //! routing and spawning are the HTTP layer's job.
 
 mod carrier;
@@ -14,6 +15,7 @@ mod driver;
 mod end;
 mod event;
 pub(crate) mod http;
+mod info;
 mod pending;
 mod record;
 mod registry;
@@ -30,7 +32,10 @@ use crate::metrics::Metrics;
 pub(crate) use carrier::Carrier;
 pub(crate) use driver::{run, Socket};
 pub(crate) use http::HttpDoor;
-pub(crate) use registry::{Door, Over, Registry, ResumeRefusal, SessionLimits, Shutdown};
+pub(crate) use info::{end_wait, now_ms, SessionInfo, Snapshot, State};
+pub(crate) use registry::{
+    Door, Lookup, Over, Registry, ResumeRefusal, SessionLimits, Shutdown, MIN_PREFIX,
+};
 
 /// A client connection being handed to an existing session.
 pub(crate) struct Attach {
@@ -52,6 +57,9 @@ pub(crate) struct Params {
     pub(crate) metrics: Arc<Metrics>,
     /// The user's rights on this tool (policy, call rates).
     pub(crate) access: crate::policy::Access,
+    /// What the admin API shows of this session (kept current by the driver), and its way to
+    /// end it.
+    pub(crate) info: Arc<SessionInfo>,
 }
 
 /// The first 8 hex digits of a session id's random part: enough to follow a session in the logs, too few to

@@ -36,9 +36,16 @@ impl<'a> Recorder<'a> {
 
     pub(super) fn record(&mut self, e: Event) {
         match e {
-            Event::ToClient(n) => self.to_client.record(n),
-            Event::ToTool(n) => self.to_tool.record(n),
+            Event::ToClient(n) => {
+                self.to_client.record(n);
+                self.p.info.to_client(n);
+            }
+            Event::ToTool(n) => {
+                self.to_tool.record(n);
+                self.p.info.to_tool(n);
+            }
             Event::Call { call, outcome } => {
+                self.p.info.call();
                 let method = metrics::method_label(&call.method);
                 let metrics = &self.p.metrics;
                 let tool = &self.p.tool.name;

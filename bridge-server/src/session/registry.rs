@@ -4,11 +4,12 @@
 //! bound processes, not just connections. Running sessions is not this module's business.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::info::SessionInfo;
 use super::{Attach, HttpDoor};
 
 /// How many ended sessions are remembered, so a returning client learns why its session ended.
@@ -29,6 +30,8 @@ struct Entry {
     door: Door,
     /// Set once the session has ended while its tool is still being ended: why.
     ending: Option<String>,
+    /// What the admin API shows, and its way to end the session.
+    info: Arc<SessionInfo>,
 }
 
 /// How a new connection or request reaches a running session: by its carrier.
@@ -54,6 +57,18 @@ pub(crate) enum Over {
     Relay(usize),
     Tool(usize),
 }
+
+/// Why the admin API finds no one session for an id.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    /// No live session has this id (or starts with it).
+    Unknown,
+    /// Several live sessions start with this prefix.
+    Ambiguous(usize),
+}
+
+/// Shortest id prefix the admin API takes: the 8 digits the logs show.
+pub(crate) const MIN_PREFIX: usize = 8;
 
 /// Why a resume cannot happen.
 pub(crate) enum ResumeRefusal {
@@ -84,12 +99,11 @@ impl Registry {
     /// under one lock.
     pub(crate) fn try_insert(
         &self,
-        id: &str,
-        tool: &str,
-        user: &str,
+        info: &Arc<SessionInfo>,
         door: Door,
         limits: SessionLimits,
     ) -> Result<(), Over> {
+        let (id, tool, user) = (info.id.as_str(), info.tool.as_str(), info.user.as_str());
         let mut live = self.live();
         if live.values().filter(|e| e.user == user).count() >= limits.per_user {
             return Err(Over::User(limits.per_user));
@@ -109,9 +123,37 @@ impl Registry {
                 user: user.to_owned(),
                 door,
                 ending: None,
+                info: info.clone(),
             },
         );
         Ok(())
+    }
+
+    /// Every live session (those whose tool is still being ended included), oldest first.
+    pub(crate) fn list(&self) -> Vec<Arc<SessionInfo>> {
+        let mut all: Vec<Arc<SessionInfo>> = self.live().values().map(|e| e.info.clone()).collect();
+        all.sort_by(|a, b| a.started_ms().cmp(&b.started_ms()).then(a.id.cmp(&b.id)));
+        all
+    }
+
+    /// The live session whose id is `id`, or the one whose id (or its random part, after a
+    /// `node_id.`) starts with it (at least [`MIN_PREFIX`] characters, as the logs show them).
+    pub(crate) fn find(&self, id: &str) -> Result<Arc<SessionInfo>, Lookup> {
+        let live = self.live();
+        if let Some(e) = live.get(id) {
+            return Ok(e.info.clone());
+        }
+        if id.len() < MIN_PREFIX {
+            return Err(Lookup::Unknown);
+        }
+        let mut found = live.iter().filter(|(sid, _)| {
+            sid.starts_with(id) || sid.rsplit_once('.').is_some_and(|(_, r)| r.starts_with(id))
+        });
+        match (found.next(), found.count()) {
+            (Some((_, e)), 0) => Ok(e.info.clone()),
+            (Some(_), more) => Err(Lookup::Ambiguous(more + 1)),
+            (None, _) => Err(Lookup::Unknown),
+        }
     }
 
     /// The way to hand a connection to WebSocket session `id` of `tool`.
@@ -181,9 +223,11 @@ impl Registry {
             .map(|(_, _, r)| r.clone())
     }
 
-    /// Forgets a session that never started (its upgrade failed).
+    /// Forgets a session that never started (its upgrade failed, or its tool could not start).
     pub(crate) fn end_quietly(&self, id: &str) {
-        self.live().remove(id);
+        if let Some(entry) = self.live().remove(id) {
+            entry.info.set_done();
+        }
     }
 
     /// The session has ended (`reason`); its slot stays taken until [`Self::release`].
@@ -199,6 +243,7 @@ impl Registry {
         let Some(entry) = live.remove(id) else {
             return;
         };
+        entry.info.set_done();
         // Still under the live table's lock: a resume finds the session in one table or the
         // other.
         let mut ended = self.tombstones();
@@ -216,4 +261,62 @@ pub(crate) struct Shutdown {
     pub(crate) drain: CancellationToken,
     /// End everything now.
     pub(crate) force: CancellationToken,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn insert(r: &Registry, id: &str) -> Arc<SessionInfo> {
+        let info = Arc::new(SessionInfo::new(id, "alice", "demo", "ws", "v1"));
+        let limits = SessionLimits {
+            total: 10,
+            per_user: 10,
+            per_tool: None,
+        };
+        assert!(r
+            .try_insert(&info, Door::Ws(mpsc::channel(1).0), limits)
+            .is_ok());
+        info
+    }
+
+    #[test]
+    fn the_admin_api_finds_a_session_by_its_id_or_a_long_enough_prefix() {
+        let r = Registry::default();
+        insert(&r, "0123456789abcdef0123456789abcdef");
+        insert(&r, "01234567ffffffff0123456789abcdef");
+        insert(&r, "fedcba9876543210fedcba9876543210");
+        insert(&r, "relay-2.abcdef0123456789abcdef0123456789");
+        assert_eq!(r.list().len(), 4);
+        // With a node id, by the random part as the logs show it, or by the whole prefix.
+        for prefix in ["abcdef01", "relay-2.abc"] {
+            assert!(r
+                .find(prefix)
+                .is_ok_and(|s| s.id == "relay-2.abcdef0123456789abcdef0123456789"));
+        }
+        let whole = r.find("0123456789abcdef0123456789abcdef");
+        assert!(whole.is_ok_and(|s| s.id.starts_with("0123456789")));
+        assert!(r
+            .find("fedcba98")
+            .is_ok_and(|s| s.id.starts_with("fedcba98")));
+        assert_eq!(r.find("01234567").err(), Some(Lookup::Ambiguous(2)));
+        assert_eq!(r.find("0123456").err(), Some(Lookup::Unknown), "too short");
+        assert_eq!(r.find("fedc").err(), Some(Lookup::Unknown), "too short");
+        assert_eq!(r.find("99999999").err(), Some(Lookup::Unknown));
+    }
+
+    #[test]
+    fn release_says_the_session_is_done() {
+        let r = Registry::default();
+        let info = insert(&r, "0123456789abcdef0123456789abcdef");
+        r.ending(&info.id, "ended");
+        assert!(r.find(&info.id).is_ok(), "listed while its tool is ended");
+        r.release(&info.id);
+        assert!(r.list().is_empty());
+        assert!(futures_util::FutureExt::now_or_never(info.wait_done()).is_some());
+        // A session that never started is done too (an end asked meanwhile does not wait).
+        let never = insert(&r, "fedcba9876543210fedcba9876543210");
+        r.end_quietly(&never.id);
+        assert!(futures_util::FutureExt::now_or_never(never.wait_done()).is_some());
+    }
 }

@@ -6,6 +6,7 @@
 //! `cargo build --workspace --bins`).
 
 mod abuse;
+mod admin;
 mod conformance;
 mod floods;
 mod hosting;

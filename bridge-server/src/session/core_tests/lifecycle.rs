@@ -119,6 +119,27 @@ fn drain_ends_once_calls_are_answered() {
 }
 
 #[test]
+fn an_administrators_end_answers_calls_in_flight_with_its_reason() {
+    let t0 = Instant::now();
+    let (mut core, mut client) = v1_sending(t0, [1, 2]);
+    drain_tool(&mut core, t0);
+    tool_result(&mut core, 1, t0);
+    assert!(core.is_attached());
+    core.on_admin_end();
+    assert!(core.check_done(), "ends at once, calls in flight or not");
+    let reason = core.finish();
+    assert_eq!(reason, EndReason::RelayAdmin);
+    let got = to_client(&mut core, &mut client, t0);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got[0].get("result").is_some());
+    assert_eq!(got[1]["id"], 2);
+    assert_eq!(got[1]["error"]["code"], jsonrpc::RELAY_UNAVAILABLE);
+    assert!(got[1]["error"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("administrator ended the session")));
+}
+
+#[test]
 fn a_tool_that_stops_reading_its_stdin_ends_the_session() {
     let t0 = Instant::now();
     let (mut core, mut client) = v1_sending(t0, [1]);
