@@ -35,6 +35,8 @@ pub use config::{Config, ConfigError, Limits, Loaded, Problem, Severity, ToolCon
 pub(crate) struct Relay {
     /// This node's name (`node_id`), the first part of every session id it makes.
     pub(crate) node_id: Option<String>,
+    /// The other nodes, for Streamable HTTP requests of their sessions (`http::forward`).
+    pub(crate) cluster: config::Cluster,
     pub(crate) tools: Vec<Arc<ToolConfig>>,
     pub(crate) limits: Limits,
     pub(crate) auth: auth::AuthConfig,
@@ -269,6 +271,7 @@ pub async fn run(
     let mut shed_log = handshake::ShedLog::new(metrics.clone());
     let relay = Arc::new(Relay {
         node_id: config.node_id,
+        cluster: config.cluster,
         tools: config.tools.into_iter().map(Arc::new).collect(),
         limits: config.limits,
         auth: config.auth,

@@ -115,6 +115,15 @@ pub(crate) struct Metrics {
     pub(crate) carrier_sessions_active: Family<CarrierLabels, Gauge>,
     /// Sessions opened, by carrier.
     pub(crate) carrier_sessions: Family<CarrierLabels, Counter>,
+    /// Streamable HTTP requests for another node's session, by node and result.
+    pub(crate) forwarded: Family<ForwardLabels, Counter>,
+}
+
+/// Labels of `mcp_bridge_http_forwarded_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ForwardLabels {
+    pub(crate) node: String,
+    pub(crate) result: &'static str,
 }
 
 /// Labels of `mcp_bridge_calls_refused_total`.
@@ -144,6 +153,7 @@ impl Metrics {
             calls_refused: Family::default(),
             carrier_sessions_active: Family::default(),
             carrier_sessions: Family::default(),
+            forwarded: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -210,6 +220,12 @@ impl Metrics {
             m.auth_failures.clone(),
         );
         registry.register(
+            "http_forwarded",
+            "Streamable HTTP requests for a session of another relay node, passed on to it, by \
+             node and result (passed_on, unreachable)",
+            m.forwarded.clone(),
+        );
+        registry.register(
             "rejected_connections",
             "Connections refused before the upgrade, by reason",
             m.rejected.clone(),
@@ -235,6 +251,16 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+
+    /// A request for another node's session: `passed_on`, or `unreachable`.
+    pub(crate) fn forwarded(&self, node: &str, result: &'static str) {
+        self.forwarded
+            .get_or_create(&ForwardLabels {
+                node: node.to_owned(),
+                result,
+            })
+            .inc();
     }
 
     pub(crate) fn reject(&self, reason: &'static str) {

@@ -43,7 +43,7 @@ pub const DEMO_TOOL: &str = "demo";
 
 /// The top-level keys of a config file.
 const TOP_LEVEL_KEYS: &[&str] = &[
-    "listen", "node_id", "tls", "auth", "security", "metrics", "admin", "limits", "tool",
+    "listen", "node_id", "cluster", "tls", "auth", "security", "metrics", "admin", "limits", "tool",
 ];
 
 /// A relay configuration that has been checked and can be run.
@@ -55,6 +55,8 @@ pub struct Config {
     /// a dot, so the balancer can send a Streamable HTTP session's requests to the node that
     /// holds it. `None`: session ids are 32 hex digits.
     pub node_id: Option<String>,
+    /// Where the other nodes are (`[cluster]`), to pass on requests for their sessions.
+    pub cluster: Cluster,
     /// TLS certificate, key and optional client CA (mutual TLS); plain TCP when unset.
     pub tls: Option<TlsFiles>,
     /// How callers are authenticated.
@@ -71,6 +73,31 @@ pub struct Config {
     pub limits: Limits,
     /// The hosted tools, by the name that appears in `/mcp/<name>`.
     pub tools: Vec<ToolConfig>,
+}
+
+/// The other relay nodes (`[cluster]`), by node id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cluster {
+    /// `peers`: node id → `HOST:PORT`.
+    pub peers: BTreeMap<String, String>,
+    /// `peer_address`: `HOST:PORT` with `{node}` for the node id, for nodes not in `peers`.
+    pub peer_address: Option<String>,
+}
+
+impl Cluster {
+    /// Where node `node` (a valid node id) listens, if this relay knows.
+    pub fn address_of(&self, node: &str) -> Option<String> {
+        self.peers.get(node).cloned().or_else(|| {
+            self.peer_address
+                .as_ref()
+                .map(|template| template.replace("{node}", node))
+        })
+    }
+
+    /// Whether any other node is known.
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty() && self.peer_address.is_none()
+    }
 }
 
 /// A config that is valid, and what is worth a warning in it.
@@ -239,6 +266,7 @@ impl Config {
                 .parse()
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8787))),
             node_id: None,
+            cluster: Cluster::default(),
             tls: None,
             auth: AuthConfig::None,
             metrics_listen: None,
@@ -290,6 +318,7 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         let listen = server::listen(&root, &mut p);
         let node_id = server::node_id(&root, &mut p);
+        let cluster = server::cluster(&root, &mut p);
         let tls = server::tls(&root, base, &mut p);
         let auth = auth::auth(&root, base, &mut p);
         if let (Some(listen), Some(auth)) = (listen, &auth) {
@@ -303,6 +332,7 @@ impl Config {
         let config = Config {
             listen: listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8787))),
             node_id,
+            cluster,
             tls,
             auth: auth.unwrap_or(AuthConfig::None),
             metrics_listen,

@@ -1,5 +1,5 @@
-//! The sections about the relay's own network face: `listen`, `[tls]`, `[security]`,
-//! `[metrics]`, and the rule that ties `listen` to `[auth]`.
+//! The sections about the relay's own network face: `listen`, `node_id`, `[cluster]`, `[tls]`,
+//! `[security]`, `[metrics]`, and the rule that ties `listen` to `[auth]`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,7 +8,7 @@ use crate::auth::AuthConfig;
 
 use super::diag::Problems;
 use super::read::Section;
-use super::{TlsFiles, DEFAULT_LISTEN};
+use super::{Cluster, TlsFiles, DEFAULT_LISTEN};
 
 /// `listen = "IP:PORT"`; the default when absent, `None` when invalid.
 pub(super) fn listen(root: &Section<'_, '_>, p: &mut Problems<'_>) -> Option<SocketAddr> {
@@ -129,8 +129,9 @@ pub(super) fn security(root: &Section<'_, '_>, p: &mut Problems<'_>) -> Vec<Stri
     s.strings("allowed_origins", p).unwrap_or_default()
 }
 
-/// `node_id = "NAME"`: letters, digits, `-` and `_`, at most 32 (it starts every session id,
-/// before a dot, and a load balancer's pattern matches it).
+/// `node_id = "NAME"`: letters, digits, `-` and `_`, at most 63 (a DNS label, so a pod or
+/// host name fits; it starts every session id, before a dot, and a load balancer's pattern
+/// matches it).
 pub(super) fn node_id(root: &Section<'_, '_>, p: &mut Problems<'_>) -> Option<String> {
     let (text, at) = root.string("node_id", p)?;
     match check_node_id(text) {
@@ -145,7 +146,7 @@ pub(super) fn node_id(root: &Section<'_, '_>, p: &mut Problems<'_>) -> Option<St
 /// Whether `name` can be a node id; else what is wrong with it, in words for the user.
 pub fn check_node_id(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
-        && name.len() <= 32
+        && name.len() <= 63
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
@@ -153,7 +154,7 @@ pub fn check_node_id(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "`{name}` cannot be a node id: use 1 to 32 letters, digits, `-` or `_` (it starts \
+            "`{name}` cannot be a node id: use 1 to 63 letters, digits, `-` or `_` (it starts \
              every session id, and the load balancer matches it)"
         ))
     }
@@ -174,5 +175,59 @@ pub(super) fn metrics(root: &Section<'_, '_>, p: &mut Problems<'_>) -> Option<So
             );
             None
         }
+    }
+}
+
+/// `[cluster]`: where the other relay nodes are, for Streamable HTTP requests that reach this
+/// node for a session of another (`peers = { NODE = "HOST:PORT" }`, and/or
+/// `peer_address = "{node}.SUFFIX:PORT"` for any node not listed).
+pub(super) fn cluster(root: &Section<'_, '_>, p: &mut Problems<'_>) -> Cluster {
+    let Some(c) = root.table("cluster", p) else {
+        return Cluster::default();
+    };
+    c.only(&["peers", "peer_address"], p);
+    let mut peers = c.string_map("peers", p).unwrap_or_default();
+    let at = c.span("peers");
+    peers.retain(|node, addr| {
+        let key = format!("{}.{node}", c.key("peers"));
+        if let Err(why) = check_node_id(node) {
+            p.error(at.clone(), &key, why);
+            return false;
+        }
+        if let Err(why) = check_address(addr) {
+            p.error(at.clone(), &key, why);
+            return false;
+        }
+        true
+    });
+    let peer_address = c.string("peer_address", p).and_then(|(text, at)| {
+        let why = if !text.contains("{node}") {
+            Some("it must contain `{node}`, where the node id of the session goes".to_owned())
+        } else {
+            check_address(&text.replace("{node}", "node")).err()
+        };
+        match why {
+            Some(why) => {
+                p.error(at, &c.key("peer_address"), why);
+                None
+            }
+            None => Some(text.to_owned()),
+        }
+    });
+    Cluster {
+        peers,
+        peer_address,
+    }
+}
+
+/// `HOST:PORT` with a port number (a name is resolved when a request is passed on).
+fn check_address(addr: &str) -> Result<(), String> {
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(())
+        }
+        _ => Err(format!(
+            "`{addr}` is not HOST:PORT (e.g. \"10.0.0.11:8787\" or \"{{node}}.relays.svc:8787\")"
+        )),
     }
 }

@@ -435,7 +435,7 @@ fn node_id_names_this_relay_among_its_peers() {
         .config;
     assert_eq!(cfg.node_id.as_deref(), Some("relay-1"));
     assert_eq!(parse(SH_TOOL).expect("valid").config.node_id, None);
-    for bad in ["", "relay.1", "relay 1", "ä", &"x".repeat(33)] {
+    for bad in ["", "relay.1", "relay 1", "ä", &"x".repeat(64)] {
         let found = problems(&format!("node_id = \"{bad}\"\n{SH_TOOL}"));
         assert_eq!(found.len(), 1, "{bad:?}: {found:?}");
         assert!(
@@ -495,4 +495,36 @@ fn admin_tokens_parse_and_need_the_metrics_listener_and_a_token_of_their_own() {
         typo.iter().any(|p| p.contains("did you mean `name`")),
         "{typo:?}"
     );
+}
+
+#[test]
+fn cluster_names_the_other_nodes() {
+    let cfg = parse(&format!(
+        "node_id = \"relay-1\"\n[cluster]\npeers = {{ relay-2 = \"10.0.0.12:8787\" }}\n\
+         peer_address = \"{{node}}.relays.svc:8787\"\n{SH_TOOL}"
+    ))
+    .expect("valid")
+    .config;
+    assert_eq!(
+        cfg.cluster.address_of("relay-2").as_deref(),
+        Some("10.0.0.12:8787")
+    );
+    assert_eq!(
+        cfg.cluster.address_of("relay-7").as_deref(),
+        Some("relay-7.relays.svc:8787")
+    );
+    assert!(parse(SH_TOOL).expect("valid").config.cluster.is_empty());
+    for (bad, why) in [
+        ("peers = { \"a.b\" = \"h:1\" }", "cannot be a node id"),
+        ("peers = { a = \"no-port\" }", "is not HOST:PORT"),
+        (
+            "peer_address = \"relays.svc:8787\"",
+            "must contain `{node}`",
+        ),
+        ("peer_address = \"{node}.relays.svc\"", "is not HOST:PORT"),
+    ] {
+        let found = problems(&format!("[cluster]\n{bad}\n{SH_TOOL}"));
+        assert_eq!(found.len(), 1, "{bad}: {found:?}");
+        assert!(found[0].contains(why), "{bad}: {found:?}");
+    }
 }

@@ -7,6 +7,7 @@
 //! session's job.
 
 pub(crate) mod admin;
+mod forward;
 mod origin;
 mod sse;
 mod start;
@@ -33,8 +34,8 @@ use crate::Relay;
 
 pub(crate) use sse::SseBody;
 
-/// Every answer's body: a whole one, or an SSE stream.
-pub(crate) type Body = Either<Full<Bytes>, SseBody>;
+/// Every answer's body: a whole one, an SSE stream, or another node's answer passed back.
+pub(crate) type Body = Either<Full<Bytes>, Either<SseBody, Incoming>>;
 
 /// Serves one HTTP request.
 pub(crate) async fn handle(
@@ -52,7 +53,10 @@ pub(crate) async fn handle(
     } else if let Some(name) = path.strip_prefix("/mcp/") {
         match admit(&req, name, &relay, peer) {
             Ok((tool, principal)) if is_streamable(&req) => {
-                streamable::serve(req, tool, relay.clone(), peer, principal).await
+                match forward::elsewhere(&req, &relay) {
+                    Some((node, addr)) => forward::forward(req, &node, &addr, &relay, peer).await,
+                    None => streamable::serve(req, tool, relay.clone(), peer, principal).await,
+                }
             }
             Ok((tool, principal)) => ws::upgrade(req, tool, relay.clone(), peer, principal),
             Err(resp) => *resp,

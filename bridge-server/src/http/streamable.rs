@@ -295,7 +295,7 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Refusa
 
 /// An SSE answer.
 fn sse(events: Events) -> Response<Body> {
-    let mut resp = Response::new(Either::Right(SseBody::new(events)));
+    let mut resp = Response::new(Either::Right(Either::Left(SseBody::new(events))));
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));

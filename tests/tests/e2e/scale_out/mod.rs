@@ -19,6 +19,7 @@
 mod affinity;
 mod deploy;
 mod failover;
+mod forward;
 mod nginx;
 mod streamable;
 

@@ -1,0 +1,120 @@
+//! A Streamable HTTP request for a session that lives on another relay node (its
+//! `Mcp-Session-Id` starts with that node's id): passed on to that node, whose address
+//! `[cluster]` gives, and its answer (JSON or an SSE stream) streamed back as it comes. So a
+//! load balancer that cannot route by session (round robin, ingress-nginx's hash) can front
+//! several relays. Admission (Origin, auth, grant) has already happened here and happens again
+//! there; the session's node decides everything else. Not for WebSocket (bridge-client's
+//! affinity header does that job) and never twice: a passed-on request carries
+//! `mcp-bridge-forwarded`, and a node does not pass such a request on again.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::Either;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use shared::jsonrpc;
+use tokio::net::TcpStream;
+use tracing::{debug, warn};
+
+use super::{json, Body};
+use crate::config::check_node_id;
+use crate::Relay;
+
+/// The header a passed-on request carries: the node that passed it on.
+pub(super) const FORWARDED: &str = "mcp-bridge-forwarded";
+
+/// How long connecting to the session's node may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The session's node, and where it listens, when the request names a session of another
+/// node this relay knows (and was not passed on already).
+pub(super) fn elsewhere<B>(req: &Request<B>, relay: &Relay) -> Option<(String, String)> {
+    if relay.cluster.is_empty() || req.headers().contains_key(FORWARDED) {
+        return None;
+    }
+    let sid = req.headers().get("mcp-session-id")?.to_str().ok()?;
+    let (node, _) = sid.split_once('.')?;
+    if relay.node_id.as_deref() == Some(node) || check_node_id(node).is_err() {
+        return None;
+    }
+    let addr = relay.cluster.address_of(node)?;
+    Some((node.to_owned(), addr))
+}
+
+/// Passes `req` on to `node` at `addr` and streams its answer back. A node that cannot be
+/// reached holds no session any more, as far as the client can tell: 404, so it starts a new
+/// one (the MCP spec's rule for a session that is gone).
+pub(super) async fn forward(
+    mut req: Request<Incoming>,
+    node: &str,
+    addr: &str,
+    relay: &Relay,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return unreachable(node, addr, &e.to_string(), relay),
+        Err(_) => return unreachable(node, addr, "timed out", relay),
+    };
+    let _ = stream.set_nodelay(true);
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+    {
+        Ok(pair) => pair,
+        Err(e) => return unreachable(node, addr, &e.to_string(), relay),
+    };
+    // The connection to the node lives as long as this request's answer streams.
+    relay.tracker.spawn(async move {
+        if let Err(e) = conn.await {
+            debug!("connection to a cluster node ended: {e}");
+        }
+    });
+    let me = relay.node_id.as_deref().unwrap_or("relay");
+    if let Ok(v) = HeaderValue::from_str(me) {
+        req.headers_mut().insert(FORWARDED, v);
+    }
+    req.headers_mut().remove(http::header::CONNECTION);
+    match sender.send_request(req).await {
+        Ok(resp) => {
+            relay
+                .metrics
+                .forwarded(node_label(node, relay), "passed_on");
+            debug!(%peer, node, status = resp.status().as_u16(), "passed a request on to its session's node");
+            resp.map(|body| Either::Right(Either::Right(body)))
+        }
+        Err(e) => unreachable(node, addr, &e.to_string(), relay),
+    }
+}
+
+/// The metric label for a node: its id when it is one of `[cluster] peers`, else "other"
+/// (ids under `peer_address` come from clients: not a label).
+fn node_label<'a>(node: &'a str, relay: &Relay) -> &'a str {
+    if relay.cluster.peers.contains_key(node) {
+        node
+    } else {
+        "other"
+    }
+}
+
+fn unreachable(node: &str, addr: &str, why: &str, relay: &Relay) -> Response<Body> {
+    warn!(
+        node,
+        addr, "cannot pass a request on to its session's node: {why}"
+    );
+    relay
+        .metrics
+        .forwarded(node_label(node, relay), "unreachable");
+    json(
+        StatusCode::NOT_FOUND,
+        jsonrpc::error_response(
+            None,
+            jsonrpc::INVALID_REQUEST,
+            &format!(
+                "session not found: the relay node `{node}` that held it cannot be reached; \
+                 start a new session with `initialize`"
+            ),
+            None,
+        ),
+    )
+}
