@@ -219,6 +219,7 @@ pub async fn run(
     preflight(&config).map_err(std::io::Error::other)?;
     let host = confine::Host::detect(&config);
     let metrics = Arc::new(metrics::Metrics::new());
+    metrics.set_limits(&config.limits, &config.tools);
     let handshakes = handshake::Gate::new(&config.limits, metrics.clone());
     let mut shed_log = handshake::ShedLog::new(metrics.clone());
     let relay = Arc::new(Relay {
