@@ -248,6 +248,7 @@ pub async fn run(
         let relay = relay.clone();
         async move {
             relay.shutdown.drain.cancelled().await;
+            relay.metrics.ready.set(0);
             info!(
                 grace_s = relay.limits.shutdown_grace.as_secs_f64(),
                 "draining: no new sessions; letting calls in flight finish"

@@ -128,6 +128,8 @@ pub(crate) struct Metrics {
     pub(crate) resume_away: Family<ToolLabel, Histogram, Buckets>,
     /// Error answers to client requests, by who caused them and the JSON-RPC code.
     pub(crate) call_errors: Family<ErrorLabels, Counter>,
+    /// 1 while the relay takes new sessions, 0 from the start of a drain (as `/readyz`).
+    pub(crate) ready: Gauge,
     /// The relay's `max_sessions` (a config value, so alerts can compare with it).
     pub(crate) max_sessions: Gauge,
     /// Each tool's `max_sessions` (its own, or the relay's when unset).
@@ -193,6 +195,7 @@ impl Metrics {
             session_ends: Family::default(),
             resume_away: Family::new_with_constructor(Buckets(away_buckets)),
             call_errors: Family::default(),
+            ready: Gauge::default(),
             max_sessions: Gauge::default(),
             tool_max_sessions: Family::default(),
             registry: Registry::default(),
@@ -296,6 +299,11 @@ impl Metrics {
             m.call_errors.clone(),
         );
         registry.register(
+            "ready",
+            "1 while the relay takes new sessions, 0 once it drains (as /readyz)",
+            m.ready.clone(),
+        );
+        registry.register(
             "max_sessions",
             "The relay's max_sessions setting",
             m.max_sessions.clone(),
@@ -320,13 +328,15 @@ impl Metrics {
         out
     }
 
-    /// Publishes the session limits of the config, for alerts that compare with them.
+    /// Publishes the session limits of the config, for alerts that compare with them, and
+    /// readiness (the relay is about to serve).
     pub(crate) fn set_limits(
         &self,
         limits: &crate::config::Limits,
         tools: &[crate::config::ToolConfig],
     ) {
         let gauge_value = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.ready.set(1);
         self.max_sessions.set(gauge_value(limits.max_sessions));
         for t in tools {
             self.tool_max_sessions

@@ -145,6 +145,7 @@ fn metrics_match_a_scripted_session() -> Result<()> {
     assert!(!body.contains("mcp_bridge_call_errors_total{"), "{body}");
     // The limits, from the config (the built-in default here).
     assert_eq!(get(&m, "mcp_bridge_max_sessions"), 1024.0, "{body}");
+    assert_eq!(get(&m, "mcp_bridge_ready"), 1.0);
     assert_eq!(
         get(&m, r#"mcp_bridge_tool_max_sessions{tool="demo"}"#),
         1024.0
@@ -188,6 +189,8 @@ fn health_and_readiness_while_draining() -> Result<()> {
         http_get(relay.addr, "/readyz").is_ok_and(|r| r.0 == 503)
     })?;
     assert_eq!(http_get(relay.addr, "/readyz")?.1, "draining\n");
+    let (_, metrics) = http_get(relay.addr, "/metrics")?;
+    assert_eq!(get(&parse_metrics(&metrics)?, "mcp_bridge_ready"), 0.0);
     let mut late = Ide::connect(&relay.url("demo"), &[])?;
     assert!(!late.wait(T)?.success());
     assert!(
