@@ -13,8 +13,8 @@ mod metrics;
 mod paths;
 mod peers;
 mod process;
-mod prometheus;
 mod procfs;
+mod prometheus;
 mod relay;
 
 pub mod http_raw;
@@ -27,7 +27,7 @@ pub use ide::Ide;
 pub use metrics::{http_get, parse_metrics};
 pub use paths::{bin, fixture, python3, repo_root, TempDir};
 pub use peers::{assert_checks, run_driver, run_driver_interactive, Peers, SETUP_COMMAND};
-pub use prometheus::{prometheus_bin, promtool, Prometheus, SCRAPE_INTERVAL};
 pub use process::{reap, signal, terminate_and_reap, wait_child, wait_until, Log};
 pub use procfs::{alive, children_of, cpu_time, mib, proc_status_bytes};
+pub use prometheus::{prometheus_bin, promtool, Prometheus, SCRAPE_INTERVAL};
 pub use relay::Relay;
