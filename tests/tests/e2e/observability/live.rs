@@ -1,33 +1,27 @@
 //! Every query of the dashboard, run by a real Prometheus that scraped two relays during a
 //! scripted workload.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use mcp_bridge_tests::proxy::FaultProxy;
+use mcp_bridge_tests::ws::{self, Upgrade};
 use mcp_bridge_tests::{
     bin, demo_tool, relay_config, token_auth, wait_until, Ide, Prometheus, Relay,
 };
 use serde_json::{json, Value};
+use tokio::net::TcpSocket;
 
 use super::dashboard::{self, Query};
 
 const T: Duration = Duration::from_secs(15);
 const TOKEN: &str = "observability-token-5d1e";
 
-/// Panels whose queries may return nothing after the workload, and why. Every other query must
-/// return at least one series.
-const MAY_BE_EMPTY: &[(&str, &str)] = &[
-    (
-        "Handshakes shed by reason",
-        "no connection flood in the workload: the counter has no series before its first shed",
-    ),
-    (
-        "Resumes refused",
-        "every resume in the workload succeeds: no `resume_unknown` refusal",
-    ),
-];
+/// Idle connections opened from 127.0.0.2 (not Prometheus's 127.0.0.1): one more than the
+/// default `max_handshakes_per_source`, so the last is shed.
+const IDLE_CONNECTIONS: usize = 33;
 
 /// Both relays: token auth, the demo tool, and the demo tool again with a call rate of one a
 /// second (so rate-limited calls are easy to make).
@@ -60,7 +54,8 @@ fn echo(ide: &mut Ide, id: u64) -> Result<Value> {
 }
 
 /// The workload: calls on both relays, a dropped connection resumed, a tool crash and the
-/// re-established session, rate-limited calls, a tool error, a wrong token. The IDEs it
+/// re-established session, rate-limited calls, a tool error, a refused resume, a shed
+/// handshake, a wrong token. The IDEs it
 /// returns keep their sessions open.
 fn workload(a: &Relay, b: &Relay, proxy: &FaultProxy) -> Result<Vec<Ide>> {
     // Relay a, through a proxy that can cut the connection.
@@ -105,12 +100,50 @@ fn workload(a: &Relay, b: &Relay, proxy: &FaultProxy) -> Result<Vec<Ide>> {
         .count();
     ensure!(limited >= 1, "no call was rate-limited");
 
+    refusals(b)?;
+
     // A wrong token on each relay.
     for relay in [a, b] {
         let mut wrong = ide(&relay.url("demo"), "not-the-token")?;
         ensure!(!wrong.wait(T)?.success(), "a wrong token was accepted");
     }
     Ok(vec![one, two, three])
+}
+
+/// On relay b: a resume of a session it never held (refused with 404), and connections from
+/// one other source that send nothing, one past the per-source handshake bound (the last is
+/// shed).
+fn refusals(b: &Relay) -> Result<()> {
+    ws::runtime().block_on(async {
+        let bearer = format!("Bearer {TOKEN}");
+        let id = "0".repeat(32);
+        let headers = [
+            ("authorization", bearer.as_str()),
+            ("mcp-bridge-session", id.as_str()),
+            ("mcp-bridge-last-seq", "0"),
+        ];
+        match ws::connect(&b.url("demo"), Some("mcp-bridge.v1"), &headers).await? {
+            Upgrade::Refused(404, _) => {}
+            Upgrade::Refused(status, body) => bail!("resume refused with {status}: {body}"),
+            Upgrade::Open(_) => bail!("a resume of an unknown session was accepted"),
+        }
+        let mut idle = Vec::new();
+        for _ in 0..IDLE_CONNECTIONS {
+            let socket = TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::from((Ipv4Addr::new(127, 0, 0, 2), 0)))?;
+            idle.push(socket.connect(b.addr).await?);
+        }
+        // Held until the relay has counted the shed one.
+        wait_until(T, || {
+            b.metrics().is_ok_and(|m| {
+                m.get(r#"mcp_bridge_handshakes_shed_total{reason="source_limit"}"#)
+                    .is_some_and(|v| *v >= 1.0)
+            })
+        })
+        .context("no handshake shed")?;
+        drop(idle);
+        Ok(())
+    })
 }
 
 #[test]
@@ -131,23 +164,19 @@ fn every_dashboard_query_runs_on_prometheus_scraping_two_relays() -> Result<()> 
 
     let _ides = workload(&a, &b, &proxy)?;
 
-    // Until every query that must have data has it (Prometheus scrapes every second; a rate
-    // needs two samples after the event).
-    let must: Vec<&Query> = queries
-        .iter()
-        .filter(|q| !MAY_BE_EMPTY.iter().any(|(p, _)| *p == q.panel))
-        .collect();
+    // Until every query has data (Prometheus scrapes every second; a rate needs two samples
+    // after the event).
     let run = |q: &Query| prom.series(&dashboard::substitute(&q.expr, &instances, "30s"));
     let mut empty: Vec<String> = Vec::new();
     let _ = wait_until(Duration::from_secs(20), || {
-        empty = must
+        empty = queries
             .iter()
             .filter(|q| run(q).map_or(true, |s| s.is_empty()))
             .map(|q| format!("{}: {}", q.panel, q.expr))
             .collect();
         empty.is_empty()
     });
-    // Now every query, once more: none errors, and what must have data has it.
+    // Now every query, once more: none errors, and every one has data.
     let mut report = Vec::new();
     for q in &queries {
         let series = run(q).with_context(|| format!("{}: {}", q.panel, q.expr))?;
@@ -179,6 +208,7 @@ fn every_dashboard_query_runs_on_prometheus_scraping_two_relays() -> Result<()> 
     ensure!(one(r#"sum(mcp_bridge_call_errors_total{source="tool",code="-32010"})"#)? == 1.0);
     ensure!(one(r#"sum(mcp_bridge_call_errors_total{source="client",code="-32014"})"#)? >= 1.0);
     ensure!(one(r#"count(process_resident_memory_bytes{job="mcp-bridge"})"#)? == 2.0);
+    ensure!(one(r#"sum(mcp_bridge_rejected_connections_total{reason="resume_unknown"})"#)? == 1.0);
     println!(
         "{} dashboard queries checked against Prometheus in {:.1} s:\n{}",
         queries.len(),

@@ -4,9 +4,9 @@
 //! - `deploy/grafana/mcp-bridge.json` is a well-formed dashboard: the datasource and relay
 //!   variables, every panel on the datasource variable, a unit on every panel;
 //! - Prometheus scrapes two relays during a scripted workload (calls, a resume, a tool crash
-//!   and the re-established session, rate-limited calls, a wrong token), and every query of
-//!   the dashboard runs through its HTTP API without error, returning series for everything
-//!   the workload produced;
+//!   and the re-established session, rate-limited calls, a refused resume, a shed handshake, a
+//!   wrong token), and every query of the dashboard runs through its HTTP API without error
+//!   and returns series;
 //! - `deploy/prometheus/alerts.yml` passes `promtool check rules`, and its fixtures
 //!   (`alerts_test.yml`: each alert fires when it should and stays quiet when it should not)
 //!   pass `promtool test rules`.
