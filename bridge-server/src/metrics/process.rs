@@ -96,7 +96,8 @@ impl Collector for ProcessCollector {
             let g = ConstGauge::new(value);
             g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)
         };
-        if let Some(s) = read_stat() {
+        let stat = read_stat();
+        if let Some(s) = &stat {
             gauge(
                 "process_resident_memory_bytes",
                 "Resident memory size of the relay process in bytes",
@@ -129,7 +130,7 @@ impl Collector for ProcessCollector {
                 n as f64,
             )?;
         }
-        if let Some(s) = read_stat() {
+        if let Some(s) = &stat {
             let c = ConstCounter::new((s.utime + s.stime) as f64 / self.ticks);
             c.encode(encoder.encode_descriptor(
                 "process_cpu_seconds",
