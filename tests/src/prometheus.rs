@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
@@ -56,13 +56,13 @@ pub struct Prometheus {
 
 impl Prometheus {
     /// Starts Prometheus scraping `targets` (`/metrics` over plain HTTP) as job `job`, every
-    /// [`SCRAPE_INTERVAL`], and waits until it is ready. The port is picked free by binding
-    /// 127.0.0.1:0 and released for Prometheus; should another process take it in between, it
-    /// tries again (three times).
-    pub fn start(job: &str, targets: &[SocketAddr]) -> Result<Prometheus> {
+    /// [`SCRAPE_INTERVAL`], evaluating the rule file `rules` (if any) as often, and waits until
+    /// it is ready. The port is picked free by binding 127.0.0.1:0 and released for
+    /// Prometheus; should another process take it in between, it tries again (three times).
+    pub fn start(job: &str, targets: &[SocketAddr], rules: Option<&Path>) -> Result<Prometheus> {
         let mut last = None;
         for _ in 0..3 {
-            match Prometheus::try_start(job, targets) {
+            match Prometheus::try_start(job, targets, rules) {
                 Ok(p) => return Ok(p),
                 Err(e) => last = Some(e),
             }
@@ -70,18 +70,22 @@ impl Prometheus {
         Err(last.unwrap_or_else(|| anyhow::anyhow!("prometheus did not start")))
     }
 
-    fn try_start(job: &str, targets: &[SocketAddr]) -> Result<Prometheus> {
+    fn try_start(job: &str, targets: &[SocketAddr], rules: Option<&Path>) -> Result<Prometheus> {
         let bin = prometheus_bin("prometheus")?;
         let dir = TempDir::new();
         let config = dir.path().join("prometheus.yml");
         let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         let interval = format!("{}s", SCRAPE_INTERVAL.as_secs());
+        let rule_files = rules.map_or(String::new(), |r| {
+            format!("rule_files:\n  - '{}'\n", r.display())
+        });
         std::fs::write(
             &config,
             format!(
                 "global:\n  scrape_interval: {interval}\n  scrape_timeout: {interval}\n  \
-                 evaluation_interval: {interval}\nscrape_configs:\n  - job_name: '{job}'\n    \
-                 metrics_path: /metrics\n    static_configs:\n      - targets: [{}]\n",
+                 evaluation_interval: {interval}\n{rule_files}scrape_configs:\n  - job_name: \
+                 '{job}'\n    metrics_path: /metrics\n    static_configs:\n      - targets: \
+                 [{}]\n",
                 targets.join(", ")
             ),
         )?;
@@ -163,6 +167,19 @@ impl Prometheus {
             );
         }
         Ok(v)
+    }
+
+    /// The rules Prometheus evaluates (`/api/v1/rules`: `data.groups[].rules[]`).
+    pub fn rules(&self) -> Result<Vec<Value>> {
+        let (status, body) = self.get("/api/v1/rules")?;
+        let v: Value = serde_json::from_str(&body)
+            .with_context(|| format!("HTTP {status}, not JSON: {body}"))?;
+        Ok(v["data"]["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .collect())
     }
 
     /// The series an instant query returns (`data.result`; a scalar or string counts as one).

@@ -9,7 +9,7 @@ use anyhow::{bail, ensure, Context, Result};
 use mcp_bridge_tests::proxy::FaultProxy;
 use mcp_bridge_tests::ws::{self, Upgrade};
 use mcp_bridge_tests::{
-    bin, demo_tool, relay_config, token_auth, wait_until, Ide, Prometheus, Relay,
+    bin, demo_tool, relay_config, repo_root, token_auth, wait_until, Ide, Prometheus, Relay,
 };
 use serde_json::{json, Value};
 use tokio::net::TcpSocket;
@@ -154,7 +154,8 @@ fn every_dashboard_query_runs_on_prometheus_scraping_two_relays() -> Result<()> 
     let a = start_relay()?;
     let b = start_relay()?;
     let proxy = FaultProxy::start(a.addr)?;
-    let prom = Prometheus::start("mcp-bridge", &[a.addr, b.addr])?;
+    let rules = repo_root().join("deploy/prometheus/alerts.yml");
+    let prom = Prometheus::start("mcp-bridge", &[a.addr, b.addr], Some(&rules))?;
     let instances = vec![a.addr.to_string(), b.addr.to_string()];
     wait_until(T, || {
         prom.series(r#"up{job="mcp-bridge"} == 1"#)
@@ -209,11 +210,65 @@ fn every_dashboard_query_runs_on_prometheus_scraping_two_relays() -> Result<()> 
     ensure!(one(r#"sum(mcp_bridge_call_errors_total{source="client",code="-32014"})"#)? >= 1.0);
     ensure!(one(r#"count(process_resident_memory_bytes{job="mcp-bridge"})"#)? == 2.0);
     ensure!(one(r#"sum(mcp_bridge_rejected_connections_total{reason="resume_unknown"})"#)? == 1.0);
+    alerts_on_live_data(&prom, &std::fs::read_to_string(&rules)?)?;
     println!(
         "{} dashboard queries checked against Prometheus in {:.1} s:\n{}",
         queries.len(),
         started.elapsed().as_secs_f64(),
         report.join("\n")
+    );
+    Ok(())
+}
+
+/// The alert rules, evaluated by the same Prometheus on the relays' real series: every metric
+/// they read is one the relays export (a misspelt name would pass `promtool test rules` with
+/// equally misspelt fixtures, and never fire), every rule evaluates without error, and none is
+/// pending or firing after this ordinary workload (one crash, two bad tokens).
+fn alerts_on_live_data(prom: &Prometheus, rules_text: &str) -> Result<()> {
+    let mut names: Vec<&str> = rules_text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("mcp_bridge_") || w.starts_with("process_"))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    ensure!(names.len() >= 8, "{names:?}");
+    for name in &names {
+        ensure!(
+            !prom
+                .series(&format!(r#"{name}{{job="mcp-bridge"}}"#))?
+                .is_empty(),
+            "alerts.yml reads `{name}`, which the relays do not export"
+        );
+    }
+    let mut evaluated = Vec::new();
+    wait_until(T, || {
+        evaluated = prom.rules().unwrap_or_default();
+        evaluated.len() >= 9
+            && evaluated.iter().all(|r| {
+                r["lastEvaluation"]
+                    .as_str()
+                    .is_some_and(|t| !t.starts_with("0001"))
+            })
+    })
+    .with_context(|| format!("rules not evaluated: {evaluated:?}"))?;
+    for r in &evaluated {
+        ensure!(
+            r["health"] == "ok",
+            "rule {} unhealthy: {}",
+            r["name"],
+            r["lastError"]
+        );
+        ensure!(
+            r["state"] == "inactive",
+            "rule {} is {}: {r}",
+            r["name"],
+            r["state"]
+        );
+    }
+    println!(
+        "{} alert rules evaluated on the relays' series: healthy and inactive; metrics read: {}",
+        evaluated.len(),
+        names.join(", ")
     );
     Ok(())
 }

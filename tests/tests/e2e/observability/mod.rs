@@ -6,7 +6,8 @@
 //! - Prometheus scrapes two relays during a scripted workload (calls, a resume, a tool crash
 //!   and the re-established session, rate-limited calls, a refused resume, a shed handshake, a
 //!   wrong token), and every query of the dashboard runs through its HTTP API without error
-//!   and returns series;
+//!   and returns series; the same Prometheus evaluates the alert rules on those series (every
+//!   metric they read exported, every rule healthy, none pending or firing);
 //! - `deploy/prometheus/alerts.yml` passes `promtool check rules`, and its fixtures
 //!   (`alerts_test.yml`: each alert fires when it should and stays quiet when it should not)
 //!   pass `promtool test rules`.
