@@ -81,6 +81,10 @@ fn workload(a: &Relay, b: &Relay, proxy: &FaultProxy) -> Result<Vec<Ide>> {
         crash.pointer("/error/code") == Some(&json!(-32010)),
         "{crash}"
     );
+    // Once bridge-client knows the session is over (a call sent before that is answered
+    // -32011, "retry it"), its next call opens the new session.
+    one.stderr
+        .wait_for("the relay ended the session: tool `demo` exited", T)?;
     let again = echo(&mut one, 8)?;
     ensure!(again.get("result").is_some(), "{again}");
 
