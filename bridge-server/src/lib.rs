@@ -267,6 +267,7 @@ pub async fn run(
     preflight(&config).map_err(std::io::Error::other)?;
     let host = confine::Host::detect(&config);
     let metrics = Arc::new(metrics::Metrics::new());
+    metrics.set_limits(&config.limits, &config.tools);
     let handshakes = handshake::Gate::new(&config.limits, metrics.clone());
     let mut shed_log = handshake::ShedLog::new(metrics.clone());
     let relay = Arc::new(Relay {
@@ -298,6 +299,7 @@ pub async fn run(
         let relay = relay.clone();
         async move {
             relay.shutdown.drain.cancelled().await;
+            relay.metrics.ready.set(0);
             info!(
                 grace_s = relay.limits.shutdown_grace.as_secs_f64(),
                 "draining: no new sessions; letting calls in flight finish"

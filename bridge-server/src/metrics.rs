@@ -2,6 +2,8 @@
 //! Recording is a few atomic operations per event; encoding happens only when `/metrics` is
 //! scraped. Metric names and meanings are documented in docs/operations.md.
 
+mod process;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
@@ -86,6 +88,11 @@ fn latency_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 21))
 }
 
+fn away_buckets() -> Histogram {
+    // 50 ms … ~410 s: a resume window (60 s) plus a heartbeat timeout (45 s) fits.
+    Histogram::new(exponential_buckets(0.05, 2.0, 14))
+}
+
 fn duration_buckets() -> Histogram {
     // 1 s … ~9 h.
     Histogram::new(exponential_buckets(1.0, 2.0, 16))
@@ -117,6 +124,48 @@ pub(crate) struct Metrics {
     pub(crate) carrier_sessions: Family<CarrierLabels, Counter>,
     /// Streamable HTTP requests for another node's session, by node and result.
     pub(crate) forwarded: Family<ForwardLabels, Counter>,
+    /// Sessions ended, by where the end came from and why (`EndReason::label`).
+    pub(crate) session_ends: Family<EndLabels, Counter>,
+    /// How long a client was away before it resumed its session.
+    pub(crate) resume_away: Family<ToolLabel, Histogram, Buckets>,
+    /// Error answers to client requests, by who caused them and the JSON-RPC code.
+    pub(crate) call_errors: Family<ErrorLabels, Counter>,
+    /// 1 while the relay takes new sessions, 0 from the start of a drain (as `/readyz`).
+    pub(crate) ready: Gauge,
+    /// The relay's `max_sessions` (a config value, so alerts can compare with it).
+    pub(crate) max_sessions: Gauge,
+    /// Each tool's `max_sessions` (its own, or the relay's when unset).
+    pub(crate) tool_max_sessions: Family<ToolLabel, Gauge>,
+}
+
+/// Labels of `mcp_bridge_session_ends_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct EndLabels {
+    pub(crate) tool: String,
+    /// `client`, `tool` or `relay`.
+    pub(crate) source: &'static str,
+    /// `EndReason::label`.
+    pub(crate) reason: &'static str,
+}
+
+/// Labels of `mcp_bridge_call_errors_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ErrorLabels {
+    pub(crate) tool: String,
+    /// `client`, `tool` or `relay`: whose doing the error was.
+    pub(crate) source: &'static str,
+    /// The JSON-RPC error code, see [`error_code_label`].
+    pub(crate) code: String,
+}
+
+/// The `code` label: a code in JSON-RPC's reserved range (-32768 … -32000, where the spec's,
+/// MCP's and the relay's own codes live) as its number, anything else (a tool's own codes) as
+/// `other`, so a tool cannot grow the label set without bound.
+pub(crate) fn error_code_label(code: Option<i64>) -> String {
+    match code {
+        Some(c @ -32768..=-32000) => c.to_string(),
+        _ => "other".to_owned(),
+    }
 }
 
 /// Labels of `mcp_bridge_http_forwarded_total`.
@@ -135,7 +184,6 @@ pub(crate) struct RefusedLabels {
 
 impl Metrics {
     pub(crate) fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("mcp_bridge");
         let m = Metrics {
             sessions_active: Family::default(),
             sessions_total: Family::default(),
@@ -154,8 +202,18 @@ impl Metrics {
             carrier_sessions_active: Family::default(),
             carrier_sessions: Family::default(),
             forwarded: Family::default(),
+            session_ends: Family::default(),
+            resume_away: Family::new_with_constructor(Buckets(away_buckets)),
+            call_errors: Family::default(),
+            ready: Gauge::default(),
+            max_sessions: Gauge::default(),
+            tool_max_sessions: Family::default(),
             registry: Registry::default(),
         };
+        // The relay's own metrics carry the prefix; the standard `process_*` ones do not.
+        let mut root = Registry::default();
+        root.register_collector(Box::new(process::ProcessCollector::new()));
+        let registry = root.sub_registry_with_prefix("mcp_bridge");
         registry.register(
             "sessions_active",
             "Sessions held now (live or waiting for a resume)",
@@ -241,7 +299,40 @@ impl Metrics {
             "Connections in their TLS/HTTP handshake now",
             m.handshakes_in_progress.clone(),
         );
-        Metrics { registry, ..m }
+        registry.register(
+            "session_ends",
+            "Sessions ended, by source (client, tool, relay) and reason",
+            m.session_ends.clone(),
+        );
+        registry.register(
+            "resume_away_seconds",
+            "How long a client was away before it resumed its session",
+            m.resume_away.clone(),
+        );
+        registry.register(
+            "call_errors",
+            "JSON-RPC error answers to client requests, by source (client, tool, relay) and code",
+            m.call_errors.clone(),
+        );
+        registry.register(
+            "ready",
+            "1 while the relay takes new sessions, 0 once it drains (as /readyz)",
+            m.ready.clone(),
+        );
+        registry.register(
+            "max_sessions",
+            "The relay's max_sessions setting",
+            m.max_sessions.clone(),
+        );
+        registry.register(
+            "tool_max_sessions",
+            "Each tool's max_sessions setting (the relay's when the tool sets none)",
+            m.tool_max_sessions.clone(),
+        );
+        Metrics {
+            registry: root,
+            ..m
+        }
     }
 
     /// The Prometheus text exposition.
@@ -259,6 +350,36 @@ impl Metrics {
             .get_or_create(&ForwardLabels {
                 node: node.to_owned(),
                 result,
+            })
+            .inc();
+    }
+
+    /// Publishes the session limits of the config, for alerts that compare with them, and
+    /// readiness (the relay is about to serve).
+    pub(crate) fn set_limits(
+        &self,
+        limits: &crate::config::Limits,
+        tools: &[crate::config::ToolConfig],
+    ) {
+        let gauge_value = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.ready.set(1);
+        self.max_sessions.set(gauge_value(limits.max_sessions));
+        for t in tools {
+            self.tool_max_sessions
+                .get_or_create(&ToolLabel {
+                    tool: t.name.clone(),
+                })
+                .set(gauge_value(t.max_sessions.unwrap_or(limits.max_sessions)));
+        }
+    }
+
+    /// Counts an error answer to a client request.
+    pub(crate) fn call_error(&self, tool: &str, source: &'static str, code: Option<i64>) {
+        self.call_errors
+            .get_or_create(&ErrorLabels {
+                tool: tool.to_owned(),
+                source,
+                code: error_code_label(code),
             })
             .inc();
     }

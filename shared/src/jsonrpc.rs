@@ -250,6 +250,27 @@ pub fn error_response(
     })
 }
 
+/// The `error.code` of an error response (of the first one, for a batch of them); `None` when
+/// the message is not an error response or its code is not an integer. For counting errors
+/// only: it parses the message, so keep it off the path of ordinary messages.
+pub fn error_code(msg: &[u8]) -> Option<i64> {
+    #[derive(Deserialize)]
+    struct Code {
+        code: i64,
+    }
+    #[derive(Deserialize)]
+    struct WithError {
+        error: Code,
+    }
+    if msg.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        let all: Vec<&RawValue> = serde_json::from_slice(msg).ok()?;
+        return error_code(all.first()?.get().as_bytes());
+    }
+    serde_json::from_slice::<WithError>(msg)
+        .ok()
+        .map(|e| e.error.code)
+}
+
 /// Who must hear about a message that was too large to forward, and what they get.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Oversize {
@@ -291,6 +312,26 @@ pub fn oversize(head: &[u8], message: &str) -> Oversize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_code_of_error_responses_only() {
+        let e = error_response(Some(&Id::Num("3".into())), TOOL_EXITED, "gone", None);
+        assert_eq!(error_code(&e), Some(TOOL_EXITED));
+        assert_eq!(
+            error_code(br#"{"jsonrpc":"2.0","id":1,"error":{"code":7,"message":"x","data":[1]}}"#),
+            Some(7)
+        );
+        assert_eq!(
+            error_code(br#" [{"jsonrpc":"2.0","id":1,"error":{"code":-32600,"message":"x"}}]"#),
+            Some(INVALID_REQUEST)
+        );
+        assert_eq!(error_code(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#), None);
+        assert_eq!(
+            error_code(br#"{"jsonrpc":"2.0","id":1,"error":{"code":"x"}}"#),
+            None
+        );
+        assert_eq!(error_code(b"not json"), None);
+    }
     use proptest::prelude::*;
 
     #[test]

@@ -14,6 +14,7 @@ mod paths;
 mod peers;
 mod process;
 mod procfs;
+mod prometheus;
 mod relay;
 
 pub mod http_raw;
@@ -30,4 +31,5 @@ pub use process::{
     reap, run_bounded, signal, terminate_and_reap, wait_child, wait_until, Finished, Log,
 };
 pub use procfs::{alive, children_of, cpu_time, mib, proc_status_bytes};
+pub use prometheus::{prometheus_bin, promtool, Prometheus, SCRAPE_INTERVAL};
 pub use relay::Relay;

@@ -320,7 +320,12 @@ impl Core {
     pub(crate) fn finish(&mut self) -> EndReason {
         let reason = self.end.clone().unwrap_or(EndReason::RelayShutdown);
         let message = format!("{reason}; the request was not answered");
-        self.fail_pending(reason.error_code(), &message, Outcome::SessionEnded);
+        self.fail_pending(
+            reason.source(),
+            reason.error_code(),
+            &message,
+            Outcome::SessionEnded,
+        );
         reason
     }
 

@@ -31,7 +31,7 @@ use super::info::State;
 use super::record::{log_stderr, Recorder};
 use super::{Attach, Carrier, Params};
 use crate::child::{self, ToolProcess};
-use crate::metrics::{CarrierLabels, ExitLabels, ToolLabel};
+use crate::metrics::{CarrierLabels, EndLabels, ExitLabels, ToolLabel};
 
 /// The relay's WebSocket connections.
 pub(crate) type Socket = TokioIo<Upgraded>;
@@ -337,6 +337,14 @@ pub(crate) async fn run(
         .session_duration
         .get_or_create(&tool_label)
         .observe(started.elapsed().as_secs_f64());
+    p.metrics
+        .session_ends
+        .get_or_create(&EndLabels {
+            tool: p.tool.name.clone(),
+            source: reason.source().label(),
+            reason: reason.label(),
+        })
+        .inc();
     info!(
         target: "audit",
         event = "session_ended",

@@ -18,6 +18,17 @@ pub(crate) enum Source {
     Relay,
 }
 
+impl Source {
+    /// The `source` label of `mcp_bridge_session_ends_total` and `mcp_bridge_call_errors_total`.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Source::Client => "client",
+            Source::Tool => "tool",
+            Source::Relay => "relay",
+        }
+    }
+}
+
 /// Why a session ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum EndReason {

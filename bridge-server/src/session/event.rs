@@ -8,6 +8,8 @@ use tokio::time::Instant;
 
 use shared::ingress::{Peer, RefusalKind};
 
+use super::end::Source;
+
 /// A client call in flight, as the audit log describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Call {
@@ -55,6 +57,12 @@ pub(crate) enum Event {
     Call {
         call: Call,
         outcome: Outcome,
+    },
+    /// A client request was answered with a JSON-RPC error: whose doing it was, and its code
+    /// (`None` when a tool's error had no integer code).
+    ErrorAnswer {
+        source: Source,
+        code: Option<i64>,
     },
     /// A message went to the client / to the tool (bytes).
     ToClient(usize),

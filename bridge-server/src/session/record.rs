@@ -44,6 +44,11 @@ impl<'a> Recorder<'a> {
                 self.to_tool.record(n);
                 self.p.info.to_tool(n);
             }
+            Event::ErrorAnswer { source, code } => {
+                self.p
+                    .metrics
+                    .call_error(&self.p.tool.name, source.label(), code)
+            }
             Event::Call { call, outcome } => {
                 self.p.info.call();
                 let method = metrics::method_label(&call.method);
@@ -112,10 +117,19 @@ impl<'a> Recorder<'a> {
                 window = %shared::human_duration(self.p.limits.resume_window),
                 "client away; keeping the session for a resume"
             ),
-            Event::Resumed { away, replay } => info!(
-                away_ms = away.as_millis() as u64,
-                replay, "client resumed the session"
-            ),
+            Event::Resumed { away, replay } => {
+                self.p
+                    .metrics
+                    .resume_away
+                    .get_or_create(&metrics::ToolLabel {
+                        tool: self.p.tool.name.clone(),
+                    })
+                    .observe(away.as_secs_f64());
+                info!(
+                    away_ms = away.as_millis() as u64,
+                    replay, "client resumed the session"
+                )
+            }
             Event::ResumeRefused { why } => warn!(why = ?why, "resume refused"),
             Event::ToolGone { how, clean } => {
                 let label = if clean { "exited" } else { "crashed" };

@@ -15,6 +15,7 @@ mod http_upstream;
 mod lifecycle;
 mod oauth;
 mod oauth_upstream;
+mod observability;
 mod operations;
 mod peers;
 mod policy;

@@ -132,6 +132,29 @@ fn metrics_match_a_scripted_session() -> Result<()> {
     for (series, want) in expect {
         assert_eq!(get(&m, series), want, "{series}\n{body}");
     }
+    // bridge-client ended the session itself when the IDE closed its stdin.
+    assert_eq!(
+        get(
+            &m,
+            r#"mcp_bridge_session_ends_total{tool="demo",source="client",reason="client_ended"}"#
+        ),
+        1.0,
+        "{body}"
+    );
+    // The unknown tool's refusal is not a call, and no call failed.
+    assert!(!body.contains("mcp_bridge_call_errors_total{"), "{body}");
+    // The limits, from the config (the built-in default here).
+    assert_eq!(get(&m, "mcp_bridge_max_sessions"), 1024.0, "{body}");
+    assert_eq!(get(&m, "mcp_bridge_ready"), 1.0);
+    assert_eq!(
+        get(&m, r#"mcp_bridge_tool_max_sessions{tool="demo"}"#),
+        1024.0
+    );
+    // The relay process itself.
+    assert!(get(&m, "process_resident_memory_bytes") > 1e6, "{body}");
+    assert!(m.contains_key("process_cpu_seconds_total"), "{body}");
+    assert!(get(&m, "process_open_fds") >= 3.0);
+    assert!(get(&m, "process_start_time_seconds") > 1.6e9);
     assert!(
         get(
             &m,
@@ -166,6 +189,8 @@ fn health_and_readiness_while_draining() -> Result<()> {
         http_get(relay.addr, "/readyz").is_ok_and(|r| r.0 == 503)
     })?;
     assert_eq!(http_get(relay.addr, "/readyz")?.1, "draining\n");
+    let (_, metrics) = http_get(relay.addr, "/metrics")?;
+    assert_eq!(get(&parse_metrics(&metrics)?, "mcp_bridge_ready"), 0.0);
     let mut late = Ide::connect(&relay.url("demo"), &[])?;
     assert!(!late.wait(T)?.success());
     assert!(

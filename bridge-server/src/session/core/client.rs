@@ -11,7 +11,7 @@ use shared::ingress::{self, Decision, Ingress, Msg, MsgKind, Peer};
 use shared::jsonrpc;
 use shared::tunnel::Control;
 
-use super::super::end::EndReason;
+use super::super::end::{EndReason, Source};
 use super::super::pending::{MAX_PENDING, MAX_PENDING_BYTES};
 use super::{Call, Core, Event, Outcome, ToolState};
 
@@ -20,10 +20,13 @@ use super::{Call, Core, Event, Outcome, ToolState};
 enum Plan {
     /// Queued for the tool.
     Tool,
-    /// Answered at once with this error (and, with an outcome, audited as a refused call).
+    /// Answered at once with this error (and, with an outcome, audited as a refused call);
+    /// counted as an error of `source` with `code`.
     Answer {
         error: Bytes,
         refused: Option<Outcome>,
+        source: Source,
+        code: i64,
     },
     /// The ingress policy's reply goes back to the client.
     Reply,
@@ -110,7 +113,14 @@ impl Core {
         }
         match (d.action, plan) {
             (Ingress::Forward(msg), plan) => self.client_msg(msg, plan, now),
-            (Ingress::ReplyToSender(err), _) => self.queue_for_client(err),
+            (Ingress::ReplyToSender(err), _) => {
+                // The client's message could not be used (not JSON-RPC, a batch, too large).
+                self.events.push_back(Event::ErrorAnswer {
+                    source: Source::Client,
+                    code: jsonrpc::error_code(&err),
+                });
+                self.queue_for_client(err)
+            }
             (Ingress::ReplyToOther { error, .. }, Plan::Tool) => self.tool_q.push(error, now),
             _ => {}
         }
@@ -120,11 +130,14 @@ impl Core {
     /// What to do with a message from the client; `None` while it must wait.
     fn plan(&self, msg: &Msg, now: Instant) -> Option<Plan> {
         let id = msg.request_id();
-        let answer = |error: Vec<u8>, refused: Option<Outcome>| {
+        let answer = |source: Source, code: i64, refused: Option<Outcome>, error: Vec<u8>| {
             let error = Bytes::from(error);
-            self.ep
-                .has_room(error.len())
-                .then_some(Plan::Answer { error, refused })
+            self.ep.has_room(error.len()).then_some(Plan::Answer {
+                error,
+                refused,
+                source,
+                code,
+            })
         };
         if let ToolState::Gone(how) = &self.tool {
             let Some(id) = id else {
@@ -135,8 +148,10 @@ impl Core {
                 self.cfg.tool
             );
             return answer(
-                jsonrpc::error_response(Some(id), jsonrpc::TOOL_EXITED, &message, None),
+                Source::Tool,
+                jsonrpc::TOOL_EXITED,
                 None,
+                jsonrpc::error_response(Some(id), jsonrpc::TOOL_EXITED, &message, None),
             );
         }
         if let (Some(id), Some(call)) = (id, call_of(msg, now)) {
@@ -147,8 +162,10 @@ impl Core {
                     shared::human_bytes(MAX_PENDING_BYTES)
                 );
                 return answer(
-                    jsonrpc::error_response(Some(id), jsonrpc::TOO_MANY_REQUESTS, &message, None),
+                    Source::Client,
+                    jsonrpc::TOO_MANY_REQUESTS,
                     Some(Outcome::Refused),
+                    jsonrpc::error_response(Some(id), jsonrpc::TOO_MANY_REQUESTS, &message, None),
                 );
             }
         }
@@ -166,7 +183,7 @@ impl Core {
                         crate::policy::Reason::RateLimited => Outcome::RateLimited,
                         crate::policy::Reason::Denied => Outcome::Denied,
                     };
-                    return answer(r.response(id), Some(outcome));
+                    return answer(Source::Client, r.code, Some(outcome), r.response(id));
                 }
             }
             return Some(Plan::Tool);
@@ -180,8 +197,10 @@ impl Core {
                     shared::human_duration(self.cfg.shed_after)
                 );
                 answer(
-                    jsonrpc::error_response(Some(id), jsonrpc::TOO_MANY_REQUESTS, &message, None),
+                    Source::Tool,
+                    jsonrpc::TOO_MANY_REQUESTS,
                     Some(Outcome::Refused),
+                    jsonrpc::error_response(Some(id), jsonrpc::TOO_MANY_REQUESTS, &message, None),
                 )
             }
             _ => None,
@@ -190,7 +209,16 @@ impl Core {
 
     fn client_msg(&mut self, msg: Msg, plan: Plan, now: Instant) {
         match plan {
-            Plan::Answer { error, refused } => {
+            Plan::Answer {
+                error,
+                refused,
+                source,
+                code,
+            } => {
+                self.events.push_back(Event::ErrorAnswer {
+                    source,
+                    code: Some(code),
+                });
                 if let (Some(outcome), Some(call)) = (refused, call_of(&msg, now)) {
                     self.events.push_back(Event::Call { call, outcome });
                 }

@@ -9,6 +9,7 @@ use shared::framing::Frame;
 use shared::ingress::{self, Ingress, MsgKind, Peer};
 use shared::jsonrpc;
 
+use super::super::end::Source;
 use super::{Core, Event, Outcome, ToolState};
 
 impl Core {
@@ -33,6 +34,10 @@ impl Core {
                 {
                     if let Some(call) = self.pending.remove(id) {
                         let outcome = if *is_error {
+                            self.events.push_back(Event::ErrorAnswer {
+                                source: Source::Tool,
+                                code: jsonrpc::error_code(&msg.bytes),
+                            });
                             Outcome::Error
                         } else {
                             Outcome::Ok
@@ -61,6 +66,10 @@ impl Core {
             // Its answer was too large: the client's request gets the error instead.
             Ingress::ReplyToOther { id, error } => {
                 if let Some(call) = self.pending.remove(&id) {
+                    self.events.push_back(Event::ErrorAnswer {
+                        source: Source::Tool,
+                        code: Some(jsonrpc::MESSAGE_TOO_LARGE),
+                    });
                     self.events.push_back(Event::Call {
                         call,
                         outcome: Outcome::Error,
@@ -104,17 +113,32 @@ impl Core {
             clean,
         });
         let message = format!("tool `{}` {how} before answering", self.cfg.tool);
-        self.fail_pending(jsonrpc::TOOL_EXITED, &message, Outcome::ToolExited);
+        self.fail_pending(
+            Source::Tool,
+            jsonrpc::TOOL_EXITED,
+            &message,
+            Outcome::ToolExited,
+        );
         self.on_tool_stdin_closed();
         self.tool = ToolState::Gone(how);
         // What waited for the tool is answered now.
         self.take_client(now);
     }
 
-    /// Answers every call in flight with an error. These answers may pass the client queue's
-    /// bound: the table they come from is bounded.
-    pub(super) fn fail_pending(&mut self, code: i64, message: &str, outcome: Outcome) {
+    /// Answers every call in flight with an error (`source`: whose doing it is). These answers
+    /// may pass the client queue's bound: the table they come from is bounded.
+    pub(super) fn fail_pending(
+        &mut self,
+        source: Source,
+        code: i64,
+        message: &str,
+        outcome: Outcome,
+    ) {
         for (id, call) in self.pending.drain_sorted() {
+            self.events.push_back(Event::ErrorAnswer {
+                source,
+                code: Some(code),
+            });
             self.events.push_back(Event::Call { call, outcome });
             let err = jsonrpc::error_response(Some(&id), code, message, None);
             self.queue_for_client(Bytes::from(err));

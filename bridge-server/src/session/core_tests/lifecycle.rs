@@ -177,3 +177,39 @@ fn end_notice_text_comes_from_the_reason() {
         .unwrap_or_default();
     assert!(!text.contains('\n'), "{text}");
 }
+
+#[test]
+fn error_answers_are_recorded_by_source_and_code() {
+    use crate::session::end::Source;
+    let t0 = Instant::now();
+    let (mut core, mut client) = v1_sending(t0, 1..=3);
+    drain_tool(&mut core, t0);
+    // The tool's own error, with a code of its own.
+    core.on_tool_frame(
+        Frame::Line(Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":1,"error":{"code":7,"message":"no"}}"#,
+        )),
+        t0,
+    );
+    // The client's unusable message.
+    client.send(Bytes::from_static(b"{not json"));
+    to_core(&mut client, &mut core, t0);
+    // The relay shuts down under calls 2 and 3.
+    core.on_force();
+    assert_eq!(core.finish().source(), Source::Relay);
+    let errors: Vec<(Source, Option<i64>)> = std::iter::from_fn(|| core.poll_event())
+        .filter_map(|e| match e {
+            Event::ErrorAnswer { source, code } => Some((source, code)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        errors,
+        vec![
+            (Source::Tool, Some(7)),
+            (Source::Client, Some(jsonrpc::PARSE_ERROR)),
+            (Source::Relay, Some(jsonrpc::RELAY_UNAVAILABLE)),
+            (Source::Relay, Some(jsonrpc::RELAY_UNAVAILABLE)),
+        ]
+    );
+}
