@@ -5,6 +5,7 @@
 //! reason in the body, so a client can tell its user what went wrong. Forwarding is the
 //! session's job.
 
+mod modern;
 mod sse;
 mod start;
 mod streamable;
@@ -48,6 +49,9 @@ pub(crate) async fn handle(
         metrics(&relay)
     } else if let Some(name) = path.strip_prefix("/mcp/") {
         match admit(&req, name, &relay, peer) {
+            Ok((tool, principal)) if modern::is_modern(&req) => {
+                modern::serve(req, tool, relay.clone(), peer, principal).await
+            }
             Ok((tool, principal)) if is_streamable(&req) => {
                 streamable::serve(req, tool, relay.clone(), peer, principal).await
             }

@@ -14,6 +14,7 @@ mod driver;
 mod end;
 mod event;
 pub(crate) mod http;
+pub(crate) mod modern;
 mod pending;
 mod record;
 mod registry;
