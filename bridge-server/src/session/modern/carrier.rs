@@ -223,7 +223,13 @@ impl ModernCarrier {
             FromTool::End(key) => {
                 self.streams.remove(&key);
             }
-            FromTool::Probe(era) => {
+            FromTool::Probe(None) => {
+                return Err(format!(
+                    "tool `{}` ended before it answered server/discover",
+                    self.tool
+                ))
+            }
+            FromTool::Probe(Some(era)) => {
                 self.era = Some(era);
                 self.pool.verdict(&self.tool, era, Instant::now());
                 if era == Era::Handshake {

@@ -36,8 +36,9 @@ pub(crate) enum FromTool {
     Stream { key: Key, bytes: Bytes, last: bool },
     /// The tool ended subscription `key` without an answer: its stream ends.
     End(Key),
-    /// The answer to the relay's own `server/discover`.
-    Probe(Era),
+    /// The answer to the relay's own `server/discover`: the tool's era, or `None` when the
+    /// relay answered it (the tool exited, or could not be reached): no verdict.
+    Probe(Option<Era>),
     /// A request from the tool: this revision has none over HTTP (server-to-client input goes
     /// in results, MRTR), so the tool is answered with this error.
     AnswerTool(Bytes),
@@ -257,30 +258,43 @@ impl Mux {
     }
 }
 
-/// The era a `server/discover` answer shows: modern when it lists a version the relay serves.
-fn era_of(msg: &[u8]) -> Era {
+/// The era a `server/discover` answer shows: modern when it lists a version the relay serves;
+/// none when the error is the relay's own (the tool exited, a relay limit).
+fn era_of(msg: &[u8]) -> Option<Era> {
     #[derive(serde::Deserialize)]
     struct Answer {
         result: Option<Discover>,
+        error: Option<ErrorCode>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ErrorCode {
+        code: i64,
     }
     #[derive(serde::Deserialize)]
     struct Discover {
         #[serde(rename = "supportedVersions", default)]
         versions: Vec<String>,
     }
-    let modern = serde_json::from_slice::<Answer>(msg)
-        .ok()
-        .and_then(|a| a.result)
-        .is_some_and(|d| {
-            d.versions
-                .iter()
-                .any(|v| MODERN_VERSIONS.contains(&v.as_str()))
-        });
-    if modern {
-        Era::Modern
-    } else {
-        Era::Handshake
+    let answer = serde_json::from_slice::<Answer>(msg).ok();
+    let relays = [
+        jsonrpc::TOOL_EXITED,
+        jsonrpc::RELAY_UNAVAILABLE,
+        jsonrpc::MESSAGE_TOO_LARGE,
+        jsonrpc::TOO_MANY_REQUESTS,
+    ];
+    if answer
+        .as_ref()
+        .and_then(|a| a.error.as_ref())
+        .is_some_and(|e| relays.contains(&e.code))
+    {
+        return None;
     }
+    let modern = answer.and_then(|a| a.result).is_some_and(|d| {
+        d.versions
+            .iter()
+            .any(|v| MODERN_VERSIONS.contains(&v.as_str()))
+    });
+    Some(if modern { Era::Modern } else { Era::Handshake })
 }
 
 #[cfg(test)]

@@ -208,7 +208,7 @@ fn the_probe_learns_the_era() {
     );
     assert_eq!(
         m.on_tool_message(modern.as_bytes()),
-        FromTool::Probe(Era::Modern)
+        FromTool::Probe(Some(Era::Modern))
     );
     let key = json_of(&m.probe())["id"].as_u64().expect("id");
     let legacy = format!(
@@ -216,7 +216,7 @@ fn the_probe_learns_the_era() {
     );
     assert_eq!(
         m.on_tool_message(legacy.as_bytes()),
-        FromTool::Probe(Era::Handshake)
+        FromTool::Probe(Some(Era::Handshake))
     );
     let key = json_of(&m.probe())["id"].as_u64().expect("id");
     let old_only = format!(
@@ -224,6 +224,12 @@ fn the_probe_learns_the_era() {
     );
     assert_eq!(
         m.on_tool_message(old_only.as_bytes()),
-        FromTool::Probe(Era::Handshake)
+        FromTool::Probe(Some(Era::Handshake))
     );
+    // The tool exited before it answered: the relay's own error is no verdict.
+    let key = json_of(&m.probe())["id"].as_u64().expect("id");
+    let exited = format!(
+        r#"{{"jsonrpc":"2.0","id":{key},"error":{{"code":-32010,"message":"tool exited"}}}}"#
+    );
+    assert_eq!(m.on_tool_message(exited.as_bytes()), FromTool::Probe(None));
 }

@@ -8,6 +8,7 @@
 mod eras;
 mod faults;
 mod keep_alive;
+mod modern;
 
 use std::io::{Read, Write};
 use std::process::Command;
