@@ -26,7 +26,7 @@ use super::pool::Pool;
 use crate::session::http::{Chunk, Events};
 
 /// Requests one pooled process serves at once.
-pub(crate) const MAX_INFLIGHT: usize = 256;
+pub(crate) const MAX_INFLIGHT: usize = 64;
 /// Events queued on one stream (the last slot is kept for the answer).
 const STREAM_EVENTS: usize = 64;
 /// Bytes of notifications queued on one stream and not yet taken by its connection; past it,
