@@ -411,3 +411,188 @@ fn a_handshake_era_tool_tells_modern_clients_to_fall_back() -> Result<()> {
     assert_eq!(m.get(key).copied(), Some(1.0), "{key} in {m:?}");
     Ok(())
 }
+
+/// An open SSE answer on a raw connection, read as events arrive.
+struct Listening {
+    s: std::net::TcpStream,
+    seen: String,
+}
+
+impl Listening {
+    fn open(addr: SocketAddr, tool: &str, body: &str, method: &str) -> Result<Listening> {
+        let mut s = std::net::TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let req = format!(
+            "POST /mcp/{tool} HTTP/1.1\r\nHost: test\r\nAccept: application/json, text/event-stream\r\nContent-Type: application/json\r\nMCP-Protocol-Version: {MODERN}\r\nMcp-Method: {method}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes())?;
+        Ok(Listening {
+            s,
+            seen: String::new(),
+        })
+    }
+
+    /// The next message whose `method` is `method` (each SSE event is one chunk: its `data:`
+    /// line is whole).
+    fn next(&mut self, method: &str) -> Result<Value> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let found = self
+                .seen
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+                .find(|v| v["method"] == method);
+            if let Some(v) = found {
+                // Forget what was read up to here.
+                if let Some(at) = self.seen.find(method) {
+                    self.seen.drain(..at + method.len());
+                }
+                return Ok(v);
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "no {method} on the stream: {}",
+                self.seen
+            );
+            let mut buf = [0u8; 4096];
+            let n = self.s.read(&mut buf)?;
+            anyhow::ensure!(n > 0, "the stream ended before {method}: {}", self.seen);
+            self.seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+}
+
+#[test]
+fn subscriptions_listen_streams_the_tools_changes_until_the_client_closes_it() -> Result<()> {
+    let dir = TempDir::new();
+    let cancels = dir.path().join("cancels");
+    let cancels_arg = cancels.display().to_string();
+    let relay = Relay::start(&fixture_tool(
+        "fx",
+        &["--modern", "--cancels", &cancels_arg],
+        "",
+    ))?;
+    let listen_body = body(
+        "\"L1\"",
+        "subscriptions/listen",
+        r#""notifications":{"toolsListChanged":true}"#,
+        MODERN,
+    );
+    let mut listen = Listening::open(relay.addr, "fx", &listen_body, "subscriptions/listen")?;
+    let ack = listen.next("notifications/subscriptions/acknowledged")?;
+    let sub = "io.modelcontextprotocol/subscriptionId";
+    assert_eq!(ack["params"]["_meta"][sub], "L1", "{ack}");
+    // Another client's call (same user, same process) changes the tools.
+    let r = post(
+        relay.addr,
+        "fx",
+        &body(
+            "\"L1\"",
+            "tools/call",
+            r#""name":"change","arguments":{}"#,
+            MODERN,
+        ),
+        "tools/call",
+        Some("change"),
+        &[],
+    )?;
+    let v = answer(&r)?;
+    assert_eq!(
+        (v["id"].clone(), text_of(&v)),
+        ("L1".into(), "changed".to_owned()),
+        "{v}"
+    );
+    let changed = listen.next("notifications/tools/list_changed")?;
+    assert_eq!(changed["params"]["_meta"][sub], "L1", "{changed}");
+    // The client closes the stream: the tool's subscription is cancelled.
+    drop(listen);
+    wait_until(Duration::from_secs(20), || {
+        std::fs::read_to_string(&cancels).is_ok_and(|t| !t.trim().is_empty())
+    })
+    .context("the tool never heard the subscription end")?;
+    Ok(())
+}
+
+#[test]
+fn a_drain_lets_a_call_in_flight_answer_and_refuses_new_requests() -> Result<()> {
+    let relay = Relay::start(&fixture_tool("fx", &["--modern"], ""))?;
+    let addr = relay.addr;
+    let slow = std::thread::spawn(move || {
+        post(
+            addr,
+            "fx",
+            &body(
+                "1",
+                "tools/call",
+                r#""name":"sleep","arguments":{"seconds":2}"#,
+                MODERN,
+            ),
+            "tools/call",
+            Some("sleep"),
+            &[],
+        )
+    });
+    // The call reaches the tool once the probe is answered; then the relay drains.
+    relay
+        .log
+        .wait_for("method=\"server/discover\"", Duration::from_secs(20))?;
+    std::thread::sleep(Duration::from_millis(300));
+    relay.terminate();
+    relay.log.wait_for("draining", Duration::from_secs(5))?;
+    // The listener stays open while a session (the pooled process) is left.
+    let r = post(
+        addr,
+        "fx",
+        &body(
+            "2",
+            "tools/call",
+            r#""name":"echo","arguments":{"text":"x"}"#,
+            MODERN,
+        ),
+        "tools/call",
+        Some("echo"),
+        &[],
+    )?;
+    assert_eq!(r.status, 503, "{r:?}");
+    let v: Value = serde_json::from_str(&r.body)?;
+    assert_eq!(v["error"]["code"], -32011, "{v}");
+    let slow = slow.join().map_err(|_| anyhow::anyhow!("thread"))??;
+    let v = answer(&slow)?;
+    assert_eq!(
+        (v["id"].clone(), text_of(&v)),
+        (1.into(), "slept".to_owned()),
+        "{v}"
+    );
+    let status = relay.wait_exit(Duration::from_secs(20))?;
+    assert!(status.success(), "{status:?}");
+    Ok(())
+}
+
+#[test]
+fn a_pooled_process_ends_after_its_idle_time_and_the_next_request_starts_one() -> Result<()> {
+    let config = fixture_tool("fx", &["--modern"], "");
+    let relay = Relay::start_config(&relay_config("resume_window_ms = 1000", &config), &[])?;
+    let pid = || -> Result<String> {
+        let r = post(
+            relay.addr,
+            "fx",
+            &body("1", "tools/call", r#""name":"pid","arguments":{}"#, MODERN),
+            "tools/call",
+            Some("pid"),
+            &[],
+        )?;
+        Ok(text_of(&answer(&r)?))
+    };
+    let first = pid()?;
+    assert_eq!(relay.sessions_active("fx")?, 1.0);
+    // Idle for the window: the process is ended and reaped, its slot freed.
+    relay.wait_idle("fx", Duration::from_secs(15))?;
+    let second = pid()?;
+    assert!(
+        !first.is_empty() && first != second,
+        "{first} then {second}"
+    );
+    Ok(())
+}
