@@ -75,6 +75,8 @@ pub(crate) struct ModernCarrier {
     user: String,
     tool: String,
     drain: CancellationToken,
+    /// The drain was seen: subscriptions ended, no call taken any more.
+    drained: bool,
     idle: Duration,
     last_activity: Instant,
     probe_deadline: Instant,
@@ -105,6 +107,7 @@ impl ModernCarrier {
             user,
             tool,
             drain,
+            drained: false,
             idle,
             last_activity: now,
             probe_deadline: now + PROBE_WITHIN,
@@ -153,7 +156,7 @@ impl ModernCarrier {
                     biased;
                     k = closed => Wake::Closed(k),
                     c = self.calls.recv(), if take => Wake::Call(c),
-                    () = drain, if self.mux.len() == 0 => Wake::Drain,
+                    () = drain, if !self.drained => Wake::Drain,
                 }
             };
             match wake {
@@ -164,7 +167,15 @@ impl ModernCarrier {
                     }
                 }
                 Wake::Closed(k) => self.on_closed(k),
-                Wake::Drain => {}
+                Wake::Drain => {
+                    // Subscriptions never end by themselves: they end now, gracefully, so
+                    // the process can end once the calls in flight are answered.
+                    self.drained = true;
+                    for (key, done, cancel) in self.mux.end_listens() {
+                        self.deliver(key, done, true);
+                        self.to_tool.push_back(cancel);
+                    }
+                }
             }
         }
     }
@@ -313,7 +324,11 @@ impl ModernCarrier {
             return Ok(());
         }
         self.next_check = now + CHECK_EVERY;
-        if self.mux.len() == 0 && self.streams.is_empty() && now >= self.last_activity + self.idle {
+        let idle = self.era.is_some()
+            && self.calls.is_empty()
+            && self.mux.len() == 0
+            && self.streams.is_empty();
+        if idle && now >= self.last_activity + self.idle {
             return Err(format!(
                 "no request for {}",
                 shared::human_duration(self.idle)

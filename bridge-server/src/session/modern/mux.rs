@@ -149,6 +149,31 @@ impl Mux {
         Some(Bytes::from(msg.to_string()))
     }
 
+    /// The relay drains: every open subscription ends gracefully — for each, its key, the
+    /// completion result for the client (with its subscription id) and the cancel for the tool.
+    pub(crate) fn end_listens(&mut self) -> Vec<(Key, Bytes, Bytes)> {
+        let keys: Vec<Key> = self
+            .inflight
+            .iter()
+            .filter(|(_, e)| e.listen)
+            .map(|(k, _)| *k)
+            .collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let Some(e) = self.inflight.get(&key) else {
+                continue;
+            };
+            let id = e.client_id.clone();
+            let done = format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"result":{{"resultType":"complete","_meta":{{"io.modelcontextprotocol/subscriptionId":{id}}}}}}}"#
+            );
+            if let Some(cancel) = self.closed(key) {
+                out.push((key, Bytes::from(done), cancel));
+            }
+        }
+        out
+    }
+
     /// Request `key` was answered by the relay itself (an error the core made): forget it.
     pub(crate) fn forget(&mut self, key: Key) {
         self.inflight.remove(&key);

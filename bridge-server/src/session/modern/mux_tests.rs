@@ -233,3 +233,28 @@ fn the_probe_learns_the_era() {
     );
     assert_eq!(m.on_tool_message(exited.as_bytes()), FromTool::Probe(None));
 }
+
+#[test]
+fn a_drain_ends_each_subscription_gracefully() {
+    let mut m = Mux::new(8);
+    let (listen, _) = take(&mut m, &req(r#""L""#, "subscriptions/listen", ""));
+    let (call, _) = take(&mut m, &req("2", "tools/call", r#""name":"x","#));
+    let ended = m.end_listens();
+    assert_eq!(ended.len(), 1);
+    let (key, done, cancel) = &ended[0];
+    assert_eq!(*key, listen);
+    let done = json_of(done);
+    assert_eq!(done["id"], "L");
+    assert_eq!(
+        done["result"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        "L"
+    );
+    assert_eq!(json_of(cancel)["params"]["requestId"], listen);
+    // The call goes on.
+    assert_eq!(m.len(), 1);
+    let answer = format!(r#"{{"jsonrpc":"2.0","id":{call},"result":{{}}}}"#);
+    assert!(matches!(
+        m.on_tool_message(answer.as_bytes()),
+        FromTool::Stream { last: true, .. }
+    ));
+}
