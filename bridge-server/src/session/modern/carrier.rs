@@ -357,3 +357,7 @@ fn data_event(msg: &[u8]) -> Bytes {
     b.put_u8(b'\n');
     b.freeze()
 }
+
+#[cfg(test)]
+#[path = "carrier_tests.rs"]
+mod tests;
