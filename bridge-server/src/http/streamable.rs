@@ -38,7 +38,7 @@ const SESSION_ID: &str = "mcp-session-id";
 /// The header with the protocol version the client negotiated.
 const PROTOCOL_VERSION: &str = "mcp-protocol-version";
 /// The handshake-era protocol versions this carrier serves.
-const SUPPORTED_VERSIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
+use crate::session::modern::check::HANDSHAKE_VERSIONS as SUPPORTED_VERSIONS;
 /// How long a request body may take to arrive.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
