@@ -292,3 +292,26 @@ fn a_handshake_era_tool_tells_modern_clients_to_fall_back() -> Result<()> {
     assert_eq!(m.get(key).copied(), Some(1.0), "{key} in {m:?}");
     Ok(())
 }
+
+#[test]
+fn the_relays_policy_holds_for_session_less_requests() -> Result<()> {
+    let peers = Peers::require();
+    let relay = Relay::start(&tool_table(
+        "time",
+        &peers.venv_bin.join("mcp-server-time"),
+        &[],
+        "[[tool.policy]]\nusers = [\"*\"]\ndeny = [\"convert_*\"]\n",
+    ))?;
+    let mut cmd = Command::new(&peers.python);
+    cmd.arg(peers.script("py_client.py"))
+        .args(["--scenario", "time-policy", "--mode", "auto", "--url"])
+        .arg(http_url(&relay, "time"))
+        .arg("--");
+    let summary = run_driver(&mut cmd, DRIVER_LIMIT)?;
+    assert_eq!(summary["era"], "modern", "{summary}");
+    assert_checks(
+        &summary,
+        &["hidden_in_list", "hidden_call_refused", "allowed_call"],
+    );
+    Ok(())
+}
