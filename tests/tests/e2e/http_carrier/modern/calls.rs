@@ -169,6 +169,26 @@ fn headers_that_do_not_match_the_body_are_32020_and_a_bad_version_is_32022() -> 
     let v: Value = serde_json::from_str(&r.body)?;
     assert_eq!(v["id"], "s", "{v}");
     assert!(v["result"]["tools"].is_array(), "{v}");
+    // A method the tool does not have: 404 with its -32601, as the revision asks.
+    let r = raw(
+        relay.addr,
+        "POST",
+        "/mcp/time",
+        &[
+            ("Accept", "application/json"),
+            ("Content-Type", "application/json"),
+            ("MCP-Protocol-Version", MODERN),
+            ("Mcp-Method", "nothing/here"),
+        ],
+        &body("8", "nothing/here", "", MODERN),
+    )?;
+    assert_eq!(r.status, 404, "{r:?}");
+    let v: Value = serde_json::from_str(&r.body)?;
+    assert_eq!(
+        (v["id"].clone(), v["error"]["code"].clone()),
+        (8.into(), (-32601).into()),
+        "{v}"
+    );
     Ok(())
 }
 
