@@ -210,6 +210,7 @@ impl ModernCarrier {
                 budget: Arc::new(Semaphore::new(STREAM_BUDGET)),
             },
         );
+        debug!(key, method = ?f.method, "a session-less call goes to the tool");
         Some(body)
     }
 

@@ -211,8 +211,12 @@ fn two_clients_with_the_same_id_each_get_their_own_answer() -> Result<()> {
             &[],
         )
     });
-    // While the first waits at the tool, a second client uses the same id.
-    std::thread::sleep(Duration::from_millis(300));
+    // While the first is on its way to the tool (it sleeps there 1 s), a second client uses
+    // the same id.
+    relay.log.wait_for(
+        "a session-less call goes to the tool",
+        Duration::from_secs(20),
+    )?;
     let quick = post(
         addr,
         "fx",

@@ -152,11 +152,11 @@ fn a_drain_lets_a_call_in_flight_answer_ends_subscriptions_and_refuses_new_reque
             &[],
         )
     });
-    // The call reaches the tool once the probe is answered; then the relay drains.
-    relay
-        .log
-        .wait_for("method=\"server/discover\"", Duration::from_secs(20))?;
-    std::thread::sleep(Duration::from_millis(300));
+    // Once the call is on its way to the tool (after the listen), the relay drains.
+    let taken = "a session-less call goes to the tool";
+    wait_until(Duration::from_secs(20), || {
+        relay.log.text().matches(taken).count() >= 2
+    })?;
     relay.terminate();
     relay.log.wait_for("draining", Duration::from_secs(5))?;
     // The listener stays open while a session (the pooled process) is left.
