@@ -339,3 +339,55 @@ fn the_relays_policy_holds_for_session_less_requests() -> Result<()> {
     );
     Ok(())
 }
+
+/// A real host: Claude Code probes `server/discover` first, and against a tool that speaks
+/// 2026-07-28 it stays in that era — connected without any session.
+#[test]
+fn claude_code_connects_session_less_to_mcp_server_time() -> Result<()> {
+    let peers = Peers::require();
+    let relay = Relay::start(&tool_table(
+        "time",
+        &peers.venv_bin.join("mcp-server-time"),
+        &[],
+        "",
+    ))?;
+    let home = mcp_bridge_tests::TempDir::new();
+    let claude = peers.node_modules.join(".bin/claude");
+    // Bounded in time: the output goes to a log, the process is reaped within the limit.
+    let run = |args: &[&str]| -> Result<String> {
+        let mut child = Command::new(&claude)
+            .args(args)
+            .current_dir(home.path())
+            .env("HOME", home.path())
+            .env_remove("ANTHROPIC_API_KEY")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", claude.display()))?;
+        let log = mcp_bridge_tests::Log::default();
+        log.drain_from(child.stdout.take().context("stdout")?, "claude");
+        log.drain_from(child.stderr.take().context("stderr")?, "claude");
+        mcp_bridge_tests::reap(&mut child, Duration::from_secs(60))?;
+        log.wait_closed(Duration::from_secs(5));
+        Ok(log.text())
+    };
+    run(&[
+        "mcp",
+        "add",
+        "-s",
+        "local",
+        "-t",
+        "http",
+        "time",
+        &http_url(&relay, "time"),
+    ])?;
+    let listed = run(&["mcp", "list"])?;
+    assert!(listed.contains("✔ Connected"), "{listed}");
+    let m = relay.metrics()?;
+    let modern = "mcp_bridge_carrier_sessions_total{tool=\"time\",carrier=\"http-modern\"}";
+    let sessions = "mcp_bridge_carrier_sessions_total{tool=\"time\",carrier=\"http\"}";
+    assert_eq!(m.get(modern).copied(), Some(1.0), "{listed}");
+    assert_eq!(m.get(sessions).copied(), None, "no initialize: {listed}");
+    Ok(())
+}
