@@ -29,6 +29,7 @@ use crate::auth::Principal;
 use crate::config::ToolConfig;
 use crate::session::modern::carrier::{Call, ModernCarrier, Reply};
 use crate::session::modern::check::{self, Checked, Headers, Refusal};
+use crate::session::modern::wire;
 use crate::session::{self, Carrier, Door};
 use crate::Relay;
 
@@ -112,16 +113,19 @@ async fn post(
         name: name.as_deref(),
         duplicated,
     };
-    match check::check(&headers, &body) {
+    let id = match check::check(&headers, &body) {
+        // Refused: the id is read again for the error (off the path of a call that goes on).
         Err(r) => return Err(refusal(request_id(&body).as_ref(), r)),
         Ok(Checked::Notification) => {
             let mut r = Response::new(super::empty());
             *r.status_mut() = StatusCode::ACCEPTED;
             return Ok(r);
         }
-        Ok(Checked::Request(f)) => debug!(method = ?f.method, "a session-less request"),
-    }
-    let id = request_id(&body);
+        Ok(Checked::Request(f)) => {
+            debug!(method = ?f.method, "a session-less request");
+            f.id.and_then(|(raw, _)| wire::to_id(raw))
+        }
+    };
     if relay.pool.is_handshake(&tool.name, Instant::now()) {
         return Err(fall_back(id.as_ref(), &tool.name));
     }

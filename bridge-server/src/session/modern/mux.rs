@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use serde_json::json;
 
-use shared::jsonrpc::{self, Id};
+use shared::jsonrpc;
 
 use super::check::MODERN_VERSIONS;
 use super::wire::{self, Fields};
@@ -188,9 +188,7 @@ impl Mux {
             return self.answer(&f, msg);
         }
         if let (Some(_), Some((raw, _))) = (&f.method, &f.id) {
-            let id = serde_json::value::RawValue::from_string((*raw).to_owned())
-                .ok()
-                .and_then(|r| Id::from_raw(&r));
+            let id = wire::to_id(raw);
             return FromTool::AnswerTool(Bytes::from(jsonrpc::error_response(
                 id.as_ref(),
                 jsonrpc::METHOD_NOT_FOUND,

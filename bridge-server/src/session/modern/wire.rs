@@ -139,6 +139,13 @@ pub(crate) fn fields(msg: &[u8]) -> Result<Fields<'_>, WireError> {
     Ok(f)
 }
 
+/// A raw JSON id (as [`Fields::id`] holds it) as a normalized JSON-RPC id.
+pub(crate) fn to_id(raw: &str) -> Option<shared::jsonrpc::Id> {
+    RawValue::from_string(raw.to_owned())
+        .ok()
+        .and_then(|r| shared::jsonrpc::Id::from_raw(&r))
+}
+
 /// `raw` when it is a JSON object.
 fn object(raw: Option<&RawValue>) -> Option<&RawValue> {
     raw.filter(|r| r.get().starts_with('{'))
