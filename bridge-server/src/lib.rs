@@ -56,6 +56,8 @@ pub(crate) struct Relay {
     pub(crate) host: confine::Host,
     /// Call rate buckets, shared by every session.
     pub(crate) limiter: Arc<policy::rate::Limiter>,
+    /// The pooled tool processes that serve session-less (2026-07-28) requests.
+    pub(crate) pool: Arc<session::modern::pool::Pool>,
 }
 
 /// Tells a running relay to stop: [`ShutdownHandle::drain`] stops accepting, tells clients, and
@@ -285,6 +287,7 @@ pub async fn run(
         tracker: TaskTracker::new(),
         host,
         limiter: Arc::default(),
+        pool: Arc::default(),
     });
     if let Some(addr) = config.metrics_listen {
         let listener = TcpListener::bind(addr).await?;

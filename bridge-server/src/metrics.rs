@@ -70,7 +70,8 @@ pub(crate) struct ConnectLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct CarrierLabels {
     pub(crate) tool: String,
-    /// `ws` (WebSocket, either subprotocol) or `http` (Streamable HTTP).
+    /// `ws` (WebSocket, either subprotocol), `http` (Streamable HTTP sessions) or
+    /// `http-modern` (a pooled process for session-less 2026-07-28 requests).
     pub(crate) carrier: &'static str,
 }
 
@@ -222,12 +223,12 @@ impl Metrics {
         registry.register("sessions", "Sessions opened", m.sessions_total.clone());
         registry.register(
             "carrier_sessions_active",
-            "Sessions held now, by carrier (ws, http)",
+            "Sessions held now, by carrier (ws, http, http-modern)",
             m.carrier_sessions_active.clone(),
         );
         registry.register(
             "carrier_sessions",
-            "Sessions opened, by carrier (ws, http)",
+            "Sessions opened, by carrier (ws, http, http-modern)",
             m.carrier_sessions.clone(),
         );
         registry.register(

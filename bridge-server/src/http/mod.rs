@@ -8,6 +8,7 @@
 
 pub(crate) mod admin;
 mod forward;
+mod modern;
 mod origin;
 mod sse;
 mod start;
@@ -52,6 +53,9 @@ pub(crate) async fn handle(
         metrics(&relay)
     } else if let Some(name) = path.strip_prefix("/mcp/") {
         match admit(&req, name, &relay, peer) {
+            Ok((tool, principal)) if modern::is_modern(&req) => {
+                modern::serve(req, tool, relay.clone(), peer, principal).await
+            }
             Ok((tool, principal)) if is_streamable(&req) => {
                 match forward::elsewhere(&req, &relay) {
                     Some((node, addr)) => forward::forward(req, &node, &addr, &relay, peer).await,

@@ -38,7 +38,7 @@ const SESSION_ID: &str = "mcp-session-id";
 /// The header with the protocol version the client negotiated.
 const PROTOCOL_VERSION: &str = "mcp-protocol-version";
 /// The handshake-era protocol versions this carrier serves.
-const SUPPORTED_VERSIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
+use crate::session::modern::check::HANDSHAKE_VERSIONS as SUPPORTED_VERSIONS;
 /// How long a request body may take to arrive.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -262,7 +262,7 @@ fn session_of(
 }
 
 /// The request body, at most `limit` bytes, within [`BODY_TIMEOUT`].
-async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Refusal> {
+pub(super) async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Refusal> {
     let too_large = || {
         error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -294,7 +294,7 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Refusa
 }
 
 /// An SSE answer.
-fn sse(events: Events) -> Response<Body> {
+pub(super) fn sse(events: Events) -> Response<Body> {
     let mut resp = Response::new(Either::Right(Either::Left(SseBody::new(events))));
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -304,7 +304,7 @@ fn sse(events: Events) -> Response<Body> {
 }
 
 /// Whether `Accept` admits `ty` (exactly, or through `type/*` or `*/*`).
-fn accepts(h: &HeaderMap, ty: &str) -> bool {
+pub(super) fn accepts(h: &HeaderMap, ty: &str) -> bool {
     let major = ty.split('/').next().unwrap_or(ty);
     h.get_all(ACCEPT)
         .iter()

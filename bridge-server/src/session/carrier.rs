@@ -9,11 +9,14 @@ use shared::endpoint::Transmit;
 
 use super::driver::Socket;
 use super::http::HttpCarrier;
+use super::modern::carrier::ModernCarrier;
 
 /// The client side of a session.
 pub(crate) enum Carrier {
     Ws(WsCarrier<Socket>),
     Http(Box<HttpCarrier>),
+    /// A pooled process serving session-less (2026-07-28) requests.
+    Modern(Box<ModernCarrier>),
 }
 
 impl Carrier {
@@ -22,6 +25,7 @@ impl Carrier {
         match self {
             Carrier::Ws(_) => "ws",
             Carrier::Http(_) => "http",
+            Carrier::Modern(_) => "http-modern",
         }
     }
 
@@ -30,6 +34,7 @@ impl Carrier {
         match self {
             Carrier::Ws(c) => c.io(recv, send).await,
             Carrier::Http(c) => c.io(recv, send).await,
+            Carrier::Modern(c) => c.io(recv, send).await,
         }
     }
 
@@ -38,6 +43,7 @@ impl Carrier {
         match self {
             Carrier::Ws(c) => c.send(t),
             Carrier::Http(c) => c.send(t),
+            Carrier::Modern(c) => c.send(t),
         }
     }
 
@@ -46,6 +52,7 @@ impl Carrier {
         match self {
             Carrier::Ws(c) => c.deadline(),
             Carrier::Http(c) => c.deadline(),
+            Carrier::Modern(c) => c.deadline(),
         }
     }
 
@@ -54,6 +61,7 @@ impl Carrier {
         match self {
             Carrier::Ws(c) => c.on_timer(now),
             Carrier::Http(c) => c.on_timer(now),
+            Carrier::Modern(c) => c.on_timer(now),
         }
     }
 }

@@ -305,6 +305,10 @@ pub(crate) async fn run(
                 }
             }
         }
+        Some(Carrier::Modern(mut c)) => {
+            let now = Instant::now();
+            c.finish(std::iter::from_fn(|| core.poll_client_transmit(now)));
+        }
         None => {}
     }
     let mut how = "ended";

@@ -16,6 +16,7 @@ mod end;
 mod event;
 pub(crate) mod http;
 mod info;
+pub(crate) mod modern;
 mod pending;
 mod record;
 mod registry;

@@ -40,6 +40,9 @@ pub(crate) enum Door {
     Ws(mpsc::Sender<Attach>),
     /// A Streamable HTTP session: requests are sent to it.
     Http(HttpDoor),
+    /// A pooled process for session-less (2026-07-28) requests: reached through the pool
+    /// (`session::modern::pool`), never by a session id.
+    Modern,
 }
 
 /// The session limits a new session must fit in.
@@ -165,7 +168,7 @@ impl Registry {
     ) -> Result<mpsc::Sender<Attach>, ResumeRefusal> {
         self.door(id, tool, user, |d| match d {
             Door::Ws(tx) => Some(tx.clone()),
-            Door::Http(_) => None,
+            Door::Http(_) | Door::Modern => None,
         })
     }
 
@@ -178,7 +181,7 @@ impl Registry {
     ) -> Result<HttpDoor, ResumeRefusal> {
         self.door(id, tool, user, |d| match d {
             Door::Http(h) => Some(h.clone()),
-            Door::Ws(_) => None,
+            Door::Ws(_) | Door::Modern => None,
         })
     }
 

@@ -56,6 +56,16 @@ pub(crate) struct Chunk {
     _budget: Option<OwnedSemaphorePermit>,
 }
 
+impl Chunk {
+    /// An event holding `budget` (its share of a byte budget) until the connection takes it.
+    pub(crate) fn new(bytes: Bytes, budget: Option<OwnedSemaphorePermit>) -> Chunk {
+        Chunk {
+            bytes,
+            _budget: budget,
+        }
+    }
+}
+
 /// An SSE stream's events, for the HTTP response body.
 pub(crate) type Events = mpsc::Receiver<Chunk>;
 

@@ -1,6 +1,9 @@
 //! A client of the 2026-07-28 era (the Python SDK in `auto` mode: `server/discover` first)
-//! against the relay's Streamable HTTP, which speaks the 2025-11-25 revision: the client falls
-//! back to `initialize` as the spec's compatibility rules have it, and everything works.
+//! against a tool that speaks only the handshake era (the demo tool) over the relay's
+//! Streamable HTTP: the relay answers the session-less probe with a `400` that is no modern
+//! error, the client falls back to `initialize` as the spec's compatibility rules have it, and
+//! everything works in a 2025-11-25 session. (A tool that speaks 2026-07-28 is served without a
+//! session: `http_carrier::modern`.)
 
 use anyhow::Result;
 use mcp_bridge_tests::{assert_checks, demo_tool, run_driver, Peers, Relay};

@@ -11,6 +11,7 @@ mod faults;
 mod http2;
 mod keep_alive;
 mod many;
+mod modern;
 
 use std::io::{Read, Write};
 use std::process::Command;

@@ -1,0 +1,364 @@
+//! The carrier of a pooled tool process that serves session-less (2026-07-28) requests: takes
+//! calls from the pool's bounded channel (only while the core takes client messages, and only
+//! once the tool has shown, by answering the relay's `server/discover`, that it speaks the
+//! revision), gives each its own answer stream, hands what the tool sends to the stream the
+//! [`Mux`] names, and turns a stream closed before its answer into `notifications/cancelled`
+//! for the tool. The process ends after `idle` with nothing in flight, or when the relay
+//! drains and nothing is in flight. Which stream a message belongs to is the mux's decision;
+//! HTTP is the handler's.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::future::select_all;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use shared::carrier::Io;
+use shared::endpoint::Transmit;
+
+use super::mux::{Era, FromTool, Key, Mux};
+use super::pool::Pool;
+use crate::session::http::{Chunk, Events};
+
+/// Requests one pooled process serves at once.
+pub(crate) const MAX_INFLIGHT: usize = 64;
+/// Events queued on one stream (the last slot is kept for the answer).
+const STREAM_EVENTS: usize = 64;
+/// Bytes of notifications queued on one stream and not yet taken by its connection; past it,
+/// a slow client's progress is dropped (a subscription's stream is ended instead).
+const STREAM_BUDGET: usize = 256 * 1024;
+/// Errors for the tool's own requests waiting to be written; past it the tool is ended.
+const TOOL_ERRORS: usize = 64;
+/// How long the tool has to answer the relay's `server/discover`.
+pub(crate) const PROBE_WITHIN: Duration = Duration::from_secs(15);
+/// How often closed streams' bookkeeping and the idle time are checked.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// One session-less request for the pooled process.
+pub(crate) struct Call {
+    pub(crate) body: Bytes,
+    /// Answer on an SSE stream (else one JSON body: only the answer is sent).
+    pub(crate) sse: bool,
+    pub(crate) reply: oneshot::Sender<Reply>,
+}
+
+/// What became of a call.
+pub(crate) enum Reply {
+    /// Its events: SSE events, or (JSON) the answer alone.
+    Stream(Events),
+    /// The process serves this many requests already.
+    Busy(usize),
+}
+
+struct Stream {
+    tx: mpsc::Sender<Chunk>,
+    sse: bool,
+    listen: bool,
+    budget: Arc<Semaphore>,
+}
+
+/// The carrier: the calls' inlet, the mux and the open streams.
+pub(crate) struct ModernCarrier {
+    calls: mpsc::Receiver<Call>,
+    mux: Mux,
+    streams: HashMap<Key, Stream>,
+    /// Messages for the tool the carrier makes itself (the probe, cancels, errors for the
+    /// tool's requests), handed to the core as client messages.
+    to_tool: VecDeque<Bytes>,
+    era: Option<Era>,
+    pool: Arc<Pool>,
+    user: String,
+    tool: String,
+    drain: CancellationToken,
+    /// The drain was seen: subscriptions ended, no call taken any more.
+    drained: bool,
+    idle: Duration,
+    last_activity: Instant,
+    probe_deadline: Instant,
+    next_check: Instant,
+}
+
+impl ModernCarrier {
+    /// The carrier of a new pooled process of `tool` for `user`; it ends after `idle` with
+    /// nothing in flight.
+    pub(crate) fn new(
+        calls: mpsc::Receiver<Call>,
+        pool: Arc<Pool>,
+        user: String,
+        tool: String,
+        drain: CancellationToken,
+        idle: Duration,
+        now: Instant,
+    ) -> ModernCarrier {
+        let mut mux = Mux::new(MAX_INFLIGHT);
+        let probe = mux.probe();
+        ModernCarrier {
+            calls,
+            mux,
+            streams: HashMap::new(),
+            to_tool: VecDeque::from([probe]),
+            era: None,
+            pool,
+            user,
+            tool,
+            drain,
+            drained: false,
+            idle,
+            last_activity: now,
+            probe_deadline: now + PROBE_WITHIN,
+            next_check: now + CHECK_EVERY,
+        }
+    }
+
+    /// Waits for something to do: a message for the core (only if `recv`), room for a
+    /// message for the client (always, if `send`: streams that cannot take one drop it), or
+    /// the end. Cancel-safe.
+    pub(crate) async fn io(&mut self, recv: bool, send: bool) -> Io {
+        loop {
+            if recv {
+                if let Some(msg) = self.to_tool.pop_front() {
+                    return Io::Message(msg);
+                }
+            }
+            if send {
+                return Io::Ready;
+            }
+            if self.drain.is_cancelled() && self.mux.len() == 0 && self.to_tool.is_empty() {
+                return Io::Closed("the relay is draining".to_owned());
+            }
+            let take = recv && self.era == Some(Era::Modern) && !self.drain.is_cancelled();
+            enum Wake {
+                Call(Option<Call>),
+                Closed(Key),
+                Drain,
+            }
+            let wake = {
+                let streams = &self.streams;
+                let closed = async move {
+                    if streams.is_empty() {
+                        return std::future::pending().await;
+                    }
+                    let each = streams.iter().map(|(k, s)| {
+                        Box::pin(async move {
+                            s.tx.closed().await;
+                            *k
+                        })
+                    });
+                    select_all(each).await.0
+                };
+                let drain = self.drain.cancelled();
+                tokio::select! {
+                    biased;
+                    k = closed => Wake::Closed(k),
+                    c = self.calls.recv(), if take => Wake::Call(c),
+                    () = drain, if !self.drained => Wake::Drain,
+                }
+            };
+            match wake {
+                Wake::Call(None) => return Io::Closed("the pool let the process go".to_owned()),
+                Wake::Call(Some(c)) => {
+                    if let Some(msg) = self.take(c) {
+                        return Io::Message(msg);
+                    }
+                }
+                Wake::Closed(k) => self.on_closed(k),
+                Wake::Drain => {
+                    // Subscriptions never end by themselves: they end now, gracefully, so
+                    // the process can end once the calls in flight are answered.
+                    self.drained = true;
+                    for (key, done, cancel) in self.mux.end_listens() {
+                        self.deliver(key, done, true);
+                        self.to_tool.push_back(cancel);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A call: its stream opened and answered to the handler; the body for the tool.
+    fn take(&mut self, c: Call) -> Option<Bytes> {
+        self.last_activity = Instant::now();
+        let Ok(f) = super::wire::fields(&c.body) else {
+            // Checked by the handler: not reached.
+            return None;
+        };
+        let listen = f.method.as_deref() == Some("subscriptions/listen");
+        let (key, body) = match self.mux.request(&f, &c.body) {
+            Ok(taken) => taken,
+            Err(super::mux::Busy::Full(n)) => {
+                let _ = c.reply.send(Reply::Busy(n));
+                return None;
+            }
+        };
+        let (tx, rx) = mpsc::channel(STREAM_EVENTS);
+        if c.reply.send(Reply::Stream(rx)).is_err() {
+            // The client left before its stream opened: the tool never hears of it.
+            self.mux.forget(key);
+            return None;
+        }
+        self.streams.insert(
+            key,
+            Stream {
+                tx,
+                sse: c.sse,
+                listen,
+                budget: Arc::new(Semaphore::new(STREAM_BUDGET)),
+            },
+        );
+        debug!(key, method = ?f.method, "a session-less call goes to the tool");
+        Some(body)
+    }
+
+    /// Stream `k`'s client went away: a request still unanswered is cancelled at the tool.
+    fn on_closed(&mut self, k: Key) {
+        self.streams.remove(&k);
+        self.last_activity = Instant::now();
+        if let Some(cancel) = self.mux.closed(k) {
+            debug!(
+                key = k,
+                "the client closed its stream before the answer: cancelling"
+            );
+            self.to_tool.push_back(cancel);
+        }
+    }
+
+    /// A message for the client (from the tool, or an answer the core made).
+    pub(crate) fn send(&mut self, t: Transmit) -> Result<(), String> {
+        let (Transmit::Text(msg) | Transmit::Binary(msg)) = t;
+        match self.mux.on_tool_message(&msg) {
+            FromTool::Stream { key, bytes, last } => self.deliver(key, bytes, last),
+            FromTool::End(key) => {
+                self.streams.remove(&key);
+            }
+            FromTool::Probe(None) => {
+                return Err(format!(
+                    "tool `{}` ended before it answered server/discover",
+                    self.tool
+                ))
+            }
+            FromTool::Probe(Some(era)) => {
+                self.era = Some(era);
+                self.pool.verdict(&self.tool, era, Instant::now());
+                if era == Era::Handshake {
+                    return Err(format!(
+                        "tool `{}` speaks only the handshake era (it did not answer server/discover with 2026-07-28)",
+                        self.tool
+                    ));
+                }
+            }
+            FromTool::AnswerTool(error) => {
+                if self.to_tool.len() >= TOOL_ERRORS {
+                    return Err("the tool sends requests no 2026-07-28 client can answer, faster than it reads the errors".to_owned());
+                }
+                self.to_tool.push_back(error);
+            }
+            FromTool::Drop(why) => {
+                debug!(user = %self.user, "a message from the tool goes nowhere: {why}")
+            }
+        }
+        Ok(())
+    }
+
+    fn deliver(&mut self, key: Key, bytes: Bytes, last: bool) {
+        let Some(s) = self.streams.get(&key) else {
+            return;
+        };
+        if !s.sse && !last {
+            return;
+        }
+        let chunk = if last {
+            // The slot kept for it is there: nothing else takes the last one.
+            Chunk::new(if s.sse { data_event(&bytes) } else { bytes }, None)
+        } else {
+            let event = data_event(&bytes);
+            let need = u32::try_from(event.len()).unwrap_or(u32::MAX);
+            let permit = s.budget.clone().try_acquire_many_owned(need).ok();
+            match permit.filter(|_| s.tx.capacity() > 1) {
+                Some(p) => Chunk::new(event, Some(p)),
+                None if s.listen => {
+                    debug!(key, "a subscriber reads too slowly: its stream ends");
+                    self.streams.remove(&key);
+                    if let Some(cancel) = self.mux.closed(key) {
+                        self.to_tool.push_back(cancel);
+                    }
+                    return;
+                }
+                None => {
+                    debug!(key, "a client reads too slowly: a notification is dropped");
+                    return;
+                }
+            }
+        };
+        let _ = s.tx.try_send(chunk);
+        if last {
+            self.streams.remove(&key);
+            self.last_activity = Instant::now();
+        }
+    }
+
+    /// When [`Self::on_timer`] is due.
+    pub(crate) fn deadline(&self) -> Instant {
+        if self.era.is_none() {
+            self.next_check.min(self.probe_deadline)
+        } else {
+            self.next_check
+        }
+    }
+
+    /// A tool that never answers the probe is taken as handshake-era; `Err` once the process
+    /// has served nothing for its idle time.
+    pub(crate) fn on_timer(&mut self, now: Instant) -> Result<(), String> {
+        if self.era.is_none() && now >= self.probe_deadline {
+            self.pool.verdict(&self.tool, Era::Handshake, now);
+            return Err(format!(
+                "tool `{}` did not answer server/discover within {}: taken as handshake-era",
+                self.tool,
+                shared::human_duration(PROBE_WITHIN)
+            ));
+        }
+        if now < self.next_check {
+            return Ok(());
+        }
+        self.next_check = now + CHECK_EVERY;
+        let idle = self.era.is_some()
+            && self.calls.is_empty()
+            && self.mux.len() == 0
+            && self.streams.is_empty();
+        if idle && now >= self.last_activity + self.idle {
+            return Err(format!(
+                "no request for {}",
+                shared::human_duration(self.idle)
+            ));
+        }
+        Ok(())
+    }
+
+    /// The answers the core makes at the end go to their streams; then every stream ends.
+    pub(crate) fn finish(&mut self, answers: impl Iterator<Item = Transmit>) {
+        for t in answers {
+            let _ = self.send(t);
+        }
+        self.streams.clear();
+    }
+}
+
+/// One SSE event with the message as `data` lines (no id: this revision does not resume).
+fn data_event(msg: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(msg.len() + 16);
+    for line in msg.split(|c| *c == b'\n' || *c == b'\r') {
+        b.put_slice(b"data: ");
+        b.put_slice(line);
+        b.put_u8(b'\n');
+    }
+    b.put_u8(b'\n');
+    b.freeze()
+}
+
+#[cfg(test)]
+#[path = "carrier_tests.rs"]
+mod tests;

@@ -1,0 +1,137 @@
+//! The session-less revision (2026-07-28) at `/mcp/<tool>`: [`calls`] — the Python SDK in
+//! `auto` mode against mcp-server-time (modern era, no `initialize`) and in `legacy` mode, raw
+//! HTTP for the header checks (-32020), an unsupported version (-32022 with the list),
+//! GET/DELETE (405), the same id from two clients at once, per-user processes and their limit,
+//! a handshake-era tool (modern clients are told to fall back); [`streams`] — a stream closed
+//! before its answer (the tool gets `notifications/cancelled`), `subscriptions/listen`, a
+//! drain, the idle end. Shared here: the request helpers.
+
+mod calls;
+mod streams;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use mcp_bridge_tests::http_raw::{raw, sse_events, Resp};
+use serde_json::Value;
+
+pub(super) const MODERN: &str = "2026-07-28";
+
+/// A 2026-07-28 request body: `params` (a JSON object's members, may be empty) plus `_meta`.
+pub(super) fn body(id: &str, method: &str, params: &str, version: &str) -> String {
+    let sep = if params.is_empty() { "" } else { "," };
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{{{params}{sep}"_meta":{{"io.modelcontextprotocol/protocolVersion":"{version}","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
+    )
+}
+
+/// POSTs a modern request with its metadata headers (`name`: `Mcp-Name`), on its own
+/// connection; `extra` headers after them.
+pub(super) fn post(
+    addr: SocketAddr,
+    tool: &str,
+    body: &str,
+    method: &str,
+    name: Option<&str>,
+    extra: &[(&str, &str)],
+) -> Result<Resp> {
+    let mut h = vec![
+        ("Accept", "application/json, text/event-stream"),
+        ("Content-Type", "application/json"),
+        ("MCP-Protocol-Version", MODERN),
+        ("Mcp-Method", method),
+    ];
+    if let Some(n) = name {
+        h.push(("Mcp-Name", n));
+    }
+    h.extend_from_slice(extra);
+    raw(addr, "POST", &format!("/mcp/{tool}"), &h, body)
+}
+
+/// The JSON-RPC message of an answer, JSON or the last SSE event.
+pub(super) fn answer(r: &Resp) -> Result<Value> {
+    if r.header("content-type")
+        .is_some_and(|c| c.starts_with("text/event-stream"))
+    {
+        let events = sse_events(&r.body);
+        return events
+            .last()
+            .map(|(_, v)| v.clone())
+            .context("no SSE event");
+    }
+    Ok(serde_json::from_str(&r.body)?)
+}
+
+pub(super) fn text_of(v: &Value) -> String {
+    v["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// An open SSE answer on a raw connection, read as events arrive.
+pub(super) struct Listening {
+    s: std::net::TcpStream,
+    seen: String,
+}
+
+impl Listening {
+    pub(super) fn open(
+        addr: SocketAddr,
+        tool: &str,
+        body: &str,
+        method: &str,
+    ) -> Result<Listening> {
+        let mut s = std::net::TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let req = format!(
+            "POST /mcp/{tool} HTTP/1.1\r\nHost: test\r\nAccept: application/json, text/event-stream\r\nContent-Type: application/json\r\nMCP-Protocol-Version: {MODERN}\r\nMcp-Method: {method}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes())?;
+        Ok(Listening {
+            s,
+            seen: String::new(),
+        })
+    }
+
+    /// The next message whose `method` is `method` (each SSE event is one chunk: its `data:`
+    /// line is whole).
+    pub(super) fn next(&mut self, method: &str) -> Result<Value> {
+        self.next_where(method, |v| v["method"] == method)
+    }
+
+    /// The next message `wanted` accepts (`what` names it in errors).
+    pub(super) fn next_where(
+        &mut self,
+        what: &str,
+        wanted: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut lines = self.seen.split_inclusive('\n');
+            let mut used = 0;
+            let found = lines.find_map(|l| {
+                used += l.len();
+                let v = serde_json::from_str::<Value>(l.strip_prefix("data: ")?.trim_end()).ok()?;
+                wanted(&v).then_some(v)
+            });
+            if let Some(v) = found {
+                // Forget what was read up to it.
+                self.seen.drain(..used);
+                return Ok(v);
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "no {what} on the stream: {}",
+                self.seen
+            );
+            let mut buf = [0u8; 4096];
+            let n = self.s.read(&mut buf)?;
+            anyhow::ensure!(n > 0, "the stream ended before {what}: {}", self.seen);
+            self.seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+}
