@@ -34,6 +34,8 @@ pub(crate) struct Relay {
     pub(crate) tools: Vec<Arc<ToolConfig>>,
     pub(crate) limits: Limits,
     pub(crate) auth: auth::AuthConfig,
+    /// What the relay publishes as an OAuth protected resource (JWT auth only).
+    pub(crate) resource: Option<auth::resource::Resource>,
     pub(crate) allowed_origins: Vec<String>,
     pub(crate) metrics: Arc<metrics::Metrics>,
     /// Whether `/metrics` is served on the main listener (no separate metrics address).
@@ -221,10 +223,30 @@ pub async fn run(
     let metrics = Arc::new(metrics::Metrics::new());
     let handshakes = handshake::Gate::new(&config.limits, metrics.clone());
     let mut shed_log = handshake::ShedLog::new(metrics.clone());
+    let resource = match &config.auth {
+        auth::AuthConfig::Jwt(j) => {
+            if j.resource.url.is_none() && j.audience.is_empty() && local.ip().is_unspecified() {
+                return Err(std::io::Error::other(format!(
+                    "serving {local} (every address) with JWT auth: set [auth.jwt] resource_url \
+                     to the relay's public URL, so that tokens are checked against it"
+                )));
+            }
+            if let auth::KeySource::Remote(keys) = &j.keys {
+                keys.start(metrics.clone(), shutdown.inner.force.clone());
+            }
+            Some(auth::resource::Resource::new(
+                j,
+                local,
+                config.tls.is_some(),
+            ))
+        }
+        _ => None,
+    };
     let relay = Arc::new(Relay {
         tools: config.tools.into_iter().map(Arc::new).collect(),
         limits: config.limits,
         auth: config.auth,
+        resource,
         allowed_origins: config.allowed_origins,
         metrics,
         metrics_on_main: config.metrics_listen.is_none(),

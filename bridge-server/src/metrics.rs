@@ -64,6 +64,15 @@ pub(crate) struct ConnectLabels {
     pub(crate) kind: &'static str,
 }
 
+/// Labels of `mcp_bridge_jwks_fetches_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct JwksFetchLabels {
+    /// `scheduled` (start and the refresh interval) or `unknown_kid`.
+    pub(crate) trigger: &'static str,
+    /// `ok` or `error`.
+    pub(crate) outcome: &'static str,
+}
+
 /// Labels of the per-carrier session metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct CarrierLabels {
@@ -115,6 +124,12 @@ pub(crate) struct Metrics {
     pub(crate) carrier_sessions_active: Family<CarrierLabels, Gauge>,
     /// Sessions opened, by carrier.
     pub(crate) carrier_sessions: Family<CarrierLabels, Counter>,
+    /// Fetches of the identity provider's signing keys, by trigger and outcome.
+    pub(crate) jwks_fetches: Family<JwksFetchLabels, Counter>,
+    /// Signing keys held now.
+    pub(crate) jwks_keys: Gauge,
+    /// Key fetches that failed in a row (0 after a success).
+    pub(crate) jwks_failures: Gauge,
 }
 
 /// Labels of `mcp_bridge_calls_refused_total`.
@@ -144,6 +159,9 @@ impl Metrics {
             calls_refused: Family::default(),
             carrier_sessions_active: Family::default(),
             carrier_sessions: Family::default(),
+            jwks_fetches: Family::default(),
+            jwks_keys: Gauge::default(),
+            jwks_failures: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -224,6 +242,22 @@ impl Metrics {
             "handshakes_in_progress",
             "Connections in their TLS/HTTP handshake now",
             m.handshakes_in_progress.clone(),
+        );
+        registry.register(
+            "jwks_fetches",
+            "Fetches of the identity provider's signing keys, by trigger (scheduled, \
+             unknown_kid) and outcome (ok, error)",
+            m.jwks_fetches.clone(),
+        );
+        registry.register(
+            "jwks_keys",
+            "Signing keys of the identity provider held now",
+            m.jwks_keys.clone(),
+        );
+        registry.register(
+            "jwks_fetch_failures_in_a_row",
+            "Key fetches that failed in a row (0 after a success; the last good keys stay in use)",
+            m.jwks_failures.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -5,6 +5,7 @@
 //! reason in the body, so a client can tell its user what went wrong. Forwarding is the
 //! session's job.
 
+mod metadata;
 mod sse;
 mod start;
 mod streamable;
@@ -23,7 +24,8 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use tracing::{info, warn};
 
-use crate::auth::{AuthError, Principal};
+use crate::auth::resource::{self, ChallengeError};
+use crate::auth::{AuthConfig, AuthError, KeySource, Principal};
 use crate::config::ToolConfig;
 use crate::metrics::ReasonLabel;
 use crate::Relay;
@@ -46,8 +48,10 @@ pub(crate) async fn handle(
         readyz(&relay)
     } else if path == "/metrics" && relay.metrics_on_main {
         metrics(&relay)
+    } else if let Some(rest) = path.strip_prefix(resource::METADATA_PATH) {
+        metadata::serve(&req, rest, &relay)
     } else if let Some(name) = path.strip_prefix("/mcp/") {
-        match admit(&req, name, &relay, peer) {
+        match admit(&req, name, &relay, peer).await {
             Ok((tool, principal)) if is_streamable(&req) => {
                 streamable::serve(req, tool, relay.clone(), peer, principal).await
             }
@@ -95,7 +99,7 @@ pub(crate) fn metrics(relay: &Relay) -> Response<Body> {
 /// Decides whether this caller may open (or resume) a session of tool `name`: Origin, then
 /// authentication, then the tool and the grant. Every refusal is logged as an audit event
 /// (with the reason and the remote address, never the credentials).
-fn admit(
+async fn admit(
     req: &Request<Incoming>,
     name: &str,
     relay: &Relay,
@@ -115,10 +119,7 @@ fn admit(
             )));
         }
     }
-    let principal = match relay
-        .auth
-        .authenticate(req.headers().get(AUTHORIZATION).map(|v| v.as_bytes()))
-    {
+    let principal = match authenticate(req, name, relay).await {
         Ok(p) => p,
         Err(e) => {
             warn!(target: "audit", event = "auth_failure", reason = e.code(), %peer, tool = %name, "authentication failed");
@@ -128,20 +129,7 @@ fn admit(
                 .get_or_create(&ReasonLabel { reason: e.code() })
                 .inc();
             relay.metrics.reject("unauthenticated");
-            let mut resp = text(StatusCode::UNAUTHORIZED, &e.to_string());
-            // RFC 6750 §3.1: no error code when no credentials were sent at all.
-            let challenge = if e == AuthError::Missing {
-                "Bearer realm=\"mcp-bridge\"".to_owned()
-            } else {
-                format!(
-                    "Bearer realm=\"mcp-bridge\", error=\"invalid_token\", error_description=\"{}\"",
-                    e.code()
-                )
-            };
-            if let Ok(v) = HeaderValue::from_str(&challenge) {
-                resp.headers_mut().insert(WWW_AUTHENTICATE, v);
-            }
-            return Err(Box::new(resp));
+            return Err(Box::new(unauthorized(&e, name, relay)));
         }
     };
     let Some(tool) = relay.tools.iter().find(|t| t.name == name) else {
@@ -164,12 +152,96 @@ fn admit(
     if !principal.grant.allows(&tool.name) {
         warn!(target: "audit", event = "refused", reason = "not_granted", user = %principal.user, tool = %name, %peer, "tool not granted");
         relay.metrics.reject("not_granted");
-        return Err(Box::new(text(
+        let scopes = relay
+            .resource
+            .as_ref()
+            .map(|r| r.scopes(Some(name)).join(" "))
+            .unwrap_or_default();
+        let Some(r) = relay.resource.as_ref().filter(|_| !scopes.is_empty()) else {
+            return Err(Box::new(text(
+                StatusCode::FORBIDDEN,
+                &format!("user `{}` is not granted tool `{name}`", principal.user),
+            )));
+        };
+        // RFC 6750 §3.1: the token lacks a scope that grants this tool; say which would.
+        let mut resp = text(
             StatusCode::FORBIDDEN,
-            &format!("user `{}` is not granted tool `{name}`", principal.user),
-        )));
+            &format!(
+                "insufficient_scope: user `{}` holds no scope that grants tool `{name}`; sign in \
+                 asking for one of: {scopes}",
+                principal.user
+            ),
+        );
+        if let Ok(v) = HeaderValue::from_str(&r.challenge(name, ChallengeError::InsufficientScope))
+        {
+            resp.headers_mut().insert(WWW_AUTHENTICATE, v);
+        }
+        return Err(Box::new(resp));
     }
     Ok((tool.clone(), principal))
+}
+
+/// Checks the `Authorization` header for tool `name`'s endpoint. A JWT signed by a key the
+/// relay does not hold makes it fetch the identity provider's keys once more (rate-limited)
+/// and check again: the provider may have rotated its keys.
+async fn authenticate(
+    req: &Request<Incoming>,
+    name: &str,
+    relay: &Relay,
+) -> Result<Principal, AuthError> {
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .map(|v| v.as_bytes().to_vec());
+    let audiences = relay
+        .resource
+        .as_ref()
+        .map(|r| r.audiences(name))
+        .unwrap_or_default();
+    let result = relay.auth.authenticate(header.as_deref(), &audiences);
+    let remote = match &relay.auth {
+        AuthConfig::Jwt(j) => match &j.keys {
+            KeySource::Remote(k) => Some(k.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    match (result, remote) {
+        (Err(AuthError::UnknownKey | AuthError::KeysUnavailable), Some(keys)) => {
+            keys.refetch().await;
+            relay.auth.authenticate(header.as_deref(), &audiences)
+        }
+        (result, _) => result,
+    }
+}
+
+/// The 401 (503 while the identity provider's keys are not there yet) for a refused
+/// credential, with a Bearer challenge: naming the resource metadata and the scopes when the
+/// relay is an OAuth resource server.
+fn unauthorized(e: &AuthError, name: &str, relay: &Relay) -> Response<Body> {
+    let status = if *e == AuthError::KeysUnavailable {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::UNAUTHORIZED
+    };
+    let mut resp = text(status, &e.to_string());
+    // RFC 6750 §3.1: no error code when no credentials were sent at all.
+    let error = if *e == AuthError::Missing {
+        ChallengeError::None
+    } else {
+        ChallengeError::InvalidToken(e.code())
+    };
+    let challenge = match (&relay.resource, error) {
+        (Some(r), _) => r.challenge(name, error),
+        (None, ChallengeError::InvalidToken(code)) => format!(
+            "Bearer realm=\"mcp-bridge\", error=\"invalid_token\", error_description=\"{code}\""
+        ),
+        (None, _) => "Bearer realm=\"mcp-bridge\"".to_owned(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        resp.headers_mut().insert(WWW_AUTHENTICATE, v);
+    }
+    resp
 }
 
 /// Whether a request at `/mcp/<tool>` is Streamable HTTP rather than a WebSocket upgrade: a
