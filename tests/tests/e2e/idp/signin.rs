@@ -1,0 +1,142 @@
+//! Signing in to the relay with nothing but its URL: bridge-client over Streamable HTTP and
+//! over the WebSocket tunnel (the same OAuth authorizer: a 401 naming protected-resource
+//! metadata, discovery, dynamic registration, PKCE in the browser, then the call); and a real
+//! host, Claude Code, finding the metadata from the relay's 401 (`! Needs authentication`).
+
+use std::process::Command;
+
+use anyhow::{ensure, Context, Result};
+use mcp_bridge_tests::{Ide, Peers, TempDir};
+use serde_json::{json, Value};
+
+use super::{jwt_claims, Idp, T};
+
+/// The access token stored for `resource` (a JWT the provider issued), from the keyring.
+fn stored_token(idp: &Idp, resource: &str) -> Result<String> {
+    let key = format!("oauth:{} {resource}", idp.issuer);
+    let raw = bridge_client::credentials::load(&key)?.context("nothing stored")?;
+    let rec: Value = serde_json::from_str(raw.expose())?;
+    rec["access_token"]
+        .as_str()
+        .map(str::to_owned)
+        .context("access_token")
+}
+
+fn echo(ide: &mut Ide) -> Result<()> {
+    let r = ide.request(
+        json!(7),
+        "tools/call",
+        json!({"name": "echo", "arguments": {"text": "signed in"}}),
+    )?;
+    ensure!(
+        r.pointer("/result/content/0/text") == Some(&json!("signed in")),
+        "{r}"
+    );
+    Ok(())
+}
+
+#[test]
+fn bridge_client_signs_in_with_only_the_relays_url_over_both_carriers() -> Result<()> {
+    let idp = Idp::start()?;
+    let relay = idp.relay()?;
+    let http_url = format!("http://{}/mcp/demo", relay.addr);
+    let ws_url = relay.url("time");
+    let ws_resource = format!("http://{}/mcp/time", relay.addr);
+
+    // Streamable HTTP: the upstream holds the first request while it signs in.
+    let mut ide = Ide::spawn(&mut idp.client(&[&http_url]))?;
+    let result = (|| {
+        ide.initialize()?;
+        echo(&mut ide)
+    })();
+    let log = ide.stderr.text();
+    result.with_context(|| format!("bridge-client's stderr:\n{log}"))?;
+    ensure!(idp.sign_ins() == 1, "browser runs: {}", idp.sign_ins());
+    let token = stored_token(&idp, &http_url)?;
+    let claims = jwt_claims(&token)?;
+    ensure!(
+        claims["aud"] == json!(http_url) || claims["aud"] == json!([http_url]),
+        "{claims}"
+    );
+    ensure!(
+        claims["iss"] == json!(idp.issuer) && claims["sub"] == "alice",
+        "{claims}"
+    );
+    ensure!(
+        claims["scope"]
+            .as_str()
+            .is_some_and(|s| s.split(' ').any(|x| x == "mcp:demo")),
+        "{claims}"
+    );
+    ensure!(!log.contains(&token), "the access token leaked to stderr");
+    ide.close_stdin();
+    ide.wait(T)?;
+
+    // The WebSocket tunnel: the upgrade's 401 starts the same sign-in, for the tool's resource.
+    let mut ide = Ide::spawn(&mut idp.client(&[&ws_url]))?;
+    let result = (|| {
+        ide.initialize()?;
+        echo(&mut ide)
+    })();
+    let log = ide.stderr.text();
+    result.with_context(|| format!("bridge-client's stderr:\n{log}"))?;
+    ensure!(idp.sign_ins() == 2, "browser runs: {}", idp.sign_ins());
+    let token = stored_token(&idp, &ws_resource)?;
+    let claims = jwt_claims(&token)?;
+    ensure!(
+        claims["aud"] == json!(ws_resource) || claims["aud"] == json!([ws_resource]),
+        "{claims}"
+    );
+    ensure!(!log.contains(&token), "the access token leaked to stderr");
+    ide.close_stdin();
+    ide.wait(T)?;
+
+    // A second tunnel session uses the stored sign-in: no browser.
+    let mut ide = Ide::spawn(&mut idp.client(&[&ws_url]))?;
+    ide.initialize()?;
+    echo(&mut ide)?;
+    ensure!(idp.sign_ins() == 2, "browser runs: {}", idp.sign_ins());
+    ide.close_stdin();
+    ide.wait(T)?;
+
+    idp.logout(&http_url);
+    idp.logout(&ws_url);
+    Ok(())
+}
+
+#[test]
+fn claude_code_finds_the_sign_in_from_the_relays_401() -> Result<()> {
+    let idp = Idp::start()?;
+    let relay = idp.relay()?;
+    let url = format!("http://{}/mcp/demo", relay.addr);
+    let claude = Peers::require().node_modules.join(".bin/claude");
+    ensure!(
+        claude.exists(),
+        "Claude Code is missing: run scripts/install-peers.sh"
+    );
+    let home = TempDir::new();
+    let run = |args: &[&str]| -> Result<String> {
+        let out = Command::new(&claude)
+            .args(args)
+            .current_dir(home.path())
+            .env("HOME", home.path())
+            .env("NODE_EXTRA_CA_CERTS", idp.ca())
+            .env("SSL_CERT_FILE", idp.ca())
+            .env_remove("ANTHROPIC_API_KEY")
+            .output()?;
+        Ok(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    };
+    let added = run(&["mcp", "add", "-s", "local", "-t", "http", "relay", &url])?;
+    let listed = run(&["mcp", "list"])?;
+    println!("claude mcp list:\n{listed}");
+    ensure!(
+        listed.contains("Needs authentication"),
+        "expected `! Needs authentication`; add said:\n{added}\nlist said:\n{listed}"
+    );
+    ensure!(!listed.contains("Failed to connect"), "{listed}");
+    Ok(())
+}
