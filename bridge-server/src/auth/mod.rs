@@ -61,6 +61,28 @@ pub struct Principal {
     pub groups: Vec<String>,
 }
 
+/// The variable naming the user to a tool process.
+pub const USER_ENV: &str = "MCP_BRIDGE_USER";
+/// The variable listing the user's groups (comma-separated) to a tool process.
+pub const GROUPS_ENV: &str = "MCP_BRIDGE_GROUPS";
+
+impl Principal {
+    /// The principal as a tool process sees it: [`USER_ENV`] and [`GROUPS_ENV`] (control
+    /// characters, which an environment cannot hold safely, shown as U+FFFD). Never a token.
+    pub fn env(&self) -> [(String, std::ffi::OsString); 2] {
+        let clean = |s: &str| -> String {
+            s.chars()
+                .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+                .collect()
+        };
+        let groups: Vec<String> = self.groups.iter().map(|g| clean(g)).collect();
+        [
+            (USER_ENV.to_owned(), clean(&self.user).into()),
+            (GROUPS_ENV.to_owned(), groups.join(",").into()),
+        ]
+    }
+}
+
 /// A configured static token: its hash, never the token.
 #[derive(Clone)]
 pub struct TokenEntry {
@@ -362,6 +384,20 @@ mod tests {
             Err(AuthError::Malformed)
         );
         assert!(parse_hash("sha256:zz").is_none());
+    }
+
+    #[test]
+    fn the_principal_reaches_a_tool_as_two_variables() {
+        let p = Principal {
+            user: "alice\n".into(),
+            grant: Grant::All,
+            groups: vec!["eng".into(), "ops".into()],
+        };
+        let env = p.env();
+        assert_eq!(env[0].0, USER_ENV);
+        assert_eq!(env[0].1, "alice\u{fffd}");
+        assert_eq!(env[1].0, GROUPS_ENV);
+        assert_eq!(env[1].1, "eng,ops");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use mcp_bridge_tests::pki::Pki;
-use mcp_bridge_tests::{bin, demo_tool, relay_config, Peers, Relay, TempDir};
+use mcp_bridge_tests::{bin, demo_tool, fixture_tool, relay_config, Peers, Relay, TempDir};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(60);
@@ -83,8 +83,9 @@ impl Idp {
         self.pki.path("ca.pem")
     }
 
-    /// A relay taking this provider's tokens: tools `demo` and `time` (both the demo tool),
-    /// granted by scopes `mcp:demo` and `mcp:time`.
+    /// A relay taking this provider's tokens: tools `demo` (the demo tool) and `time` (the
+    /// test fixture, whose `env` tool shows its environment), granted by scopes `mcp:demo` and
+    /// `mcp:time`.
     pub(crate) fn relay(&self) -> Result<Relay> {
         let auth = format!(
             r#"[auth]
@@ -100,7 +101,7 @@ jwks_min_refetch_s = 0
             self.issuer,
             self.ca()
         );
-        let tools = [demo_tool("demo", ""), demo_tool("time", "")].join("\n");
+        let tools = [demo_tool("demo", ""), fixture_tool("time", &[], "")].join("\n");
         let relay = Relay::start_config(&relay_config("", &format!("{auth}\n{tools}")), &[])?;
         relay
             .log
@@ -198,6 +199,36 @@ pub(crate) fn metric(relay: &Relay, name: &str) -> Result<f64> {
         .filter(|(k, _)| k.split('{').next() == Some(name))
         .map(|(_, v)| v)
         .sum())
+}
+
+/// The tool's environment variable `name`, through the fixture's `env` tool.
+pub(crate) fn tool_env(ide: &mut mcp_bridge_tests::Ide, id: u64, name: &str) -> Result<String> {
+    let r = ide.request(
+        json!(id),
+        "tools/call",
+        json!({"name": "env", "arguments": {"name": name}}),
+    )?;
+    r.pointer("/result/content/0/text")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .with_context(|| format!("{r}"))
+}
+
+/// The principal as the tool sees it, and no credential in its environment.
+pub(crate) fn check_principal(
+    ide: &mut mcp_bridge_tests::Ide,
+    user: &str,
+    groups: &str,
+) -> Result<()> {
+    ensure!(tool_env(ide, 101, "MCP_BRIDGE_USER")? == user);
+    ensure!(tool_env(ide, 102, "MCP_BRIDGE_GROUPS")? == groups);
+    for var in ["MCP_BRIDGE_TOKEN", "AUTHORIZATION", "HTTP_AUTHORIZATION"] {
+        ensure!(
+            tool_env(ide, 103, var)?.is_empty(),
+            "{var} reached the tool"
+        );
+    }
+    Ok(())
 }
 
 /// The payload of a JWT, for checks on what the provider issued.

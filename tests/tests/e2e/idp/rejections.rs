@@ -10,7 +10,7 @@ use mcp_bridge_tests::http_raw::{raw, Resp};
 use mcp_bridge_tests::{bin, Ide, Relay};
 use serde_json::{json, Value};
 
-use super::{jwt_claims, metric, Idp, T};
+use super::{check_principal, jwt_claims, metric, Idp, T};
 
 const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
 
@@ -270,6 +270,17 @@ fn relay_refuses_every_bad_token_before_a_tool_starts_and_follows_the_providers_
     let mut ide = tunnel(&relay, "demo", &token)?;
     ide.initialize()?;
     echo(&mut ide, 2)?;
+    // Who the user is reaches the tool as environment variables; the token does not.
+    let time = format!("{base}/mcp/time");
+    let who = idp.mint(
+        json!({"aud": time, "scope": "mcp:time", "sub": "carol", "groups": ["sre", "on-call"]}),
+        false,
+    )?;
+    let mut ide_time = tunnel(&relay, "time", &who)?;
+    ide_time.initialize()?;
+    check_principal(&mut ide_time, "carol", "sre,on-call")?;
+    ide_time.close_stdin();
+    ide_time.wait(T)?;
 
     // The provider rotates its key during the run: a token signed with the new key is
     // accepted at the first try (the unknown kid makes the relay fetch the keys again).

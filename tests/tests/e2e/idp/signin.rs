@@ -9,7 +9,7 @@ use anyhow::{ensure, Context, Result};
 use mcp_bridge_tests::{Ide, Peers, TempDir};
 use serde_json::{json, Value};
 
-use super::{jwt_claims, Idp, T};
+use super::{check_principal, jwt_claims, tool_env, Idp, T};
 
 /// The access token stored for `resource` (a JWT the provider issued), from the keyring.
 fn stored_token(idp: &Idp, resource: &str) -> Result<String> {
@@ -72,11 +72,12 @@ fn bridge_client_signs_in_with_only_the_relays_url_over_both_carriers() -> Resul
     ide.close_stdin();
     ide.wait(T)?;
 
-    // The WebSocket tunnel: the upgrade's 401 starts the same sign-in, for the tool's resource.
+    // The WebSocket tunnel: the upgrade's 401 starts the same sign-in, for the tool's resource;
+    // the tool learns who signed in (the provider's `sub` and `groups`), never the token.
     let mut ide = Ide::spawn(&mut idp.client(&[&ws_url]))?;
     let result = (|| {
         ide.initialize()?;
-        echo(&mut ide)
+        check_principal(&mut ide, "alice", "eng,ops")
     })();
     let log = ide.stderr.text();
     result.with_context(|| format!("bridge-client's stderr:\n{log}"))?;
@@ -94,7 +95,7 @@ fn bridge_client_signs_in_with_only_the_relays_url_over_both_carriers() -> Resul
     // A second tunnel session uses the stored sign-in: no browser.
     let mut ide = Ide::spawn(&mut idp.client(&[&ws_url]))?;
     ide.initialize()?;
-    echo(&mut ide)?;
+    ensure!(tool_env(&mut ide, 9, "MCP_BRIDGE_USER")? == "alice");
     ensure!(idp.sign_ins() == 2, "browser runs: {}", idp.sign_ins());
     ide.close_stdin();
     ide.wait(T)?;
