@@ -135,6 +135,7 @@ async fn serve_http<S>(
     peer: std::net::SocketAddr,
     shutdown: tokio_util::sync::CancellationToken,
     slot: Arc<handshake::Slot>,
+    cert: Option<Arc<auth::CertIdentity>>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -145,7 +146,7 @@ async fn serve_http<S>(
         // connection, before the answer is written. So a probe or a refusal never waits behind
         // slow handshakes, and a client that is slow to read its answer holds no slot.
         slot.finish();
-        http::handle(req, relay.clone(), peer)
+        http::handle(req, relay.clone(), peer, cert.clone())
     });
     // Keep-alive only after a Streamable HTTP answer: refusals, probes and metrics say
     // `Connection: close` (see `http::text`), an upgrade takes the connection over. Between
@@ -170,6 +171,19 @@ async fn serve_http<S>(
     if let Err(e) = res {
         debug!(%peer, "HTTP connection ended: {e}");
     }
+}
+
+/// The names of the client certificate the TLS handshake verified, when the relay maps
+/// certificates to users (`mtls` mode; parsed once per connection).
+fn client_identity<S>(
+    relay: &Relay,
+    stream: &tokio_rustls::server::TlsStream<S>,
+) -> Option<Arc<auth::CertIdentity>> {
+    if !matches!(relay.auth, auth::AuthConfig::Certs(_)) {
+        return None;
+    }
+    let der = stream.get_ref().1.peer_certificates()?.first()?;
+    auth::CertIdentity::from_der(der).map(Arc::new)
 }
 
 /// Checks what the config asks of the host that only running can tell: every tool that wants
@@ -335,13 +349,17 @@ pub async fn run(
                     Some(acceptor) => {
                         match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
                             Ok(Ok(stream)) => {
-                                serve_http(stream, relay2, peer, conn_shutdown, slot.clone()).await
+                                let cert = client_identity(&relay2, &stream);
+                                serve_http(stream, relay2, peer, conn_shutdown, slot.clone(), cert)
+                                    .await
                             }
                             Ok(Err(e)) => debug!(%peer, "TLS handshake failed: {e}"),
                             Err(_) => debug!(%peer, "TLS handshake timed out"),
                         }
                     }
-                    None => serve_http(stream, relay2, peer, conn_shutdown, slot.clone()).await,
+                    None => {
+                        serve_http(stream, relay2, peer, conn_shutdown, slot.clone(), None).await
+                    }
                 }
             };
             tokio::select! {

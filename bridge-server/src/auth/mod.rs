@@ -7,6 +7,7 @@
 //! This module decides; the HTTP layer turns its refusals into 401/403 answers. It never logs
 //! or returns a token.
 
+pub mod cert;
 mod jwt;
 pub mod keys;
 pub mod resource;
@@ -19,6 +20,7 @@ use jsonwebtoken::jwk::JwkSet;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+pub use cert::{CertEntry, CertIdentity};
 pub use resource::ResourceConfig;
 
 /// The tools a principal may use.
@@ -202,6 +204,8 @@ pub enum AuthConfig {
     Tokens(Vec<TokenEntry>),
     /// Bearer JWTs.
     Jwt(Box<JwtConfig>),
+    /// Client certificates (mutual TLS), mapped to users.
+    Certs(Vec<CertEntry>),
 }
 
 /// Why a request is not authenticated. The text is safe to send to the client and to log.
@@ -238,6 +242,12 @@ pub enum AuthError {
     /// The token's `kid` names no key the identity provider publishes.
     #[error("token signed by an unknown key")]
     UnknownKey,
+    /// `mtls` mode: the connection presented no client certificate.
+    #[error("no client certificate: connect with the certificate your relay's operator issued (bridge-client --client-cert and --client-key)")]
+    NoCertificate,
+    /// `mtls` mode: the certificate maps to no configured user.
+    #[error("the client certificate is not mapped to a user on this relay; ask its operator to add its subject or SAN to [[auth.cert]]")]
+    UnknownCertificate,
     /// The identity provider's keys could not be fetched yet (the relay's problem, not the
     /// token's: answered 503).
     #[error("the relay cannot reach its identity provider for signing keys yet; retry shortly")]
@@ -261,6 +271,8 @@ impl AuthError {
             AuthError::BadSignature => "bad_signature",
             AuthError::Algorithm => "bad_algorithm",
             AuthError::UnknownKey => "unknown_key",
+            AuthError::NoCertificate => "no_certificate",
+            AuthError::UnknownCertificate => "unknown_certificate",
             AuthError::KeysUnavailable => "keys_unavailable",
             AuthError::BadToken(_) => "malformed_token",
         }
@@ -303,6 +315,15 @@ pub fn parse_hash(text: &str) -> Option<[u8; 32]> {
 }
 
 impl AuthConfig {
+    /// Authenticates a connection's verified client certificate (`mtls` mode; the other modes
+    /// ignore it and look at the `Authorization` header).
+    pub fn authenticate_cert(&self, id: Option<&CertIdentity>) -> Result<Principal, AuthError> {
+        match self {
+            AuthConfig::Certs(entries) => cert::check(entries, id),
+            _ => Err(AuthError::NoCertificate),
+        }
+    }
+
     /// Authenticates the value of the `Authorization` header (if any) for a resource known by
     /// `audiences` (its canonical URIs: a JWT must name one of them, unless the config lists
     /// its own `audience`).
@@ -330,6 +351,7 @@ impl AuthConfig {
         }
         match self {
             AuthConfig::None => Err(AuthError::UnknownToken),
+            AuthConfig::Certs(_) => Err(AuthError::NoCertificate),
             AuthConfig::Tokens(entries) => check_token(entries, token),
             AuthConfig::Jwt(cfg) => jwt::check(cfg, token, audiences),
         }

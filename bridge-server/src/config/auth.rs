@@ -6,13 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::keys::{allowed_url, CachePolicy, RemoteKeys};
-use crate::auth::{AuthConfig, Grant, JwtConfig, KeySource, ResourceConfig, ScopeMap, TokenEntry};
+use crate::auth::{
+    AuthConfig, CertEntry, Grant, JwtConfig, KeySource, ResourceConfig, ScopeMap, TokenEntry,
+};
 
 use super::diag::Problems;
 use super::read::Section;
 use super::server::resolve;
 
-const MODES: &str = "use \"none\", \"tokens\" or \"jwt\"";
+const MODES: &str = "use \"none\", \"tokens\", \"jwt\" or \"mtls\"";
 
 /// `[auth]`; no table means no authentication. `None` when the section has errors.
 pub(super) fn auth(
@@ -24,16 +26,30 @@ pub(super) fn auth(
         return Some(AuthConfig::None);
     }
     let a = root.table("auth", p)?;
-    a.only(&["mode", "token", "jwt"], p);
+    a.only(&["mode", "token", "jwt", "cert"], p);
     let tokens = a.tables("token", p);
+    let certs = a.tables("cert", p);
     let jwt = a.table("jwt", p);
     if !a.has("mode") {
-        a.missing("mode", "one of \"none\", \"tokens\" or \"jwt\"", p);
+        a.missing(
+            "mode",
+            "one of \"none\", \"tokens\", \"jwt\" or \"mtls\"",
+            p,
+        );
         return None;
     }
     let (mode, at) = a.string("mode", p)?;
     // Tables another mode would use are not read: say so, rather than leave them looking live.
-    let known = matches!(mode, "none" | "tokens" | "jwt");
+    let known = matches!(mode, "none" | "tokens" | "jwt" | "mtls");
+    if let (Some(c), true) = (certs.first(), known && mode != "mtls") {
+        p.warn(
+            c.at(),
+            &a.key("cert"),
+            format!(
+                "ignored: [[auth.cert]] tables are used with mode \"mtls\", and mode is \"{mode}\""
+            ),
+        );
+    }
     if let (Some(t), true) = (tokens.first(), known && mode != "tokens") {
         p.warn(
             t.at(),
@@ -50,6 +66,22 @@ pub(super) fn auth(
     }
     match mode {
         "none" => Some(AuthConfig::None),
+        "mtls" => {
+            if certs.is_empty() {
+                p.error(
+                    at,
+                    &a.key("mode"),
+                    "mode \"mtls\" needs at least one [[auth.cert]] table with `user`, \
+                     `subject_cn` or `san`, and `tools` (and [tls] client_ca)",
+                );
+                return None;
+            }
+            let entries: Vec<_> = certs.iter().map(|c| cert(c, p)).collect();
+            entries
+                .into_iter()
+                .collect::<Option<Vec<_>>>()
+                .map(AuthConfig::Certs)
+        }
         "tokens" => {
             if tokens.is_empty() {
                 p.error(
@@ -89,6 +121,42 @@ pub(super) fn auth(
             None
         }
     }
+}
+
+/// One `[[auth.cert]]`.
+fn cert(c: &Section<'_, '_>, p: &mut Problems<'_>) -> Option<CertEntry> {
+    c.only(&["user", "subject_cn", "san", "tools", "groups"], p);
+    let user = c.string("user", p);
+    let cn = c.string("subject_cn", p).map(|(s, _)| s.to_owned());
+    let san = c.string("san", p).map(|(s, _)| s.to_owned());
+    let tools = c.strings("tools", p);
+    let groups = c.strings("groups", p);
+    if !c.has("user") {
+        c.missing("user", "the user's name (for the audit log and limits)", p);
+    }
+    if !c.has("subject_cn") && !c.has("san") {
+        p.error(
+            c.at(),
+            c.name(),
+            "set `subject_cn` (the certificate subject's common name) or `san` (a DNS name, \
+             email or URI in its subject alternative names)",
+        );
+        return None;
+    }
+    let user = match user {
+        Some((u, at)) if u.trim().is_empty() => {
+            p.error(at, &c.key("user"), "is empty: give the user's name");
+            None
+        }
+        other => other,
+    };
+    Some(CertEntry {
+        user: user?.0.to_owned(),
+        subject_cn: cn,
+        san,
+        grant: Grant::from_names(tools.unwrap_or_default()),
+        groups: groups.unwrap_or_default(),
+    })
 }
 
 /// One `[[auth.token]]`.

@@ -488,3 +488,20 @@ scopes = {{ "mcp:a" = "a" }}
     );
     assert!(all.contains("not both"), "{all}");
 }
+
+#[test]
+fn mtls_needs_a_client_ca_and_a_name_to_match() {
+    let all = problems(&format!(
+        "[auth]\nmode = \"mtls\"\n[[auth.cert]]\nuser = \"a\"\ntools = [\"a\"]\n{SH_TOOL}"
+    ))
+    .join("\n");
+    assert!(
+        all.contains("`subject_cn`") && all.contains("`san`"),
+        "{all}"
+    );
+    let all = problems(&format!(
+        "[auth]\nmode = \"mtls\"\n[[auth.cert]]\nuser = \"a\"\nsan = \"a@example.com\"\n{SH_TOOL}"
+    ))
+    .join("\n");
+    assert!(all.contains("client_ca"), "{all}");
+}

@@ -25,7 +25,7 @@ use hyper::body::Incoming;
 use tracing::{info, warn};
 
 use crate::auth::resource::{self, ChallengeError};
-use crate::auth::{AuthConfig, AuthError, KeySource, Principal};
+use crate::auth::{AuthConfig, AuthError, CertIdentity, KeySource, Principal};
 use crate::config::ToolConfig;
 use crate::metrics::ReasonLabel;
 use crate::Relay;
@@ -40,6 +40,7 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
     relay: Arc<Relay>,
     peer: SocketAddr,
+    cert: Option<Arc<CertIdentity>>,
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path();
     let response = if path == "/healthz" {
@@ -51,7 +52,7 @@ pub(crate) async fn handle(
     } else if let Some(rest) = path.strip_prefix(resource::METADATA_PATH) {
         metadata::serve(&req, rest, &relay)
     } else if let Some(name) = path.strip_prefix("/mcp/") {
-        match admit(&req, name, &relay, peer).await {
+        match admit(&req, name, &relay, peer, cert.as_deref()).await {
             Ok((tool, principal)) if is_streamable(&req) => {
                 streamable::serve(req, tool, relay.clone(), peer, principal).await
             }
@@ -104,6 +105,7 @@ async fn admit(
     name: &str,
     relay: &Relay,
     peer: SocketAddr,
+    cert: Option<&CertIdentity>,
 ) -> Result<(Arc<ToolConfig>, Principal), Box<Response<Body>>> {
     if let Some(origin) = req.headers().get(ORIGIN) {
         let allowed = origin
@@ -119,7 +121,7 @@ async fn admit(
             )));
         }
     }
-    let principal = match authenticate(req, name, relay).await {
+    let principal = match authenticate(req, name, relay, cert).await {
         Ok(p) => p,
         Err(e) => {
             warn!(target: "audit", event = "auth_failure", reason = e.code(), %peer, tool = %name, "authentication failed");
@@ -188,7 +190,11 @@ async fn authenticate(
     req: &Request<Incoming>,
     name: &str,
     relay: &Relay,
+    cert: Option<&CertIdentity>,
 ) -> Result<Principal, AuthError> {
+    if let AuthConfig::Certs(_) = &relay.auth {
+        return relay.auth.authenticate_cert(cert);
+    }
     let header = req
         .headers()
         .get(AUTHORIZATION)
@@ -219,6 +225,10 @@ async fn authenticate(
 /// credential, with a Bearer challenge: naming the resource metadata and the scopes when the
 /// relay is an OAuth resource server.
 fn unauthorized(e: &AuthError, name: &str, relay: &Relay) -> Response<Body> {
+    if matches!(e, AuthError::NoCertificate | AuthError::UnknownCertificate) {
+        // A certificate is not a bearer credential: no challenge to answer, so 403.
+        return text(StatusCode::FORBIDDEN, &e.to_string());
+    }
     let status = if *e == AuthError::KeysUnavailable {
         StatusCode::SERVICE_UNAVAILABLE
     } else {

@@ -72,6 +72,10 @@ fn bridge_client_signs_in_with_only_the_relays_url_over_both_carriers() -> Resul
     ide.close_stdin();
     ide.wait(T)?;
 
+    // The provider rotates its key; the next sign-in's token is signed with the new one, and
+    // the relay takes it at the first try (it fetches the keys again on the unknown kid).
+    let kid = idp.rotate()?;
+
     // The WebSocket tunnel: the upgrade's 401 starts the same sign-in, for the tool's resource;
     // the tool learns who signed in (the provider's `sub` and `groups`), never the token.
     let mut ide = Ide::spawn(&mut idp.client(&[&ws_url]))?;
@@ -83,6 +87,12 @@ fn bridge_client_signs_in_with_only_the_relays_url_over_both_carriers() -> Resul
     result.with_context(|| format!("bridge-client's stderr:\n{log}"))?;
     ensure!(idp.sign_ins() == 2, "browser runs: {}", idp.sign_ins());
     let token = stored_token(&idp, &ws_resource)?;
+    let header = jsonwebtoken::decode_header(&token)?;
+    ensure!(header.kid.as_deref() == Some(kid.as_str()), "{header:?}");
+    ensure!(
+        !log.contains("refused the token"),
+        "the relay refused the rotated key's token: {log}"
+    );
     let claims = jwt_claims(&token)?;
     ensure!(
         claims["aud"] == json!(ws_resource) || claims["aud"] == json!([ws_resource]),
