@@ -87,6 +87,15 @@ impl Idp {
     /// test fixture, whose `env` tool shows its environment), granted by scopes `mcp:demo` and
     /// `mcp:time`.
     pub(crate) fn relay(&self) -> Result<Relay> {
+        let relay = self.relay_unchecked()?;
+        relay
+            .log
+            .wait_for("signing keys fetched from the identity provider", T)?;
+        Ok(relay)
+    }
+
+    /// [`Idp::relay`], without waiting for its first key fetch.
+    pub(crate) fn relay_unchecked(&self) -> Result<Relay> {
         let auth = format!(
             r#"[auth]
 mode = "jwt"
@@ -102,11 +111,7 @@ jwks_min_refetch_s = 0
             self.ca()
         );
         let tools = [demo_tool("demo", ""), fixture_tool("time", &[], "")].join("\n");
-        let relay = Relay::start_config(&relay_config("", &format!("{auth}\n{tools}")), &[])?;
-        relay
-            .log
-            .wait_for("signing keys fetched from the identity provider", T)?;
-        Ok(relay)
+        Relay::start_config(&relay_config("", &format!("{auth}\n{tools}")), &[])
     }
 
     fn browser_log(&self) -> std::path::PathBuf {

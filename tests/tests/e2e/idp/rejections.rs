@@ -341,3 +341,30 @@ fn relay_refuses_every_bad_token_before_a_tool_starts_and_follows_the_providers_
     ide2.wait(T)?;
     Ok(())
 }
+
+#[test]
+fn a_provider_down_when_the_relay_starts_means_503_not_a_bad_token() -> Result<()> {
+    let mut idp = Idp::start()?;
+    let token = idp.mint(json!({"scope": "mcp:demo"}), false)?;
+    idp.kill();
+    let relay = idp.relay_unchecked()?;
+    relay
+        .log
+        .wait_for("cannot fetch the identity provider's signing keys", T)?;
+    relay.log.wait_for("no keys yet", T)?;
+    let r = post(&relay, "demo", Some(&token))?;
+    ensure!(r.status == 503, "{r:?}");
+    ensure!(
+        r.header("www-authenticate")
+            .is_some_and(|w| w.contains("error_description=\"keys_unavailable\"")),
+        "{r:?}"
+    );
+    let m = relay.metrics()?;
+    ensure!(
+        m.get("mcp_bridge_jwks_fetch_failures_in_a_row")
+            .is_some_and(|n| *n >= 1.0),
+        "{m:?}"
+    );
+    println!("refused as expected: a token while the provider was never reachable -> HTTP 503 keys_unavailable");
+    Ok(())
+}
