@@ -33,6 +33,11 @@ pub(crate) struct Idp {
 
 impl Idp {
     pub(crate) fn start() -> Result<Idp> {
+        Idp::start_with(&[])
+    }
+
+    /// The provider with extra arguments (`--scopes "a b"`: the scopes it grants).
+    pub(crate) fn start_with(args: &[&str]) -> Result<Idp> {
         let peers = Peers::require();
         let pki = Pki::new()?;
         let mut child = Command::new("node")
@@ -43,6 +48,7 @@ impl Idp {
                 "--key",
                 &pki.path("server.key"),
             ])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

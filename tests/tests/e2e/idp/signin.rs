@@ -116,6 +116,36 @@ fn bridge_client_signs_in_with_only_the_relays_url_over_both_carriers() -> Resul
 }
 
 #[test]
+fn a_provider_that_will_not_grant_the_scope_ends_the_sign_in_with_a_clear_error() -> Result<()> {
+    // The provider grants only `mcp:time`; bridge-client asks for `mcp:demo` (the scope the
+    // relay's challenge names for `demo`), the provider refuses (access_denied), and
+    // bridge-client says so once and exits: no second browser, no loop, no tool started.
+    let idp = Idp::start_with(&["--scopes", "mcp:time"])?;
+    let relay = idp.relay()?;
+    let url = relay.url("demo");
+    let mut ide = Ide::spawn(&mut idp.client(&[&url]))?;
+    let status = ide.wait(T)?;
+    let log = ide.stderr.text();
+    ensure!(!status.success(), "{log}");
+    ensure!(
+        log.contains("signing in to") && log.contains("access_denied"),
+        "{log}"
+    );
+    ensure!(
+        idp.sign_ins() == 1,
+        "browser runs: {} ({log})",
+        idp.sign_ins()
+    );
+    ensure!(relay.children().is_empty(), "a tool started");
+    println!(
+        "refused as expected: {}",
+        log.lines().last().unwrap_or_default()
+    );
+    idp.logout(&url);
+    Ok(())
+}
+
+#[test]
 fn claude_code_finds_the_sign_in_from_the_relays_401() -> Result<()> {
     let idp = Idp::start()?;
     let relay = idp.relay()?;
