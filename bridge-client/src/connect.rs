@@ -17,7 +17,7 @@ use shared::tunnel::{
 
 use crate::session::Welcome;
 use crate::transport::{self, BoxIo};
-use crate::{ClientError, Options};
+use crate::{ClientError, Options, Secret};
 
 /// How long the relay may take to send its welcome after the upgrade.
 const WELCOME_WAIT: Duration = Duration::from_secs(10);
@@ -30,10 +30,11 @@ pub(crate) type Ws = WebSocketStream<BoxIo>;
 /// after the welcome stays in the returned stream.
 pub(crate) async fn connect(
     opts: &Options,
+    bearer: Option<&Secret>,
     resume: Option<(&str, u64)>,
     reestablish: bool,
 ) -> Result<(Ws, Welcome), ClientError> {
-    let mut ws = upgrade(opts, resume, reestablish).await?;
+    let mut ws = upgrade(opts, bearer, resume, reestablish).await?;
     let handshake = |reason: String| ClientError::Handshake {
         url: opts.url.clone(),
         reason,
@@ -72,6 +73,7 @@ pub(crate) async fn connect(
             url: opts.url.clone(),
             status: 410,
             reason: shared::log_safe_max(&reason, 1024).into_owned(),
+            www_authenticate: None,
         }),
         Ok(other) => Err(handshake(format!("expected a welcome, got {other:?}"))),
         Err(e) => Err(handshake(format!("bad first frame: {e}"))),
@@ -100,10 +102,11 @@ async fn first_message(ws: &mut Ws) -> Result<bytes::Bytes, String> {
     }
 }
 
-/// Connects (directly or through the proxy, with TLS for wss) and upgrades; every failure
-/// names the URL.
+/// Connects (directly or through the proxy, with TLS for wss) and upgrades with `bearer` (else
+/// the static token); every failure names the URL.
 async fn upgrade(
     opts: &Options,
+    bearer: Option<&Secret>,
     resume: Option<(&str, u64)>,
     reestablish: bool,
 ) -> Result<Ws, ClientError> {
@@ -160,7 +163,7 @@ async fn upgrade(
         }
         headers.insert(HEADER_LAST_SEQ, HeaderValue::from(last_seq));
     }
-    if let Some(token) = &opts.token {
+    if let Some(token) = bearer.or(opts.token.as_ref()) {
         let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
             .map_err(|_| ClientError::BadToken)?;
         value.set_sensitive(true);
@@ -190,10 +193,16 @@ async fn upgrade(
             } else {
                 reason
             };
+            let www_authenticate = resp
+                .headers()
+                .get(http::header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             Err(ClientError::Refused {
                 url,
                 status: status.as_u16(),
                 reason,
+                www_authenticate,
             })
         }
         // The relay was reached but the connection ended before an answer (a relay shedding

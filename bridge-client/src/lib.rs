@@ -100,8 +100,9 @@ pub struct Options {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Bearer token for the relay, if any.
     pub token: Option<Secret>,
-    /// Sign-in options for an http(s) upstream without a static token: the driver builds an
-    /// [`oauth::Authorizer`] from them (`None`: no sign-in; a 401 is answered at once).
+    /// Sign-in options when no static token is given: the driver builds an
+    /// [`oauth::Authorizer`] from them, for an http(s) upstream and for the tunnel alike
+    /// (`None`: no sign-in; a 401 is answered at once).
     pub oauth: Option<oauth::Options>,
     /// Largest message accepted from the IDE or the relay, in bytes.
     pub max_message_size: usize,
@@ -148,6 +149,16 @@ pub enum ClientError {
         /// HTTP status code.
         status: u16,
         /// The relay's one-line reason.
+        reason: String,
+        /// Its `WWW-Authenticate` challenge (a 401 or 403), for an OAuth sign-in.
+        www_authenticate: Option<String>,
+    },
+    /// The relay asked for an OAuth sign-in, and it did not succeed.
+    #[error("signing in to {url} failed: {reason}")]
+    SignIn {
+        /// The URL.
+        url: String,
+        /// Why (never a token).
         reason: String,
     },
     /// The WebSocket handshake failed for another reason.

@@ -124,7 +124,9 @@ fn login(url: &str, check: bool, oauth: &OAuthArgs) -> Result<(), Failure> {
     if check {
         return oauth_check(url, oauth);
     }
-    if is_http(url) && oauth_login(url, oauth)? {
+    // A relay's ws(s):// URL names the same resource as its http(s):// one.
+    let http = relay_url::as_http(url);
+    if is_http(&http) && oauth_login(&http, oauth)? {
         return Ok(());
     }
     static_login(url)
@@ -225,8 +227,9 @@ fn static_login(url: &str) -> Result<(), Failure> {
 
 fn logout(url: &str) -> Result<(), Failure> {
     let origin = relay_url::origin(url)?;
-    let signed_out = if is_http(url) && oauth::parse_server(url).is_ok() {
-        oauth::forget(url).map_err(|e| Failure::Other(e.to_string()))?
+    let http = relay_url::as_http(url);
+    let signed_out = if is_http(&http) && oauth::parse_server(&http).is_ok() {
+        oauth::forget(&http).map_err(|e| Failure::Other(e.to_string()))?
     } else {
         None
     };

@@ -80,6 +80,19 @@ pub fn upstream(url: &str, allow_insecure_http: bool) -> Result<Upstream, UrlErr
     Ok(Upstream::Http)
 }
 
+/// The http(s) URL of the same resource as a WebSocket URL (`ws://` → `http://`, `wss://` →
+/// `https://`): what OAuth sign-in binds tokens to. Other URLs come back unchanged.
+pub fn as_http(url: &str) -> String {
+    let lower = url.to_ascii_lowercase();
+    if lower.starts_with("wss://") {
+        format!("https://{}", &url[6..])
+    } else if lower.starts_with("ws://") {
+        format!("http://{}", &url[5..])
+    } else {
+        url.to_owned()
+    }
+}
+
 /// Whether `host` names this machine (`localhost`, 127.0.0.0/8, `::1`).
 pub fn is_loopback(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost")
@@ -152,6 +165,16 @@ pub fn origin(url: &str) -> Result<String, UrlError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn websocket_urls_name_their_http_resource() {
+        assert_eq!(
+            as_http("ws://127.0.0.1:9/mcp/t"),
+            "http://127.0.0.1:9/mcp/t"
+        );
+        assert_eq!(as_http("WSS://relay/mcp/t"), "https://relay/mcp/t");
+        assert_eq!(as_http("https://relay/mcp/t"), "https://relay/mcp/t");
+    }
 
     #[test]
     fn one_origin_for_ws_and_http_and_one_for_wss_and_https() {

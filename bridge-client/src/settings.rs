@@ -206,9 +206,10 @@ impl ConnectArgs {
         if token.is_some() && !secure && !relay_url::is_loopback(&host) {
             tracing::warn!("sending the token over unencrypted {scheme}:// to {host}; use a TLS URL so it cannot be read on the way");
         }
-        // A static token wins; otherwise an http(s) upstream signs in when the server asks.
+        // A static token wins; otherwise the client signs in when the server (an http(s)
+        // upstream, or the relay of the tunnel) asks.
         let oauth = match upstream {
-            relay_url::Upstream::Http if token.is_none() => {
+            _ if token.is_none() => {
                 let mut o = self.oauth.resolve()?;
                 // The server's private CA is most often the authorization server's too.
                 if o.ca_file.is_none() {

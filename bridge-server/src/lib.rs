@@ -40,6 +40,8 @@ pub(crate) struct Relay {
     pub(crate) tools: Vec<Arc<ToolConfig>>,
     pub(crate) limits: Limits,
     pub(crate) auth: auth::AuthConfig,
+    /// What the relay publishes as an OAuth protected resource (JWT auth only).
+    pub(crate) resource: Option<auth::resource::Resource>,
     pub(crate) allowed_origins: Vec<String>,
     pub(crate) metrics: Arc<metrics::Metrics>,
     /// Whether `/metrics` is served on the main listener (no separate metrics address).
@@ -168,6 +170,7 @@ async fn serve_http<S>(
     peer: std::net::SocketAddr,
     shutdown: tokio_util::sync::CancellationToken,
     slot: Arc<handshake::Slot>,
+    cert: Option<Arc<auth::CertIdentity>>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -178,7 +181,7 @@ async fn serve_http<S>(
         // connection, before the answer is written. So a probe or a refusal never waits behind
         // slow handshakes, and a client that is slow to read its answer holds no slot.
         slot.finish();
-        http::handle(req, relay.clone(), peer)
+        http::handle(req, relay.clone(), peer, cert.clone())
     });
     // Keep-alive only after a Streamable HTTP answer: refusals, probes and metrics say
     // `Connection: close` (see `http::text`), an upgrade takes the connection over. Between
@@ -218,6 +221,19 @@ async fn serve_http<S>(
     if let Err(e) = res {
         debug!(%peer, "HTTP connection ended: {e}");
     }
+}
+
+/// The names of the client certificate the TLS handshake verified, when the relay maps
+/// certificates to users (`mtls` mode; parsed once per connection).
+fn client_identity<S>(
+    relay: &Relay,
+    stream: &tokio_rustls::server::TlsStream<S>,
+) -> Option<Arc<auth::CertIdentity>> {
+    if !matches!(relay.auth, auth::AuthConfig::Certs(_)) {
+        return None;
+    }
+    let der = stream.get_ref().1.peer_certificates()?.first()?;
+    auth::CertIdentity::from_der(der).map(Arc::new)
 }
 
 /// Checks what the config asks of the host that only running can tell: every tool that wants
@@ -272,12 +288,32 @@ pub async fn run(
     metrics.set_limits(&config.limits, &config.tools);
     let handshakes = handshake::Gate::new(&config.limits, metrics.clone());
     let mut shed_log = handshake::ShedLog::new(metrics.clone());
+    let resource = match &config.auth {
+        auth::AuthConfig::Jwt(j) => {
+            if j.resource.url.is_none() && j.audience.is_empty() && local.ip().is_unspecified() {
+                return Err(std::io::Error::other(format!(
+                    "serving {local} (every address) with JWT auth: set [auth.jwt] resource_url \
+                     to the relay's public URL, so that tokens are checked against it"
+                )));
+            }
+            if let auth::KeySource::Remote(keys) = &j.keys {
+                keys.start(metrics.clone(), shutdown.inner.force.clone());
+            }
+            Some(auth::resource::Resource::new(
+                j,
+                local,
+                config.tls.is_some(),
+            ))
+        }
+        _ => None,
+    };
     let relay = Arc::new(Relay {
         node_id: config.node_id,
         cluster: config.cluster,
         tools: config.tools.into_iter().map(Arc::new).collect(),
         limits: config.limits,
         auth: config.auth,
+        resource,
         allowed_origins: config.allowed_origins,
         metrics,
         metrics_on_main: config.metrics_listen.is_none(),
@@ -369,13 +405,17 @@ pub async fn run(
                     Some(acceptor) => {
                         match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
                             Ok(Ok(stream)) => {
-                                serve_http(stream, relay2, peer, conn_shutdown, slot.clone()).await
+                                let cert = client_identity(&relay2, &stream);
+                                serve_http(stream, relay2, peer, conn_shutdown, slot.clone(), cert)
+                                    .await
                             }
                             Ok(Err(e)) => debug!(%peer, "TLS handshake failed: {e}"),
                             Err(_) => debug!(%peer, "TLS handshake timed out"),
                         }
                     }
-                    None => serve_http(stream, relay2, peer, conn_shutdown, slot.clone()).await,
+                    None => {
+                        serve_http(stream, relay2, peer, conn_shutdown, slot.clone(), None).await
+                    }
                 }
             };
             tokio::select! {

@@ -66,6 +66,15 @@ pub(crate) struct ConnectLabels {
     pub(crate) kind: &'static str,
 }
 
+/// Labels of `mcp_bridge_jwks_fetches_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct JwksFetchLabels {
+    /// `scheduled` (start and the refresh interval) or `unknown_kid`.
+    pub(crate) trigger: &'static str,
+    /// `ok` or `error`.
+    pub(crate) outcome: &'static str,
+}
+
 /// Labels of the per-carrier session metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct CarrierLabels {
@@ -137,6 +146,12 @@ pub(crate) struct Metrics {
     pub(crate) max_sessions: Gauge,
     /// Each tool's `max_sessions` (its own, or the relay's when unset).
     pub(crate) tool_max_sessions: Family<ToolLabel, Gauge>,
+    /// Fetches of the identity provider's signing keys, by trigger and outcome.
+    pub(crate) jwks_fetches: Family<JwksFetchLabels, Counter>,
+    /// Signing keys held now.
+    pub(crate) jwks_keys: Gauge,
+    /// Key fetches that failed in a row (0 after a success).
+    pub(crate) jwks_failures: Gauge,
 }
 
 /// Labels of `mcp_bridge_session_ends_total`.
@@ -209,6 +224,9 @@ impl Metrics {
             ready: Gauge::default(),
             max_sessions: Gauge::default(),
             tool_max_sessions: Family::default(),
+            jwks_fetches: Family::default(),
+            jwks_keys: Gauge::default(),
+            jwks_failures: Gauge::default(),
             registry: Registry::default(),
         };
         // The relay's own metrics carry the prefix; the standard `process_*` ones do not.
@@ -329,6 +347,22 @@ impl Metrics {
             "tool_max_sessions",
             "Each tool's max_sessions setting (the relay's when the tool sets none)",
             m.tool_max_sessions.clone(),
+        );
+        registry.register(
+            "jwks_fetches",
+            "Fetches of the identity provider's signing keys, by trigger (scheduled, \
+             unknown_kid) and outcome (ok, error)",
+            m.jwks_fetches.clone(),
+        );
+        registry.register(
+            "jwks_keys",
+            "Signing keys of the identity provider held now",
+            m.jwks_keys.clone(),
+        );
+        registry.register(
+            "jwks_fetch_failures_in_a_row",
+            "Key fetches that failed in a row (0 after a success; the last good keys stay in use)",
+            m.jwks_failures.clone(),
         );
         Metrics {
             registry: root,

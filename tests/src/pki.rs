@@ -42,6 +42,21 @@ impl Pki {
         write("client.pem", client_cert.pem())?;
         write("client.key", client_key.serialize_pem())?;
 
+        // Two more client certificates for the certificate-identity tests: bob's names him by
+        // an email SAN (its CN is a device name), eve's is signed by the CA but mapped to no one.
+        let bob_key = KeyPair::generate()?;
+        let mut bp = CertificateParams::new(Vec::<String>::new())?;
+        bp.distinguished_name.push(DnType::CommonName, "bob-laptop");
+        bp.subject_alt_names
+            .push(SanType::Rfc822Name("bob@example.com".try_into()?));
+        write("bob.pem", bp.signed_by(&bob_key, &issuer)?.pem())?;
+        write("bob.key", bob_key.serialize_pem())?;
+        let eve_key = KeyPair::generate()?;
+        let mut ep = CertificateParams::new(Vec::<String>::new())?;
+        ep.distinguished_name.push(DnType::CommonName, "eve");
+        write("eve.pem", ep.signed_by(&eve_key, &issuer)?.pem())?;
+        write("eve.key", eve_key.serialize_pem())?;
+
         let other_key = KeyPair::generate()?;
         let mut op = CertificateParams::new(Vec::<String>::new())?;
         op.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -50,7 +65,9 @@ impl Pki {
         Ok(Pki { dir })
     }
 
-    /// The path of `ca.pem`, `server.pem`, `server.key`, `client.pem`, `client.key` or `other-ca.pem`.
+    /// The path of `ca.pem`, `server.pem`, `server.key`, `client.pem`, `client.key` (CN alice),
+    /// `bob.pem`, `bob.key` (SAN bob@example.com), `eve.pem`, `eve.key` (CN eve) or
+    /// `other-ca.pem`.
     pub fn path(&self, name: &str) -> String {
         self.dir.path().join(name).display().to_string()
     }

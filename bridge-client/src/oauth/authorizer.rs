@@ -3,6 +3,7 @@
 //! upstream needs, [`Authorizer::bearer`] and [`Authorizer::on_unauthorized`], plus `login`
 //! and `check` for the command line.
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
@@ -33,7 +34,9 @@ pub struct Authorizer {
     /// The server URL as the keyring binds it (no fragment, no trailing slash).
     key: String,
     opts: Options,
-    http: Http,
+    /// Built at first use: an authorizer that is never needed (a server that asks for no
+    /// sign-in) costs no TLS setup at start.
+    http: OnceLock<Http>,
     state: Mutex<State>,
 }
 
@@ -117,14 +120,22 @@ impl Authorizer {
     /// An authorizer for the MCP server at `server_url`.
     pub fn new(server_url: &str, opts: Options) -> Result<Authorizer, AuthError> {
         let server = parse_server(server_url)?;
-        let http = Http::new(opts.ca_file.as_deref())?;
         Ok(Authorizer {
             key: server_key(&server),
             server,
             opts,
-            http,
+            http: OnceLock::new(),
             state: Mutex::new(State::default()),
         })
+    }
+
+    /// The HTTP client, built at first use.
+    fn http(&self) -> Result<&Http, AuthError> {
+        if let Some(h) = self.http.get() {
+            return Ok(h);
+        }
+        let h = Http::new(self.opts.ca_file.as_deref())?;
+        Ok(self.http.get_or_init(|| h))
     }
 
     /// The MCP server.
@@ -216,7 +227,7 @@ impl Authorizer {
     /// The server's Bearer challenge to an unauthenticated request, or `None` when it does not
     /// ask for OAuth (no 401, or a 401 without a Bearer challenge and no resource metadata).
     pub async fn challenge(&self) -> Result<Option<BearerChallenge>, AuthError> {
-        let probe = self.http.probe(&self.server, None).await?;
+        let probe = self.http()?.probe(&self.server, None).await?;
         if probe.status != 401 && probe.status != 403 {
             return Ok(None);
         }
@@ -226,7 +237,7 @@ impl Authorizer {
         }
         for u in metadata::resource_metadata_urls(&self.server) {
             if self
-                .http
+                .http()?
                 .get_json::<ResourceMetadata>(&u)
                 .await
                 .ok()
@@ -245,7 +256,7 @@ impl Authorizer {
         let mut token = self.bearer().await?;
         let mut tries = 0;
         loop {
-            let p = self.http.probe(&self.server, token.as_ref()).await?;
+            let p = self.http()?.probe(&self.server, token.as_ref()).await?;
             if p.status != 401 && p.status != 403 {
                 if !(200..300).contains(&p.status) {
                     return Err(AuthError::Http {
@@ -331,7 +342,7 @@ impl Authorizer {
         };
         let te = metadata::check_endpoint(&rec.token_endpoint, "token endpoint")?;
         let req = flow::refresh(&te, &rec.client, &rt, self.resource_param(&rec.resource));
-        let (status, body) = self.http.post_form(&req).await?;
+        let (status, body) = self.http()?.post_form(&req).await?;
         let generation = random_string(12)?;
         let now = unix_now();
         let result =
@@ -386,9 +397,9 @@ impl Authorizer {
             }
         }
         let rec = if self.opts.device {
-            signin::device(&self.http, &self.opts, &found).await?
+            signin::device(self.http()?, &self.opts, &found).await?
         } else {
-            signin::browser(&self.http, &self.opts, &found).await?
+            signin::browser(self.http()?, &self.opts, &found).await?
         };
         store::save(&self.key, &rec)?;
         st.record = Some(rec);
@@ -402,7 +413,7 @@ impl Authorizer {
         let prm: ResourceMetadata = match &c.resource_metadata {
             Some(u) => {
                 let u = metadata::check_endpoint(u, "resource metadata URL")?;
-                self.http.get_json(&u).await?.ok_or_else(|| {
+                self.http()?.get_json(&u).await?.ok_or_else(|| {
                     AuthError::Metadata(format!(
                         "the resource metadata at {u} could not be fetched"
                     ))
@@ -411,7 +422,7 @@ impl Authorizer {
             None => {
                 let mut found = None;
                 for u in metadata::resource_metadata_urls(&self.server) {
-                    if let Some(m) = self.http.get_json(&u).await? {
+                    if let Some(m) = self.http()?.get_json(&u).await? {
                         found = Some(m);
                         break;
                     }
@@ -431,7 +442,7 @@ impl Authorizer {
         let issuer_url = metadata::check_endpoint(&issuer, "authorization server")?;
         let mut meta = None;
         for u in metadata::server_metadata_urls(&issuer_url) {
-            if let Some(m) = self.http.get_json::<ServerMetadata>(&u).await? {
+            if let Some(m) = self.http()?.get_json::<ServerMetadata>(&u).await? {
                 meta = Some(m);
                 break;
             }

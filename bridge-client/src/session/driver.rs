@@ -6,7 +6,7 @@
 
 use crate::ide_input::{next_line, sleep_until};
 use std::future::Future;
-use std::pin::{pin, Pin};
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,18 +23,16 @@ use shared::endpoint::Transmit;
 use shared::framing::LineReader;
 use shared::tunnel::{self, Control};
 
+use super::attempt::{self, Attempt};
 use super::core::{Core, CoreConfig};
 use super::stdout::{Output, Stdout};
-use super::{ConnectRequest, Welcome};
-use crate::connect::{self, Ws};
+use super::Welcome;
+use crate::connect::Ws;
 use crate::transport::BoxIo;
 use crate::{ClientError, Options};
 
 /// How long the relay may take to take our last messages, and then to confirm our close.
 const CLOSE_WAIT: Duration = Duration::from_millis(500);
-
-/// A connection attempt in progress.
-type Attempt = Pin<Box<dyn Future<Output = Result<(Ws, Welcome), ClientError>> + Send>>;
 
 /// Runs the client until stdin ends, `stop` resolves, or the first connection fails.
 pub(crate) async fn run<R, W, S>(
@@ -48,6 +46,7 @@ where
     W: AsyncWrite + Unpin,
     S: Future<Output = ()>,
 {
+    let auth = attempt::authorizer(&opts);
     let opts = Arc::new(opts);
     let mut core = Core::new(
         CoreConfig {
@@ -68,7 +67,9 @@ where
     loop {
         let now = Instant::now();
         if attempt.is_none() {
-            attempt = core.poll_connect(now).map(|req| open(opts.clone(), req));
+            attempt = core
+                .poll_connect(now)
+                .map(|req| attempt::open(opts.clone(), auth.clone(), req));
         }
         if carrier.is_some() && !core.is_connected() {
             carrier = None;
@@ -173,25 +174,6 @@ fn seed() -> u64 {
     let mut b = [0u8; 8];
     let _ = getrandom::fill(&mut b);
     u64::from_le_bytes(b)
-}
-
-/// Starts a connection attempt, bounded by the request's timeout.
-fn open(opts: Arc<Options>, req: ConnectRequest) -> Attempt {
-    Box::pin(async move {
-        let resume = req.resume.as_ref().map(|(id, seq)| (id.as_str(), *seq));
-        match tokio::time::timeout(
-            req.timeout,
-            connect::connect(&opts, resume, req.reestablish),
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(ClientError::Unreachable {
-                url: opts.url.clone(),
-                reason: format!("no answer within {}", shared::human_duration(req.timeout)),
-            }),
-        }
-    })
 }
 
 /// Sends what the relay has not been sent yet, then `end` and a close frame (1000, `client

@@ -3,10 +3,12 @@
 //! does the I/O the core asks for.
 //!
 //! Opening a connection (TCP, proxy, TLS, the upgrade and the `welcome`) is `crate::connect`'s
-//! job; the driver polls it as a future so that stdin is read and answered meanwhile.
+//! job, with an OAuth sign-in when the relay asks ([`attempt`]); the driver polls it as a
+//! future so that stdin is read and answered meanwhile.
 
 use std::time::Duration;
 
+mod attempt;
 pub(crate) mod core;
 pub(crate) mod driver;
 pub(crate) mod stdout;

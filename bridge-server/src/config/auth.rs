@@ -2,14 +2,19 @@
 //! (`[auth.jwt]`).
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::auth::{AuthConfig, Grant, JwtConfig, TokenEntry};
+use crate::auth::keys::{allowed_url, CachePolicy, RemoteKeys};
+use crate::auth::{
+    AuthConfig, CertEntry, Grant, JwtConfig, KeySource, ResourceConfig, ScopeMap, TokenEntry,
+};
 
 use super::diag::Problems;
 use super::read::Section;
 use super::server::resolve;
 
-const MODES: &str = "use \"none\", \"tokens\" or \"jwt\"";
+const MODES: &str = "use \"none\", \"tokens\", \"jwt\" or \"mtls\"";
 
 /// `[auth]`; no table means no authentication. `None` when the section has errors.
 pub(super) fn auth(
@@ -21,16 +26,30 @@ pub(super) fn auth(
         return Some(AuthConfig::None);
     }
     let a = root.table("auth", p)?;
-    a.only(&["mode", "token", "jwt"], p);
+    a.only(&["mode", "token", "jwt", "cert"], p);
     let tokens = a.tables("token", p);
+    let certs = a.tables("cert", p);
     let jwt = a.table("jwt", p);
     if !a.has("mode") {
-        a.missing("mode", "one of \"none\", \"tokens\" or \"jwt\"", p);
+        a.missing(
+            "mode",
+            "one of \"none\", \"tokens\", \"jwt\" or \"mtls\"",
+            p,
+        );
         return None;
     }
     let (mode, at) = a.string("mode", p)?;
     // Tables another mode would use are not read: say so, rather than leave them looking live.
-    let known = matches!(mode, "none" | "tokens" | "jwt");
+    let known = matches!(mode, "none" | "tokens" | "jwt" | "mtls");
+    if let (Some(c), true) = (certs.first(), known && mode != "mtls") {
+        p.warn(
+            c.at(),
+            &a.key("cert"),
+            format!(
+                "ignored: [[auth.cert]] tables are used with mode \"mtls\", and mode is \"{mode}\""
+            ),
+        );
+    }
     if let (Some(t), true) = (tokens.first(), known && mode != "tokens") {
         p.warn(
             t.at(),
@@ -47,6 +66,22 @@ pub(super) fn auth(
     }
     match mode {
         "none" => Some(AuthConfig::None),
+        "mtls" => {
+            if certs.is_empty() {
+                p.error(
+                    at,
+                    &a.key("mode"),
+                    "mode \"mtls\" needs at least one [[auth.cert]] table with `user`, \
+                     `subject_cn` or `san`, and `tools` (and [tls] client_ca)",
+                );
+                return None;
+            }
+            let entries: Vec<_> = certs.iter().map(|c| cert(c, p)).collect();
+            entries
+                .into_iter()
+                .collect::<Option<Vec<_>>>()
+                .map(AuthConfig::Certs)
+        }
         "tokens" => {
             if tokens.is_empty() {
                 p.error(
@@ -72,7 +107,7 @@ pub(super) fn auth(
                 p.error(
                     at,
                     &a.key("mode"),
-                    "mode \"jwt\" needs an [auth.jwt] table with `issuer` and `audience`",
+                    "mode \"jwt\" needs an [auth.jwt] table with at least `issuer`",
                 );
                 None
             }
@@ -86,6 +121,42 @@ pub(super) fn auth(
             None
         }
     }
+}
+
+/// One `[[auth.cert]]`.
+fn cert(c: &Section<'_, '_>, p: &mut Problems<'_>) -> Option<CertEntry> {
+    c.only(&["user", "subject_cn", "san", "tools", "groups"], p);
+    let user = c.string("user", p);
+    let cn = c.string("subject_cn", p).map(|(s, _)| s.to_owned());
+    let san = c.string("san", p).map(|(s, _)| s.to_owned());
+    let tools = c.strings("tools", p);
+    let groups = c.strings("groups", p);
+    if !c.has("user") {
+        c.missing("user", "the user's name (for the audit log and limits)", p);
+    }
+    if !c.has("subject_cn") && !c.has("san") {
+        p.error(
+            c.at(),
+            c.name(),
+            "set `subject_cn` (the certificate subject's common name) or `san` (a DNS name, \
+             email or URI in its subject alternative names)",
+        );
+        return None;
+    }
+    let user = match user {
+        Some((u, at)) if u.trim().is_empty() => {
+            p.error(at, &c.key("user"), "is empty: give the user's name");
+            None
+        }
+        other => other,
+    };
+    Some(CertEntry {
+        user: user?.0.to_owned(),
+        subject_cn: cn,
+        san,
+        grant: Grant::from_names(tools.unwrap_or_default()),
+        groups: groups.unwrap_or_default(),
+    })
 }
 
 /// One `[[auth.token]]`.
@@ -137,24 +208,38 @@ fn jwt(j: &Section<'_, '_>, base: &Path, p: &mut Problems<'_>) -> Option<JwtConf
             "leeway_s",
             "hs256_secret_env",
             "jwks_file",
+            "jwks_url",
+            "jwks_refresh_s",
+            "jwks_min_refetch_s",
+            "ca_file",
             "user_claim",
             "tools_claim",
             "groups_claim",
+            "scope_claim",
+            "scopes",
+            "resource_url",
+            "authorization_servers",
         ],
         p,
     );
     let issuer = j.string("issuer", p);
-    let audience = j.string("audience", p);
     if !j.has("issuer") {
-        j.missing("issuer", "the `iss` every token must carry", p);
+        j.missing(
+            "issuer",
+            "the identity provider's issuer URL, as its tokens carry it in `iss`",
+            p,
+        );
     }
-    if !j.has("audience") {
-        j.missing("audience", "the `aud` every token must carry", p);
+    let audience = match j.peek_string("audience") {
+        Some((a, _)) => Some(vec![a.to_owned()]),
+        None => j.strings("audience", p),
     }
+    .unwrap_or_default();
     let leeway_s = j.uint("leeway_s", p).map_or(30, |(n, _)| n);
     let user_claim = j.string("user_claim", p).map_or("sub", |(s, _)| s);
     let tools_claim = j.string("tools_claim", p).map_or("mcp_tools", |(s, _)| s);
     let groups_claim = j.string("groups_claim", p).map_or("groups", |(s, _)| s);
+    let scope_claim = j.string("scope_claim", p).map_or("scope", |(s, _)| s);
     let hs256_secret =
         j.string("hs256_secret_env", p)
             .and_then(|(var, at)| match std::env::var(var) {
@@ -171,7 +256,50 @@ fn jwt(j: &Section<'_, '_>, base: &Path, p: &mut Problems<'_>) -> Option<JwtConf
                     None
                 }
             });
-    let jwks = j.string("jwks_file", p).and_then(|(file, at)| {
+    let scopes = scope_map(j, p);
+    let resource = resource(j, p);
+    let keys = keys(j, issuer.as_ref().map(|(i, at)| (*i, at.clone())), base, p);
+    if j.has("hs256_secret_env") && hs256_secret.is_none() {
+        return None;
+    }
+    Some(JwtConfig {
+        issuer: issuer?.0.to_owned(),
+        audience,
+        leeway_s,
+        hs256_secret,
+        keys: keys?,
+        user_claim: user_claim.to_owned(),
+        tools_claim: tools_claim.to_owned(),
+        groups_claim: groups_claim.to_owned(),
+        scope_claim: scope_claim.to_owned(),
+        scopes: scopes?,
+        resource: resource?,
+    })
+}
+
+/// Where RS256/ES256 keys come from: `jwks_file`; else `jwks_url` or discovery from `issuer`
+/// (unless only `hs256_secret_env` is set). `None` when that part has errors.
+fn keys(
+    j: &Section<'_, '_>,
+    issuer: Option<(&str, std::ops::Range<usize>)>,
+    base: &Path,
+    p: &mut Problems<'_>,
+) -> Option<KeySource> {
+    let refresh = j.uint("jwks_refresh_s", p).map(|(n, _)| n);
+    let min_refetch = j.uint("jwks_min_refetch_s", p).map(|(n, _)| n);
+    let ca_file = j
+        .string("ca_file", p)
+        .map(|(f, at)| (resolve(base, Path::new(f)), at));
+    let jwks_url = j.string("jwks_url", p);
+    if let Some((file, at)) = j.string("jwks_file", p) {
+        if let Some((_, url_at)) = &jwks_url {
+            p.error(
+                url_at.clone(),
+                &j.key("jwks_url"),
+                "set `jwks_file` or `jwks_url`, not both",
+            );
+            return None;
+        }
         let f = resolve(base, Path::new(file));
         let key = j.key("jwks_file");
         let text = std::fs::read_to_string(&f)
@@ -183,28 +311,104 @@ fn jwt(j: &Section<'_, '_>, base: &Path, p: &mut Problems<'_>) -> Option<JwtConf
                 )
             })
             .ok()?;
-        serde_json::from_str(&text)
+        return serde_json::from_str(&text)
+            .map(KeySource::File)
             .map_err(|e| p.error(at, &key, format!("{} is not a JWKS: {e}", f.display())))
-            .ok()
-    });
-    if !j.has("hs256_secret_env") && !j.has("jwks_file") {
-        p.error(
-            j.at(),
-            j.name(),
-            "set `hs256_secret_env` (HS256) or `jwks_file` (RS256/ES256)",
-        );
+            .ok();
     }
-    if hs256_secret.is_none() && jwks.is_none() {
+    if j.has("hs256_secret_env") && jwks_url.is_none() {
+        return Some(KeySource::None);
+    }
+    let (issuer, issuer_at) = issuer?;
+    let url = |text: &str, at: std::ops::Range<usize>, key: &str, p: &mut Problems<'_>| {
+        match url::Url::parse(text) {
+            Ok(u) if allowed_url(&u) => Some(u),
+            _ => {
+                p.error(
+                    at,
+                    &j.key(key),
+                    format!(
+                        "`{text}` is not an https URL (plain http only to a loopback host): the \
+                         relay fetches the identity provider's keys from it"
+                    ),
+                );
+                None
+            }
+        }
+    };
+    url(issuer, issuer_at, "issuer", p)?;
+    let jwks_url = match jwks_url {
+        Some((u, at)) => Some(url(u, at, "jwks_url", p)?),
+        None => None,
+    };
+    let defaults = CachePolicy::default();
+    let policy = CachePolicy {
+        refresh: refresh.map_or(defaults.refresh, |s| Duration::from_secs(s.max(10))),
+        min_refetch: min_refetch.map_or(defaults.min_refetch, Duration::from_secs),
+        retry: defaults.retry,
+    };
+    let ca = ca_file.as_ref();
+    match RemoteKeys::new(issuer, jwks_url, ca.map(|(f, _)| f.as_path()), policy) {
+        Ok(k) => Some(KeySource::Remote(Arc::new(k))),
+        Err(e) => {
+            let at = ca.map_or(j.at(), |(_, at)| at.clone());
+            p.error(at, &j.key("ca_file"), e.to_string());
+            None
+        }
+    }
+}
+
+/// `[auth.jwt.scopes]`: scope → tools (`["*"]` for all). `Some(None)` when not set.
+fn scope_map(j: &Section<'_, '_>, p: &mut Problems<'_>) -> Option<Option<ScopeMap>> {
+    if !j.has("scopes") {
+        return Some(None);
+    }
+    let lists = j.string_lists("scopes", p)?;
+    if lists.is_empty() {
+        p.error(
+            j.span("scopes"),
+            &j.key("scopes"),
+            "is empty: map at least one scope to tools (`\"mcp:time\" = [\"time\"]`), or \
+             leave the table out to grant tools by `tools_claim`",
+        );
         return None;
     }
-    Some(JwtConfig {
-        issuer: issuer?.0.to_owned(),
-        audience: audience?.0.to_owned(),
-        leeway_s,
-        hs256_secret,
-        jwks,
-        user_claim: user_claim.to_owned(),
-        tools_claim: tools_claim.to_owned(),
-        groups_claim: groups_claim.to_owned(),
+    Some(Some(ScopeMap(
+        lists
+            .into_iter()
+            .map(|(scope, tools)| (scope, Grant::from_names(tools)))
+            .collect(),
+    )))
+}
+
+/// `resource_url` and `authorization_servers`.
+fn resource(j: &Section<'_, '_>, p: &mut Problems<'_>) -> Option<ResourceConfig> {
+    let url = match j.string("resource_url", p) {
+        Some((u, at)) => {
+            let ok = url::Url::parse(u).is_ok_and(|v| {
+                matches!(v.scheme(), "https" | "http")
+                    && v.host().is_some()
+                    && v.path().trim_end_matches('/').is_empty()
+                    && v.query().is_none()
+            });
+            if !ok {
+                p.error(
+                    at,
+                    &j.key("resource_url"),
+                    format!(
+                        "`{u}` is not an origin: give the relay's public URL as clients reach it, \
+                         scheme, host and port only (https://relay.example.com)"
+                    ),
+                );
+                return None;
+            }
+            Some(u.trim_end_matches('/').to_owned())
+        }
+        None => None,
+    };
+    let authorization_servers = j.strings("authorization_servers", p).unwrap_or_default();
+    Some(ResourceConfig {
+        url,
+        authorization_servers,
     })
 }

@@ -324,6 +324,16 @@ impl Config {
         if let (Some(listen), Some(auth)) = (listen, &auth) {
             server::auth_off_loopback(&root, listen, auth, &mut p);
         }
+        if matches!(auth, Some(AuthConfig::Certs(_)))
+            && tls.as_ref().is_none_or(|t| t.client_ca.is_none())
+        {
+            p.error(
+                root.span("auth"),
+                "auth.mode",
+                "mode \"mtls\" needs [tls] with `client_ca`: the CA whose client certificates \
+                 the relay accepts",
+            );
+        }
         let allowed_origins = server::security(&root, &mut p);
         let metrics_listen = server::metrics(&root, &mut p);
         let admin_tokens = admin::admin(&root, metrics_listen, auth.as_ref(), &mut p);

@@ -263,6 +263,35 @@ impl<'a, 'i> Section<'a, 'i> {
         ok.then_some(out)
     }
 
+    /// A table of string arrays (`[auth.jwt.scopes]`: `"mcp:time" = ["time"]`).
+    pub(super) fn string_lists(
+        &self,
+        field: &str,
+        p: &mut Problems<'_>,
+    ) -> Option<BTreeMap<String, Vec<String>>> {
+        let v = self.value(field)?;
+        let Some(section) = self.child(field) else {
+            self.wrong_type(
+                field,
+                v,
+                "a table of string arrays, e.g. { \"mcp:time\" = [\"time\"] }",
+                p,
+            );
+            return None;
+        };
+        let mut out = BTreeMap::new();
+        let mut ok = true;
+        for (k, _) in section.table.iter() {
+            match section.strings(k.get_ref(), p) {
+                Some(list) => {
+                    out.insert(k.get_ref().to_string(), list);
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
     /// A sub-table (`[auth.jwt]` within `[auth]`, or `[limits]` within the top level).
     pub(super) fn table(&self, field: &str, p: &mut Problems<'_>) -> Option<Section<'a, 'i>> {
         let v = self.value(field)?;

@@ -8,6 +8,7 @@
 
 pub(crate) mod admin;
 mod forward;
+mod metadata;
 mod modern;
 mod origin;
 mod sse;
@@ -28,7 +29,8 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use tracing::{info, warn};
 
-use crate::auth::{AuthError, Principal};
+use crate::auth::resource::{self, ChallengeError};
+use crate::auth::{AuthConfig, AuthError, CertIdentity, KeySource, Principal};
 use crate::config::ToolConfig;
 use crate::metrics::ReasonLabel;
 use crate::Relay;
@@ -43,6 +45,7 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
     relay: Arc<Relay>,
     peer: SocketAddr,
+    cert: Option<Arc<CertIdentity>>,
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path();
     let response = if path == "/healthz" {
@@ -51,8 +54,10 @@ pub(crate) async fn handle(
         readyz(&relay)
     } else if path == "/metrics" && relay.metrics_on_main {
         metrics(&relay)
+    } else if let Some(rest) = path.strip_prefix(resource::METADATA_PATH) {
+        metadata::serve(&req, rest, &relay)
     } else if let Some(name) = path.strip_prefix("/mcp/") {
-        match admit(&req, name, &relay, peer) {
+        match admit(&req, name, &relay, peer, cert.as_deref()).await {
             Ok((tool, principal)) if modern::is_modern(&req) => {
                 modern::serve(req, tool, relay.clone(), peer, principal).await
             }
@@ -106,11 +111,12 @@ pub(crate) fn metrics(relay: &Relay) -> Response<Body> {
 /// Decides whether this caller may open (or resume) a session of tool `name`: Origin (see
 /// [`origin`]), then authentication, then the tool and the grant. Every refusal is logged as an
 /// audit event (with the reason and the remote address, never the credentials).
-fn admit(
+async fn admit(
     req: &Request<Incoming>,
     name: &str,
     relay: &Relay,
     peer: SocketAddr,
+    cert: Option<&CertIdentity>,
 ) -> Result<(Arc<ToolConfig>, Principal), Box<Response<Body>>> {
     if let Some(origin) = req.headers().get(ORIGIN) {
         let host = req
@@ -131,10 +137,7 @@ fn admit(
             )));
         }
     }
-    let principal = match relay
-        .auth
-        .authenticate(req.headers().get(AUTHORIZATION).map(|v| v.as_bytes()))
-    {
+    let principal = match authenticate(req, name, relay, cert).await {
         Ok(p) => p,
         Err(e) => {
             warn!(target: "audit", event = "auth_failure", reason = e.code(), %peer, tool = %name, "authentication failed");
@@ -144,20 +147,7 @@ fn admit(
                 .get_or_create(&ReasonLabel { reason: e.code() })
                 .inc();
             relay.metrics.reject("unauthenticated");
-            let mut resp = text(StatusCode::UNAUTHORIZED, &e.to_string());
-            // RFC 6750 §3.1: no error code when no credentials were sent at all.
-            let challenge = if e == AuthError::Missing {
-                "Bearer realm=\"mcp-bridge\"".to_owned()
-            } else {
-                format!(
-                    "Bearer realm=\"mcp-bridge\", error=\"invalid_token\", error_description=\"{}\"",
-                    e.code()
-                )
-            };
-            if let Ok(v) = HeaderValue::from_str(&challenge) {
-                resp.headers_mut().insert(WWW_AUTHENTICATE, v);
-            }
-            return Err(Box::new(resp));
+            return Err(Box::new(unauthorized(&e, name, relay)));
         }
     };
     let Some(tool) = relay.tools.iter().find(|t| t.name == name) else {
@@ -180,12 +170,104 @@ fn admit(
     if !principal.grant.allows(&tool.name) {
         warn!(target: "audit", event = "refused", reason = "not_granted", user = %principal.user, tool = %name, %peer, "tool not granted");
         relay.metrics.reject("not_granted");
-        return Err(Box::new(text(
+        let scopes = relay
+            .resource
+            .as_ref()
+            .map(|r| r.scopes(Some(name)).join(" "))
+            .unwrap_or_default();
+        let Some(r) = relay.resource.as_ref().filter(|_| !scopes.is_empty()) else {
+            return Err(Box::new(text(
+                StatusCode::FORBIDDEN,
+                &format!("user `{}` is not granted tool `{name}`", principal.user),
+            )));
+        };
+        // RFC 6750 §3.1: the token lacks a scope that grants this tool; say which would.
+        let mut resp = text(
             StatusCode::FORBIDDEN,
-            &format!("user `{}` is not granted tool `{name}`", principal.user),
-        )));
+            &format!(
+                "insufficient_scope: user `{}` holds no scope that grants tool `{name}`; sign in \
+                 asking for one of: {scopes}",
+                principal.user
+            ),
+        );
+        if let Ok(v) = HeaderValue::from_str(&r.challenge(name, ChallengeError::InsufficientScope))
+        {
+            resp.headers_mut().insert(WWW_AUTHENTICATE, v);
+        }
+        return Err(Box::new(resp));
     }
     Ok((tool.clone(), principal))
+}
+
+/// Checks the `Authorization` header for tool `name`'s endpoint. A JWT signed by a key the
+/// relay does not hold makes it fetch the identity provider's keys once more (rate-limited)
+/// and check again: the provider may have rotated its keys.
+async fn authenticate(
+    req: &Request<Incoming>,
+    name: &str,
+    relay: &Relay,
+    cert: Option<&CertIdentity>,
+) -> Result<Principal, AuthError> {
+    if let AuthConfig::Certs(_) = &relay.auth {
+        return relay.auth.authenticate_cert(cert);
+    }
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .map(|v| v.as_bytes().to_vec());
+    let audiences = relay
+        .resource
+        .as_ref()
+        .map(|r| r.audiences(name))
+        .unwrap_or_default();
+    let result = relay.auth.authenticate(header.as_deref(), &audiences);
+    let remote = match &relay.auth {
+        AuthConfig::Jwt(j) => match &j.keys {
+            KeySource::Remote(k) => Some(k.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    match (result, remote) {
+        (Err(AuthError::UnknownKey | AuthError::KeysUnavailable), Some(keys)) => {
+            keys.refetch().await;
+            relay.auth.authenticate(header.as_deref(), &audiences)
+        }
+        (result, _) => result,
+    }
+}
+
+/// The 401 (503 while the identity provider's keys are not there yet) for a refused
+/// credential, with a Bearer challenge: naming the resource metadata and the scopes when the
+/// relay is an OAuth resource server.
+fn unauthorized(e: &AuthError, name: &str, relay: &Relay) -> Response<Body> {
+    if matches!(e, AuthError::NoCertificate | AuthError::UnknownCertificate) {
+        // A certificate is not a bearer credential: no challenge to answer, so 403.
+        return text(StatusCode::FORBIDDEN, &e.to_string());
+    }
+    let status = if *e == AuthError::KeysUnavailable {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::UNAUTHORIZED
+    };
+    let mut resp = text(status, &e.to_string());
+    // RFC 6750 §3.1: no error code when no credentials were sent at all.
+    let error = if *e == AuthError::Missing {
+        ChallengeError::None
+    } else {
+        ChallengeError::InvalidToken(e.code())
+    };
+    let challenge = match (&relay.resource, error) {
+        (Some(r), _) => r.challenge(name, error),
+        (None, ChallengeError::InvalidToken(code)) => format!(
+            "Bearer realm=\"mcp-bridge\", error=\"invalid_token\", error_description=\"{code}\""
+        ),
+        (None, _) => "Bearer realm=\"mcp-bridge\"".to_owned(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        resp.headers_mut().insert(WWW_AUTHENTICATE, v);
+    }
+    resp
 }
 
 /// Whether a request at `/mcp/<tool>` is Streamable HTTP rather than a WebSocket upgrade: a

@@ -106,7 +106,9 @@ pub(super) fn start(
         .host
         .prepare(tool, &principal.user)
         .map_err(|e| (e.is_users(), e.to_string()))
-        .and_then(|prepared| {
+        .and_then(|mut prepared| {
+            // Who the user is reaches the tool; the credential never does.
+            prepared.env.extend(principal.env());
             ToolProcess::spawn(tool, prepared).map_err(|e| (false, e.to_string()))
         });
     let tool_proc = match spawned {

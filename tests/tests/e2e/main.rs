@@ -12,6 +12,7 @@ mod floods;
 mod hosting;
 mod http_carrier;
 mod http_upstream;
+mod idp;
 mod lifecycle;
 mod oauth;
 mod oauth_upstream;

@@ -359,6 +359,7 @@ fn a_lost_session_answers_what_it_had_and_moves_what_it_never_sent() {
             url: String::new(),
             status: 404,
             reason: "unknown session".into(),
+            www_authenticate: None,
         },
         t1,
     );

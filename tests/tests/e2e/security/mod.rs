@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 mod auth;
+mod cert_identity;
 mod jwt;
 mod secrets;
 mod transport;

@@ -1,18 +1,27 @@
 //! Who is connecting, and which tools they may use: static tokens (stored as SHA-256 hashes,
-//! compared in constant time), JWTs (HS256 with a secret from the environment, RS256/ES256 with
-//! keys from a JWKS file), or no authentication (loopback only).
+//! compared in constant time), JWT access tokens (HS256 with a secret from the environment;
+//! RS256/ES256 with keys from a JWKS file or from the identity provider, [`keys`]), or no
+//! authentication (loopback only). With JWTs the relay is an OAuth resource server
+//! ([`resource`]: its metadata and challenges).
 //!
 //! This module decides; the HTTP layer turns its refusals into 401/403 answers. It never logs
 //! or returns a token.
 
-use std::collections::BTreeSet;
+pub mod cert;
+mod jwt;
+pub mod keys;
+pub mod resource;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, Validation};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+pub use cert::{CertEntry, CertIdentity};
+pub use resource::ResourceConfig;
 
 /// The tools a principal may use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +63,28 @@ pub struct Principal {
     pub groups: Vec<String>,
 }
 
+/// The variable naming the user to a tool process.
+pub const USER_ENV: &str = "MCP_BRIDGE_USER";
+/// The variable listing the user's groups (comma-separated) to a tool process.
+pub const GROUPS_ENV: &str = "MCP_BRIDGE_GROUPS";
+
+impl Principal {
+    /// The principal as a tool process sees it: [`USER_ENV`] and [`GROUPS_ENV`] (control
+    /// characters, which an environment cannot hold safely, shown as U+FFFD). Never a token.
+    pub fn env(&self) -> [(String, std::ffi::OsString); 2] {
+        let clean = |s: &str| -> String {
+            s.chars()
+                .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+                .collect()
+        };
+        let groups: Vec<String> = self.groups.iter().map(|g| clean(g)).collect();
+        [
+            (USER_ENV.to_owned(), clean(&self.user).into()),
+            (GROUPS_ENV.to_owned(), groups.join(",").into()),
+        ]
+    }
+}
+
 /// A configured static token: its hash, never the token.
 #[derive(Clone)]
 pub struct TokenEntry {
@@ -76,25 +107,78 @@ impl fmt::Debug for TokenEntry {
     }
 }
 
+/// Where RS256/ES256 public keys come from.
+#[derive(Debug, Clone, Default)]
+pub enum KeySource {
+    /// None: only HS256 tokens.
+    #[default]
+    None,
+    /// A JWKS file, read at start.
+    File(JwkSet),
+    /// The identity provider, fetched and refreshed.
+    Remote(Arc<keys::RemoteKeys>),
+}
+
+/// Scopes that grant tools (`[auth.jwt.scopes]`): a token's grant is the union of the grants of
+/// the scopes it carries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScopeMap(pub BTreeMap<String, Grant>);
+
+impl ScopeMap {
+    /// The tools these scopes grant together.
+    pub fn grant(&self, held: &[String]) -> Grant {
+        let mut tools = BTreeSet::new();
+        for s in held {
+            match self.0.get(s) {
+                Some(Grant::All) => return Grant::All,
+                Some(Grant::Only(t)) => tools.extend(t.iter().cloned()),
+                None => {}
+            }
+        }
+        Grant::Only(tools)
+    }
+
+    /// The scopes that grant `tool` (what a client should ask for), in order.
+    pub fn granting(&self, tool: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(_, g)| g.allows(tool))
+            .map(|(s, _)| s.as_str())
+            .collect()
+    }
+
+    /// Every scope, in order.
+    pub fn all(&self) -> Vec<&str> {
+        self.0.keys().map(String::as_str).collect()
+    }
+}
+
 /// JWT validation settings.
 #[derive(Clone)]
 pub struct JwtConfig {
     /// Required `iss`.
     pub issuer: String,
-    /// Required `aud`.
-    pub audience: String,
+    /// Accepted `aud` values; empty: the resource's own URIs (the tool's and the relay's).
+    pub audience: Vec<String>,
     /// Clock skew allowed for `exp` and `nbf`, in seconds.
     pub leeway_s: u64,
     /// HS256 secret (from the environment variable the config names).
     pub hs256_secret: Option<Vec<u8>>,
     /// RS256/ES256 public keys.
-    pub jwks: Option<JwkSet>,
+    pub keys: KeySource,
     /// Claim holding the user name.
     pub user_claim: String,
-    /// Claim holding the granted tools (an array of names, or a space-separated string).
+    /// Claim holding the granted tools (an array of names, or a space-separated string); used
+    /// when no scopes are mapped.
     pub tools_claim: String,
     /// Claim holding the user's groups (an array of names, or a space-separated string).
     pub groups_claim: String,
+    /// Claim holding the token's scopes (`scope`; `scp` is read when it is absent).
+    pub scope_claim: String,
+    /// Scopes mapped to tools; when set, grants come from scopes only.
+    pub scopes: Option<ScopeMap>,
+    /// What the relay publishes as a protected resource.
+    pub resource: ResourceConfig,
 }
 
 impl fmt::Debug for JwtConfig {
@@ -104,7 +188,9 @@ impl fmt::Debug for JwtConfig {
             .field("audience", &self.audience)
             .field("leeway_s", &self.leeway_s)
             .field("hs256", &self.hs256_secret.is_some())
-            .field("jwks_keys", &self.jwks.as_ref().map(|j| j.keys.len()))
+            .field("keys", &self.keys)
+            .field("scopes", &self.scopes)
+            .field("resource", &self.resource)
             .finish_non_exhaustive()
     }
 }
@@ -118,6 +204,8 @@ pub enum AuthConfig {
     Tokens(Vec<TokenEntry>),
     /// Bearer JWTs.
     Jwt(Box<JwtConfig>),
+    /// Client certificates (mutual TLS), mapped to users.
+    Certs(Vec<CertEntry>),
 }
 
 /// Why a request is not authenticated. The text is safe to send to the client and to log.
@@ -151,6 +239,19 @@ pub enum AuthError {
     /// `alg` is none, or not one this relay accepts.
     #[error("token algorithm not accepted")]
     Algorithm,
+    /// The token's `kid` names no key the identity provider publishes.
+    #[error("token signed by an unknown key")]
+    UnknownKey,
+    /// `mtls` mode: the connection presented no client certificate.
+    #[error("no client certificate: connect with the certificate your relay's operator issued (bridge-client --client-cert and --client-key)")]
+    NoCertificate,
+    /// `mtls` mode: the certificate maps to no configured user.
+    #[error("the client certificate is not mapped to a user on this relay; ask its operator to add its subject or SAN to [[auth.cert]]")]
+    UnknownCertificate,
+    /// The identity provider's keys could not be fetched yet (the relay's problem, not the
+    /// token's: answered 503).
+    #[error("the relay cannot reach its identity provider for signing keys yet; retry shortly")]
+    KeysUnavailable,
     /// Not a well-formed JWT, or a required claim is missing.
     #[error("malformed token: {0}")]
     BadToken(String),
@@ -169,6 +270,10 @@ impl AuthError {
             AuthError::WrongAudience => "wrong_audience",
             AuthError::BadSignature => "bad_signature",
             AuthError::Algorithm => "bad_algorithm",
+            AuthError::UnknownKey => "unknown_key",
+            AuthError::NoCertificate => "no_certificate",
+            AuthError::UnknownCertificate => "unknown_certificate",
+            AuthError::KeysUnavailable => "keys_unavailable",
             AuthError::BadToken(_) => "malformed_token",
         }
     }
@@ -210,8 +315,23 @@ pub fn parse_hash(text: &str) -> Option<[u8; 32]> {
 }
 
 impl AuthConfig {
-    /// Authenticates the value of the `Authorization` header (if any).
-    pub fn authenticate(&self, header: Option<&[u8]>) -> Result<Principal, AuthError> {
+    /// Authenticates a connection's verified client certificate (`mtls` mode; the other modes
+    /// ignore it and look at the `Authorization` header).
+    pub fn authenticate_cert(&self, id: Option<&CertIdentity>) -> Result<Principal, AuthError> {
+        match self {
+            AuthConfig::Certs(entries) => cert::check(entries, id),
+            _ => Err(AuthError::NoCertificate),
+        }
+    }
+
+    /// Authenticates the value of the `Authorization` header (if any) for a resource known by
+    /// `audiences` (its canonical URIs: a JWT must name one of them, unless the config lists
+    /// its own `audience`).
+    pub fn authenticate(
+        &self,
+        header: Option<&[u8]>,
+        audiences: &[String],
+    ) -> Result<Principal, AuthError> {
         if let AuthConfig::None = self {
             return Ok(Principal {
                 user: "anonymous".to_owned(),
@@ -222,8 +342,9 @@ impl AuthConfig {
         let token = bearer(header)?;
         match self {
             AuthConfig::None => Err(AuthError::UnknownToken),
+            AuthConfig::Certs(_) => Err(AuthError::NoCertificate),
             AuthConfig::Tokens(entries) => check_token(entries, token),
-            AuthConfig::Jwt(cfg) => check_jwt(cfg, token),
+            AuthConfig::Jwt(cfg) => jwt::check(cfg, token, audiences),
         }
     }
 }
@@ -271,73 +392,6 @@ fn check_token(entries: &[TokenEntry], token: &str) -> Result<Principal, AuthErr
         .ok_or(AuthError::UnknownToken)
 }
 
-fn check_jwt(cfg: &JwtConfig, token: &str) -> Result<Principal, AuthError> {
-    let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
-        ErrorKind::InvalidAlgorithmName | ErrorKind::InvalidAlgorithm => AuthError::Algorithm,
-        _ => AuthError::BadToken("cannot read the token header".into()),
-    })?;
-    let key = match header.alg {
-        Algorithm::HS256 => match &cfg.hs256_secret {
-            Some(secret) => DecodingKey::from_secret(secret),
-            None => return Err(AuthError::Algorithm),
-        },
-        Algorithm::RS256 | Algorithm::ES256 => {
-            let Some(jwks) = &cfg.jwks else {
-                return Err(AuthError::Algorithm);
-            };
-            let jwk = match &header.kid {
-                Some(kid) => jwks.find(kid),
-                None if jwks.keys.len() == 1 => jwks.keys.first(),
-                None => None,
-            }
-            .ok_or(AuthError::BadSignature)?;
-            DecodingKey::from_jwk(jwk).map_err(|_| AuthError::BadSignature)?
-        }
-        _ => return Err(AuthError::Algorithm),
-    };
-    let mut v = Validation::new(header.alg);
-    v.leeway = cfg.leeway_s;
-    v.validate_nbf = true;
-    v.set_issuer(&[cfg.issuer.as_str()]);
-    v.set_audience(&[cfg.audience.as_str()]);
-    v.set_required_spec_claims(&["exp", "iss", "aud"]);
-    let data = jsonwebtoken::decode::<Value>(token, &key, &v).map_err(|e| match e.kind() {
-        ErrorKind::ExpiredSignature => AuthError::Expired,
-        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-        ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
-        ErrorKind::InvalidAudience => AuthError::WrongAudience,
-        ErrorKind::InvalidSignature => AuthError::BadSignature,
-        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => AuthError::Algorithm,
-        ErrorKind::MissingRequiredClaim(c) => AuthError::BadToken(format!("missing claim `{c}`")),
-        _ => AuthError::BadToken("the token does not verify".into()),
-    })?;
-    let claims = data.claims;
-    let user = claims
-        .get(&cfg.user_claim)
-        .and_then(Value::as_str)
-        .ok_or_else(|| AuthError::BadToken(format!("missing claim `{}`", cfg.user_claim)))?
-        .to_owned();
-    let grant = match claims.get(&cfg.tools_claim) {
-        Some(Value::Array(items)) => Grant::from_names(items.iter().filter_map(Value::as_str)),
-        Some(Value::String(s)) => Grant::from_names(s.split_whitespace()),
-        _ => Grant::Only(BTreeSet::new()),
-    };
-    let groups = match claims.get(&cfg.groups_claim) {
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect(),
-        Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
-        _ => Vec::new(),
-    };
-    Ok(Principal {
-        user,
-        grant,
-        groups,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,17 +407,17 @@ mod tests {
             groups: vec!["ops".into()],
         }];
         let auth = AuthConfig::Tokens(entries);
-        let p = auth.authenticate(Some(b"Bearer s3cret")).expect("ok");
+        let p = auth.authenticate(Some(b"Bearer s3cret"), &[]).expect("ok");
         assert_eq!(p.user, "alice");
         assert_eq!(p.groups, ["ops"]);
         assert!(p.grant.allows("time") && !p.grant.allows("github"));
         assert_eq!(
-            auth.authenticate(Some(b"Bearer nope")),
+            auth.authenticate(Some(b"Bearer nope"), &[]),
             Err(AuthError::UnknownToken)
         );
-        assert_eq!(auth.authenticate(None), Err(AuthError::Missing));
+        assert_eq!(auth.authenticate(None, &[]), Err(AuthError::Missing));
         assert_eq!(
-            auth.authenticate(Some(b"Basic abc")),
+            auth.authenticate(Some(b"Basic abc"), &[]),
             Err(AuthError::Malformed)
         );
         assert!(parse_hash("sha256:zz").is_none());
@@ -397,21 +451,42 @@ mod tests {
     }
 
     #[test]
+    fn the_principal_reaches_a_tool_as_two_variables() {
+        let p = Principal {
+            user: "alice\n".into(),
+            grant: Grant::All,
+            groups: vec!["eng".into(), "ops".into()],
+        };
+        let env = p.env();
+        assert_eq!(env[0].0, USER_ENV);
+        assert_eq!(env[0].1, "alice\u{fffd}");
+        assert_eq!(env[1].0, GROUPS_ENV);
+        assert_eq!(env[1].1, "eng,ops");
+    }
+
+    #[test]
     fn errors_never_contain_the_token() {
         let auth = AuthConfig::Tokens(vec![]);
-        let err = auth.authenticate(Some(b"Bearer TOPSECRET")).unwrap_err();
+        let err = auth
+            .authenticate(Some(b"Bearer TOPSECRET"), &[])
+            .unwrap_err();
         assert!(!err.to_string().contains("TOPSECRET"));
         let jwt = AuthConfig::Jwt(Box::new(JwtConfig {
             issuer: "i".into(),
-            audience: "a".into(),
+            audience: vec!["a".into()],
             leeway_s: 0,
             hs256_secret: Some(b"k".to_vec()),
-            jwks: None,
+            keys: KeySource::None,
             user_claim: "sub".into(),
             tools_claim: "tools".into(),
             groups_claim: "groups".into(),
+            scope_claim: "scope".into(),
+            scopes: None,
+            resource: ResourceConfig::default(),
         }));
-        let err = jwt.authenticate(Some(b"Bearer TOPSECRET.x.y")).unwrap_err();
+        let err = jwt
+            .authenticate(Some(b"Bearer TOPSECRET.x.y"), &[])
+            .unwrap_err();
         assert!(!err.to_string().contains("TOPSECRET"), "{err}");
     }
 }

@@ -1,0 +1,131 @@
+//! One connection attempt to the relay, with OAuth sign-in: the upgrade carries the
+//! authorizer's current bearer (refreshed near expiry); when the relay refuses it with a 401
+//! (or a 403 `insufficient_scope`) whose Bearer challenge names protected-resource metadata, the
+//! same [`Authorizer`] the HTTP upstream uses discovers, signs in (or refreshes), and the
+//! upgrade is tried once more with the new token. Nothing here is special to our relay: any
+//! resource server that answers as RFC 9728 says works. Not responsible for the upgrade itself
+//! (`crate::connect`) or for when to try (the core).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use super::{ConnectRequest, Welcome};
+use crate::connect::{self, Ws};
+use crate::oauth::{challenge::parse_bearer, Authorizer};
+use crate::{relay_url, ClientError, Options, Secret};
+
+/// A connection attempt in progress.
+pub(crate) type Attempt = Pin<Box<dyn Future<Output = Result<(Ws, Welcome), ClientError>> + Send>>;
+
+/// The authorizer for the tunnel at `opts.url`, when sign-in is configured (no static token).
+/// The relay's WebSocket URL names the same resource as its http(s) one.
+pub(crate) fn authorizer(opts: &Options) -> Option<Arc<Authorizer>> {
+    let o = opts.oauth.as_ref()?;
+    let url = relay_url::as_http(&opts.url);
+    match Authorizer::new(&url, o.clone()) {
+        Ok(a) => Some(Arc::new(a)),
+        Err(e) => {
+            warn!("{e}; a relay that asks for sign-in will be refused");
+            None
+        }
+    }
+}
+
+/// Whether a refusal asks for an OAuth sign-in: 401, or 403 `insufficient_scope`, with a Bearer
+/// challenge naming protected-resource metadata.
+fn asks_sign_in(e: &ClientError) -> Option<&str> {
+    let ClientError::Refused {
+        status,
+        www_authenticate: Some(www),
+        ..
+    } = e
+    else {
+        return None;
+    };
+    let c = parse_bearer(www)?;
+    let wanted = *status == 401 || (*status == 403 && c.insufficient_scope());
+    (wanted && c.resource_metadata.is_some()).then_some(www.as_str())
+}
+
+/// Starts a connection attempt; each upgrade is bounded by the request's timeout, a sign-in by
+/// the authorizer's own.
+pub(crate) fn open(
+    opts: Arc<Options>,
+    auth: Option<Arc<Authorizer>>,
+    req: ConnectRequest,
+) -> Attempt {
+    Box::pin(async move {
+        let bearer = match &auth {
+            Some(a) => match tokio::time::timeout(req.timeout, a.bearer()).await {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
+                    warn!("cannot use the stored sign-in: {e}");
+                    None
+                }
+                Err(_) => None,
+            },
+            None => None,
+        };
+        let first = upgrade(&opts, bearer.as_ref(), &req).await;
+        let (Err(e), Some(a)) = (&first, &auth) else {
+            return first;
+        };
+        let Some(www) = asks_sign_in(e) else {
+            return first;
+        };
+        info!("the relay at {} asks for sign-in", opts.url);
+        match a.on_unauthorized(www).await {
+            Ok(token) => upgrade(&opts, Some(&token), &req).await,
+            Err(e) => Err(ClientError::SignIn {
+                url: opts.url.clone(),
+                reason: e.to_string(),
+            }),
+        }
+    })
+}
+
+async fn upgrade(
+    opts: &Options,
+    bearer: Option<&Secret>,
+    req: &ConnectRequest,
+) -> Result<(Ws, Welcome), ClientError> {
+    let resume = req.resume.as_ref().map(|(id, seq)| (id.as_str(), *seq));
+    match tokio::time::timeout(
+        req.timeout,
+        connect::connect(opts, bearer, resume, req.reestablish),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(ClientError::Unreachable {
+            url: opts.url.clone(),
+            reason: format!("no answer within {}", shared::human_duration(req.timeout)),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_bearer_challenge_with_metadata_asks_for_sign_in() {
+        let refused = |status, www: Option<&str>| ClientError::Refused {
+            url: String::new(),
+            status,
+            reason: String::new(),
+            www_authenticate: www.map(str::to_owned),
+        };
+        let prm =
+            r#"Bearer resource_metadata="https://r/.well-known/oauth-protected-resource/mcp/t""#;
+        assert!(asks_sign_in(&refused(401, Some(prm))).is_some());
+        assert!(asks_sign_in(&refused(401, Some("Bearer realm=\"x\""))).is_none());
+        assert!(asks_sign_in(&refused(401, None)).is_none());
+        assert!(asks_sign_in(&refused(403, Some(prm))).is_none());
+        let step_up = format!("{prm}, error=\"insufficient_scope\", scope=\"a\"");
+        assert!(asks_sign_in(&refused(403, Some(&step_up))).is_some());
+    }
+}
