@@ -52,6 +52,9 @@ pub struct Principal {
     pub grant: Grant,
     /// Groups the user belongs to (for per-tool policy rules).
     pub groups: Vec<String>,
+    /// Which configured static token it presented (that entry's SHA-256, never the token), so
+    /// a config reload can tell whether the token is still there. `None` for JWTs and no auth.
+    pub credential: Option<[u8; 32]>,
 }
 
 /// A configured static token: its hash, never the token.
@@ -210,6 +213,23 @@ pub fn parse_hash(text: &str) -> Option<[u8; 32]> {
 }
 
 impl AuthConfig {
+    /// Whether a session that `user` opened for `tool` with `credential` would still be let in
+    /// under this config (after a reload). Static tokens: the same token is still configured,
+    /// for the same user, and still grants the tool (so a session opened without credentials
+    /// ends once tokens are required). No auth: every session. A JWT session is not checked
+    /// again: its token expires on its own.
+    pub fn still_admits(&self, user: &str, credential: Option<&[u8; 32]>, tool: &str) -> bool {
+        match self {
+            AuthConfig::None => true,
+            AuthConfig::Tokens(entries) => credential.is_some_and(|c| {
+                entries
+                    .iter()
+                    .any(|e| &e.sha256 == c && e.user == user && e.grant.allows(tool))
+            }),
+            AuthConfig::Jwt(_) => true,
+        }
+    }
+
     /// Authenticates the value of the `Authorization` header (if any).
     pub fn authenticate(&self, header: Option<&[u8]>) -> Result<Principal, AuthError> {
         if let AuthConfig::None = self {
@@ -217,6 +237,7 @@ impl AuthConfig {
                 user: "anonymous".to_owned(),
                 grant: Grant::All,
                 groups: Vec::new(),
+                credential: None,
             });
         }
         let token = bearer(header)?;
@@ -267,6 +288,7 @@ fn check_token(entries: &[TokenEntry], token: &str) -> Result<Principal, AuthErr
             user: e.user.clone(),
             grant: e.grant.clone(),
             groups: e.groups.clone(),
+            credential: Some(e.sha256),
         })
         .ok_or(AuthError::UnknownToken)
 }
@@ -335,6 +357,7 @@ fn check_jwt(cfg: &JwtConfig, token: &str) -> Result<Principal, AuthError> {
         user,
         grant,
         groups,
+        credential: None,
     })
 }
 

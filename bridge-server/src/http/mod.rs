@@ -108,6 +108,8 @@ fn admit(
     relay: &Relay,
     peer: SocketAddr,
 ) -> Result<(Arc<ToolConfig>, Principal), Box<Response<Body>>> {
+    // The config in force for this request, whatever a reload does meanwhile.
+    let live = relay.live();
     if let Some(origin) = req.headers().get(ORIGIN) {
         let host = req
             .headers()
@@ -116,7 +118,7 @@ fn admit(
             .or_else(|| req.uri().authority().map(|a| a.as_str()));
         let allowed = origin
             .to_str()
-            .is_ok_and(|o| origin::allowed(o, host, &relay.allowed_origins));
+            .is_ok_and(|o| origin::allowed(o, host, &live.allowed_origins));
         if !allowed {
             let shown = String::from_utf8_lossy(origin.as_bytes()).into_owned();
             warn!(target: "audit", event = "refused", reason = "origin", origin = %shown, %peer, "origin not allowed");
@@ -127,7 +129,7 @@ fn admit(
             )));
         }
     }
-    let principal = match relay
+    let principal = match live
         .auth
         .authenticate(req.headers().get(AUTHORIZATION).map(|v| v.as_bytes()))
     {
@@ -156,8 +158,8 @@ fn admit(
             return Err(Box::new(resp));
         }
     };
-    let Some(tool) = relay.tools.iter().find(|t| t.name == name) else {
-        let hosted: Vec<&str> = relay
+    let Some(tool) = live.tool(name) else {
+        let hosted: Vec<&str> = live
             .tools
             .iter()
             .filter(|t| principal.grant.allows(&t.name))

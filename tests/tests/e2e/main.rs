@@ -18,6 +18,7 @@ mod oauth_upstream;
 mod operations;
 mod peers;
 mod policy;
+mod reload;
 mod resilience;
 mod scale_out;
 mod security;
