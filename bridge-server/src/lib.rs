@@ -12,7 +12,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
@@ -24,25 +23,26 @@ pub mod confine;
 pub mod demo_tool;
 mod handshake;
 mod http;
+mod live;
 mod metrics;
 pub mod policy;
+pub mod reload;
 mod session;
 
 pub use child::SpawnError;
 pub use config::{Config, ConfigError, Limits, Loaded, Problem, Severity, ToolConfig};
+pub use reload::Reload;
 
 /// State shared by every connection of one relay.
 pub(crate) struct Relay {
     /// This node's name (`node_id`), the first part of every session id it makes.
     pub(crate) node_id: Option<String>,
-    /// The other nodes, for Streamable HTTP requests of their sessions (`http::forward`).
-    pub(crate) cluster: config::Cluster,
-    pub(crate) tools: Vec<Arc<ToolConfig>>,
+    /// The address the relay serves (its canonical URI when none is configured).
+    pub(crate) local: std::net::SocketAddr,
+    /// Tools, auth, origins, the other nodes, the certificate and what the relay publishes as
+    /// an OAuth protected resource: what a reload replaces.
+    pub(crate) live: live::LiveCell,
     pub(crate) limits: Limits,
-    pub(crate) auth: auth::AuthConfig,
-    /// What the relay publishes as an OAuth protected resource (JWT auth only).
-    pub(crate) resource: Option<auth::resource::Resource>,
-    pub(crate) allowed_origins: Vec<String>,
     pub(crate) metrics: Arc<metrics::Metrics>,
     /// Whether `/metrics` is served on the main listener (no separate metrics address).
     pub(crate) metrics_on_main: bool,
@@ -68,6 +68,13 @@ pub(crate) struct Relay {
 #[derive(Clone, Debug, Default)]
 pub struct ShutdownHandle {
     inner: session::Shutdown,
+}
+
+impl Relay {
+    /// The config in force for new requests and sessions (see [`live::Live`]).
+    pub(crate) fn live(&self) -> Arc<live::Live> {
+        self.live.get()
+    }
 }
 
 impl ShutdownHandle {
@@ -229,7 +236,7 @@ fn client_identity<S>(
     relay: &Relay,
     stream: &tokio_rustls::server::TlsStream<S>,
 ) -> Option<Arc<auth::CertIdentity>> {
-    if !matches!(relay.auth, auth::AuthConfig::Certs(_)) {
+    if !matches!(relay.live().auth, auth::AuthConfig::Certs(_)) {
         return None;
     }
     let der = stream.get_ref().1.peer_certificates()?.first()?;
@@ -266,6 +273,17 @@ pub async fn run(
     config: Config,
     shutdown: ShutdownHandle,
 ) -> std::io::Result<()> {
+    run_reloading(listener, config, None, shutdown).await
+}
+
+/// [`run`], and with `reloading`, the config file read again on SIGHUP and whenever its
+/// contents change (see [`reload`]).
+pub async fn run_reloading(
+    listener: TcpListener,
+    config: Config,
+    reloading: Option<Reload>,
+    shutdown: ShutdownHandle,
+) -> std::io::Result<()> {
     // The config check covers `listen`, but the caller may have bound elsewhere (--listen):
     // check the address actually served.
     let local = listener.local_addr()?;
@@ -276,10 +294,7 @@ pub async fn run(
         )));
     }
     let tls = match &config.tls {
-        Some(t) => Some(TlsAcceptor::from(
-            shared::tls::server_config(&t.cert, &t.key, t.client_ca.as_deref())
-                .map_err(std::io::Error::other)?,
-        )),
+        Some(t) => Some(reload::tls_acceptor(t).map_err(std::io::Error::other)?),
         None => None,
     };
     preflight(&config).map_err(std::io::Error::other)?;
@@ -288,36 +303,23 @@ pub async fn run(
     metrics.set_limits(&config.limits, &config.tools);
     let handshakes = handshake::Gate::new(&config.limits, metrics.clone());
     let mut shed_log = handshake::ShedLog::new(metrics.clone());
-    let resource = match &config.auth {
-        auth::AuthConfig::Jwt(j) => {
-            if j.resource.url.is_none() && j.audience.is_empty() && local.ip().is_unspecified() {
-                return Err(std::io::Error::other(format!(
-                    "serving {local} (every address) with JWT auth: set [auth.jwt] resource_url \
-                     to the relay's public URL, so that tokens are checked against it"
-                )));
-            }
-            if let auth::KeySource::Remote(keys) = &j.keys {
-                keys.start(metrics.clone(), shutdown.inner.force.clone());
-            }
-            Some(auth::resource::Resource::new(
-                j,
-                local,
-                config.tls.is_some(),
-            ))
-        }
-        _ => None,
-    };
+    let mut config = config;
+    let resource = live::resource_of(&mut config, local, None, &metrics, &shutdown.inner.force)
+        .map_err(std::io::Error::other)?;
+    let hash = reloading.as_ref().map_or_else(
+        || "builtin".to_owned(),
+        |r| reload::file_hash(&r.path).unwrap_or_else(|| "unreadable".to_owned()),
+    );
+    info!(config_hash = %hash, "config in force");
+    metrics.config_loaded(None, &hash);
     let relay = Arc::new(Relay {
-        node_id: config.node_id,
-        cluster: config.cluster,
-        tools: config.tools.into_iter().map(Arc::new).collect(),
-        limits: config.limits,
-        auth: config.auth,
-        resource,
-        allowed_origins: config.allowed_origins,
+        node_id: config.node_id.clone(),
+        local,
+        live: live::LiveCell::new(live::Live::of(&config, tls.clone(), resource, hash)),
+        limits: config.limits.clone(),
         metrics,
         metrics_on_main: config.metrics_listen.is_none(),
-        admin_tokens: config.admin_tokens,
+        admin_tokens: config.admin_tokens.clone(),
         shutdown: shutdown.inner.clone(),
         registry: Arc::default(),
         tracker: TaskTracker::new(),
@@ -330,6 +332,11 @@ pub async fn run(
         info!("metrics on http://{}/metrics", listener.local_addr()?);
         let relay = relay.clone();
         tokio::spawn(serve_metrics(listener, relay));
+    }
+    if let Some(reloading) = reloading {
+        relay
+            .tracker
+            .spawn(reload::watch(relay.clone(), reloading, config));
     }
     // While draining, the listener stays open so clients that were away can still resume and
     // collect their answers; new sessions are refused (503). It closes once every session has
@@ -397,7 +404,8 @@ pub async fn run(
         };
         let relay2 = relay.clone();
         let conn_shutdown = relay.shutdown.force.clone();
-        let tls = tls.clone();
+        // Each new connection gets the certificate in force now (a reload may renew it).
+        let tls = tls.as_ref().and(relay2.live().tls.clone());
         relay.tracker.spawn(async move {
             let header_timeout = relay2.limits.header_read_timeout;
             let serve = async {

@@ -252,11 +252,21 @@ async fn real_main(args: Args) -> anyhow::Result<ExitCode> {
             Config::builtin(&exe)
         }
     };
-    if let Some(listen) = args.listen {
-        config.listen = listen;
-    }
-    if let Some(node) = args.node_id {
-        config.node_id = Some(node);
+    let reloading = args.config.clone().map(|path| bridge_server::Reload {
+        path,
+        listen: args.listen,
+        node_id: args.node_id.clone(),
+    });
+    match &reloading {
+        Some(r) => r.apply_overrides(&mut config),
+        None => {
+            if let Some(listen) = args.listen {
+                config.listen = listen;
+            }
+            if let Some(node) = args.node_id {
+                config.node_id = Some(node);
+            }
+        }
     }
     if let Err(why) = bridge_server::preflight(&config) {
         eprintln!("bridge-server: {why}; the relay did not start");
@@ -275,7 +285,7 @@ async fn real_main(args: Args) -> anyhow::Result<ExitCode> {
     }
     let shutdown = ShutdownHandle::new();
     tokio::spawn(on_signals(shutdown.clone()));
-    bridge_server::run(listener, config, shutdown).await?;
+    bridge_server::run_reloading(listener, config, reloading, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -152,6 +152,10 @@ pub(crate) struct Metrics {
     pub(crate) jwks_keys: Gauge,
     /// Key fetches that failed in a row (0 after a success).
     pub(crate) jwks_failures: Gauge,
+    /// Config reloads, by result (`ok`, `error`).
+    pub(crate) config_reloads: Family<ResultLabel, Counter>,
+    /// 1, labelled with the hash of the config in force.
+    pub(crate) config_info: Family<HashLabel, Gauge>,
 }
 
 /// Labels of `mcp_bridge_session_ends_total`.
@@ -182,6 +186,18 @@ pub(crate) fn error_code_label(code: Option<i64>) -> String {
         Some(c @ -32768..=-32000) => c.to_string(),
         _ => "other".to_owned(),
     }
+}
+
+/// Labels of `mcp_bridge_config_reloads_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ResultLabel {
+    pub(crate) result: &'static str,
+}
+
+/// Labels of `mcp_bridge_config_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct HashLabel {
+    pub(crate) hash: String,
 }
 
 /// Labels of `mcp_bridge_http_forwarded_total`.
@@ -227,6 +243,8 @@ impl Metrics {
             jwks_fetches: Family::default(),
             jwks_keys: Gauge::default(),
             jwks_failures: Gauge::default(),
+            config_reloads: Family::default(),
+            config_info: Family::default(),
             registry: Registry::default(),
         };
         // The relay's own metrics carry the prefix; the standard `process_*` ones do not.
@@ -295,6 +313,17 @@ impl Metrics {
             "auth_failures",
             "Rejected credentials, by reason",
             m.auth_failures.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Config reloads (SIGHUP or a changed file), by result (ok, error: the file was \
+             refused and the previous config stays in force)",
+            m.config_reloads.clone(),
+        );
+        registry.register(
+            "config_info",
+            "1, labelled with the first 12 hex digits of the SHA-256 of the config file in force",
+            m.config_info.clone(),
         );
         registry.register(
             "http_forwarded",
@@ -377,6 +406,27 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+
+    /// A config reload: `ok` or `error`.
+    pub(crate) fn config_reload(&self, result: &'static str) {
+        self.config_reloads
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// The config with hash `hash` is in force (in place of `previous`).
+    pub(crate) fn config_loaded(&self, previous: Option<&str>, hash: &str) {
+        if let Some(previous) = previous.filter(|p| *p != hash) {
+            self.config_info.remove(&HashLabel {
+                hash: previous.to_owned(),
+            });
+        }
+        self.config_info
+            .get_or_create(&HashLabel {
+                hash: hash.to_owned(),
+            })
+            .set(1);
     }
 
     /// A request for another node's session: `passed_on`, or `unreachable`.

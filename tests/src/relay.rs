@@ -21,7 +21,7 @@ pub struct Relay {
     pub addr: SocketAddr,
     /// Its stderr.
     pub log: Log,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Relay {
@@ -68,7 +68,7 @@ impl Relay {
             child: Some(child),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             log,
-            _dir: dir,
+            dir,
         };
         let marker = "bridge-server listening on ";
         relay.log.wait_for(marker, Duration::from_secs(10))?;
@@ -97,6 +97,11 @@ impl Relay {
     }
 
     /// The relay's PID.
+    /// The relay's config file (rewrite it to test reloads).
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("relay.toml")
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(Child::id).unwrap_or(0)
     }

@@ -85,6 +85,7 @@ pub(super) fn check(
             user: e.user.clone(),
             grant: e.grant.clone(),
             groups: e.groups.clone(),
+            credential: None,
         })
         .ok_or(AuthError::UnknownCertificate)
 }

@@ -131,5 +131,6 @@ pub(super) fn check(
         user,
         grant,
         groups,
+        credential: None,
     })
 }

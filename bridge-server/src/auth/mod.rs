@@ -61,6 +61,9 @@ pub struct Principal {
     pub grant: Grant,
     /// Groups the user belongs to (for per-tool policy rules).
     pub groups: Vec<String>,
+    /// Which configured static token it presented (that entry's SHA-256, never the token), so
+    /// a config reload can tell whether the token is still there. `None` for JWTs and no auth.
+    pub credential: Option<[u8; 32]>,
 }
 
 /// The variable naming the user to a tool process.
@@ -315,6 +318,26 @@ pub fn parse_hash(text: &str) -> Option<[u8; 32]> {
 }
 
 impl AuthConfig {
+    /// Whether a session that `user` opened for `tool` with `credential` would still be let in
+    /// under this config (after a reload). Static tokens: the same token is still configured,
+    /// for the same user, and still grants the tool (so a session opened without credentials
+    /// ends once tokens are required). No auth: every session. A JWT session is not checked
+    /// again: its token expires on its own.
+    pub fn still_admits(&self, user: &str, credential: Option<&[u8; 32]>, tool: &str) -> bool {
+        match self {
+            AuthConfig::None => true,
+            AuthConfig::Tokens(entries) => credential.is_some_and(|c| {
+                entries
+                    .iter()
+                    .any(|e| &e.sha256 == c && e.user == user && e.grant.allows(tool))
+            }),
+            AuthConfig::Jwt(_) => true,
+            // A certificate session is not checked again (its certificate was verified at
+            // the handshake; a removed mapping stops new sessions).
+            AuthConfig::Certs(_) => true,
+        }
+    }
+
     /// Authenticates a connection's verified client certificate (`mtls` mode; the other modes
     /// ignore it and look at the `Authorization` header).
     pub fn authenticate_cert(&self, id: Option<&CertIdentity>) -> Result<Principal, AuthError> {
@@ -337,6 +360,7 @@ impl AuthConfig {
                 user: "anonymous".to_owned(),
                 grant: Grant::All,
                 groups: Vec::new(),
+                credential: None,
             });
         }
         let token = bearer(header)?;
@@ -388,6 +412,7 @@ fn check_token(entries: &[TokenEntry], token: &str) -> Result<Principal, AuthErr
             user: e.user.clone(),
             grant: e.grant.clone(),
             groups: e.groups.clone(),
+            credential: Some(e.sha256),
         })
         .ok_or(AuthError::UnknownToken)
 }
@@ -456,6 +481,7 @@ mod tests {
             user: "alice\n".into(),
             grant: Grant::All,
             groups: vec!["eng".into(), "ops".into()],
+            credential: None,
         };
         let env = p.env();
         assert_eq!(env[0].0, USER_ENV);

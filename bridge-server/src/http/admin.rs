@@ -163,7 +163,7 @@ async fn end(relay: &Relay, admin: &str, id: &str, peer: SocketAddr) -> Response
     };
     let sid = short_id(&s.id).to_owned();
     let before = s.snapshot(session::now_ms());
-    if before.state == session::State::Ending || !s.request_end() {
+    if before.state == session::State::Ending || !s.request_end(session::EndRequest::Admin) {
         info!(target: "audit", event = "admin", admin = %admin, action = "end", session = %sid, user = %s.user, tool = %s.tool, result = "already_ending", %peer, "admin asked to end a session already ending");
         return error(
             StatusCode::CONFLICT,

@@ -31,7 +31,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The session's node, and where it listens, when the request names a session of another
 /// node this relay knows (and was not passed on already).
 pub(super) fn elsewhere<B>(req: &Request<B>, relay: &Relay) -> Option<(String, String)> {
-    if relay.cluster.is_empty() || req.headers().contains_key(FORWARDED) {
+    let live = relay.live();
+    if live.cluster.is_empty() || req.headers().contains_key(FORWARDED) {
         return None;
     }
     let sid = req.headers().get("mcp-session-id")?.to_str().ok()?;
@@ -39,7 +40,7 @@ pub(super) fn elsewhere<B>(req: &Request<B>, relay: &Relay) -> Option<(String, S
     if relay.node_id.as_deref() == Some(node) || check_node_id(node).is_err() {
         return None;
     }
-    let addr = relay.cluster.address_of(node)?;
+    let addr = live.cluster.address_of(node)?;
     Some((node.to_owned(), addr))
 }
 
@@ -79,7 +80,7 @@ pub(super) async fn forward(
         Ok(resp) => {
             relay
                 .metrics
-                .forwarded(node_label(node, relay), "passed_on");
+                .forwarded(&node_label(node, relay), "passed_on");
             debug!(%peer, node, status = resp.status().as_u16(), "passed a request on to its session's node");
             resp.map(|body| Either::Right(Either::Right(body)))
         }
@@ -89,11 +90,11 @@ pub(super) async fn forward(
 
 /// The metric label for a node: its id when it is one of `[cluster] peers`, else "other"
 /// (ids under `peer_address` come from clients: not a label).
-fn node_label<'a>(node: &'a str, relay: &Relay) -> &'a str {
-    if relay.cluster.peers.contains_key(node) {
-        node
+fn node_label(node: &str, relay: &Relay) -> String {
+    if relay.live().cluster.peers.contains_key(node) {
+        node.to_owned()
     } else {
-        "other"
+        "other".to_owned()
     }
 }
 
@@ -104,7 +105,7 @@ fn unreachable(node: &str, addr: &str, why: &str, relay: &Relay) -> Response<Bod
     );
     relay
         .metrics
-        .forwarded(node_label(node, relay), "unreachable");
+        .forwarded(&node_label(node, relay), "unreachable");
     json(
         StatusCode::NOT_FOUND,
         jsonrpc::error_response(

@@ -12,7 +12,8 @@ use crate::Relay;
 
 /// Answers a request for the metadata at `rest` (the path after the well-known prefix).
 pub(super) fn serve(req: &Request<Incoming>, rest: &str, relay: &Relay) -> Response<Body> {
-    let Some(resource) = &relay.resource else {
+    let live = relay.live();
+    let Some(resource) = &live.resource else {
         return text(
             StatusCode::NOT_FOUND,
             "not found: this relay does not take OAuth access tokens (its [auth] mode is not \
@@ -29,7 +30,7 @@ pub(super) fn serve(req: &Request<Incoming>, rest: &str, relay: &Relay) -> Respo
         match rest.trim_end_matches('/') {
             "" => None,
             other => match other.strip_prefix("/mcp/") {
-                Some(name) if relay.tools.iter().any(|t| t.name == name) => Some(name),
+                Some(name) if live.tool(name).is_some() => Some(name),
                 _ => return text(
                     StatusCode::NOT_FOUND,
                     "not found: metadata is at /.well-known/oauth-protected-resource/mcp/<tool> \

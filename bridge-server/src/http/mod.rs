@@ -32,6 +32,7 @@ use tracing::{info, warn};
 use crate::auth::resource::{self, ChallengeError};
 use crate::auth::{AuthConfig, AuthError, CertIdentity, KeySource, Principal};
 use crate::config::ToolConfig;
+use crate::live::Live;
 use crate::metrics::ReasonLabel;
 use crate::Relay;
 
@@ -118,6 +119,8 @@ async fn admit(
     peer: SocketAddr,
     cert: Option<&CertIdentity>,
 ) -> Result<(Arc<ToolConfig>, Principal), Box<Response<Body>>> {
+    // The config in force for this request, whatever a reload does meanwhile.
+    let live = relay.live();
     if let Some(origin) = req.headers().get(ORIGIN) {
         let host = req
             .headers()
@@ -126,7 +129,7 @@ async fn admit(
             .or_else(|| req.uri().authority().map(|a| a.as_str()));
         let allowed = origin
             .to_str()
-            .is_ok_and(|o| origin::allowed(o, host, &relay.allowed_origins));
+            .is_ok_and(|o| origin::allowed(o, host, &live.allowed_origins));
         if !allowed {
             let shown = String::from_utf8_lossy(origin.as_bytes()).into_owned();
             warn!(target: "audit", event = "refused", reason = "origin", origin = %shown, %peer, "origin not allowed");
@@ -137,7 +140,7 @@ async fn admit(
             )));
         }
     }
-    let principal = match authenticate(req, name, relay, cert).await {
+    let principal = match authenticate(req, name, &live, cert).await {
         Ok(p) => p,
         Err(e) => {
             warn!(target: "audit", event = "auth_failure", reason = e.code(), %peer, tool = %name, "authentication failed");
@@ -147,11 +150,11 @@ async fn admit(
                 .get_or_create(&ReasonLabel { reason: e.code() })
                 .inc();
             relay.metrics.reject("unauthenticated");
-            return Err(Box::new(unauthorized(&e, name, relay)));
+            return Err(Box::new(unauthorized(&e, name, &live)));
         }
     };
-    let Some(tool) = relay.tools.iter().find(|t| t.name == name) else {
-        let hosted: Vec<&str> = relay
+    let Some(tool) = live.tool(name) else {
+        let hosted: Vec<&str> = live
             .tools
             .iter()
             .filter(|t| principal.grant.allows(&t.name))
@@ -170,12 +173,12 @@ async fn admit(
     if !principal.grant.allows(&tool.name) {
         warn!(target: "audit", event = "refused", reason = "not_granted", user = %principal.user, tool = %name, %peer, "tool not granted");
         relay.metrics.reject("not_granted");
-        let scopes = relay
+        let scopes = live
             .resource
             .as_ref()
             .map(|r| r.scopes(Some(name)).join(" "))
             .unwrap_or_default();
-        let Some(r) = relay.resource.as_ref().filter(|_| !scopes.is_empty()) else {
+        let Some(r) = live.resource.as_ref().filter(|_| !scopes.is_empty()) else {
             return Err(Box::new(text(
                 StatusCode::FORBIDDEN,
                 &format!("user `{}` is not granted tool `{name}`", principal.user),
@@ -205,23 +208,23 @@ async fn admit(
 async fn authenticate(
     req: &Request<Incoming>,
     name: &str,
-    relay: &Relay,
+    live: &Live,
     cert: Option<&CertIdentity>,
 ) -> Result<Principal, AuthError> {
-    if let AuthConfig::Certs(_) = &relay.auth {
-        return relay.auth.authenticate_cert(cert);
+    if let AuthConfig::Certs(_) = &live.auth {
+        return live.auth.authenticate_cert(cert);
     }
     let header = req
         .headers()
         .get(AUTHORIZATION)
         .map(|v| v.as_bytes().to_vec());
-    let audiences = relay
+    let audiences = live
         .resource
         .as_ref()
         .map(|r| r.audiences(name))
         .unwrap_or_default();
-    let result = relay.auth.authenticate(header.as_deref(), &audiences);
-    let remote = match &relay.auth {
+    let result = live.auth.authenticate(header.as_deref(), &audiences);
+    let remote = match &live.auth {
         AuthConfig::Jwt(j) => match &j.keys {
             KeySource::Remote(k) => Some(k.clone()),
             _ => None,
@@ -231,7 +234,7 @@ async fn authenticate(
     match (result, remote) {
         (Err(AuthError::UnknownKey | AuthError::KeysUnavailable), Some(keys)) => {
             keys.refetch().await;
-            relay.auth.authenticate(header.as_deref(), &audiences)
+            live.auth.authenticate(header.as_deref(), &audiences)
         }
         (result, _) => result,
     }
@@ -240,7 +243,7 @@ async fn authenticate(
 /// The 401 (503 while the identity provider's keys are not there yet) for a refused
 /// credential, with a Bearer challenge: naming the resource metadata and the scopes when the
 /// relay is an OAuth resource server.
-fn unauthorized(e: &AuthError, name: &str, relay: &Relay) -> Response<Body> {
+fn unauthorized(e: &AuthError, name: &str, live: &Live) -> Response<Body> {
     if matches!(e, AuthError::NoCertificate | AuthError::UnknownCertificate) {
         // A certificate is not a bearer credential: no challenge to answer, so 403.
         return text(StatusCode::FORBIDDEN, &e.to_string());
@@ -257,7 +260,7 @@ fn unauthorized(e: &AuthError, name: &str, relay: &Relay) -> Response<Body> {
     } else {
         ChallengeError::InvalidToken(e.code())
     };
-    let challenge = match (&relay.resource, error) {
+    let challenge = match (&live.resource, error) {
         (Some(r), _) => r.challenge(name, error),
         (None, ChallengeError::InvalidToken(code)) => format!(
             "Bearer realm=\"mcp-bridge\", error=\"invalid_token\", error_description=\"{code}\""

@@ -65,13 +65,16 @@ pub(super) fn start(
         (_, Framing::V1) => "v1",
         (_, Framing::Plain) => "mcp",
     };
-    let info = Arc::new(session::SessionInfo::new(
-        &session_id,
-        &principal.user,
-        &tool.name,
-        opening.carrier,
-        wire,
-    ));
+    let info = Arc::new(
+        session::SessionInfo::new(
+            &session_id,
+            &principal.user,
+            &tool.name,
+            opening.carrier,
+            wire,
+        )
+        .with_credential(principal.credential),
+    );
     if let Err(over) = relay.registry.try_insert(&info, door, limits) {
         let (status, reason, text_) = match over {
             session::Over::User(max) => (

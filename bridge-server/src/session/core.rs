@@ -207,9 +207,15 @@ impl Core {
         self.end(EndReason::RelayShutdown);
     }
 
-    /// An administrator ends this session now.
-    pub(crate) fn on_admin_end(&mut self) {
-        self.end(EndReason::RelayAdmin);
+    /// The relay ends this session now, as asked through its [`SessionInfo`]: an
+    /// administrator, or a reload that revoked its credentials.
+    ///
+    /// [`SessionInfo`]: super::SessionInfo
+    pub(crate) fn on_end_request(&mut self, why: super::EndRequest) {
+        self.end(match why {
+            super::EndRequest::Admin => EndReason::RelayAdmin,
+            super::EndRequest::Revoked => EndReason::RelayRevoked,
+        });
     }
 
     /// Whether the client is connected (a v1 client may be away, waiting to resume).

@@ -137,7 +137,7 @@ pub(crate) async fn run(
                 drained = true;
                 core.on_drain();
             }
-            () = p.info.end_requested() => core.on_admin_end(),
+            () = p.info.end_requested() => core.on_end_request(p.info.end_request()),
             attach = next_attach(attach_rx.as_mut()) => {
                 let Some(attach) = attach else {
                     attach_rx = None;

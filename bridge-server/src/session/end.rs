@@ -52,6 +52,9 @@ pub(crate) enum EndReason {
     RelayResumeBufferFull { messages: usize, bytes: usize },
     /// An administrator ended the session (the admin API, `bridge-server sessions --end`).
     RelayAdmin,
+    /// A config reload removed the token (or the grant of this tool) the session was opened
+    /// with.
+    RelayRevoked,
 }
 
 impl EndReason {
@@ -65,7 +68,8 @@ impl EndReason {
             EndReason::RelayShutdown
             | EndReason::RelayIdle(_)
             | EndReason::RelayResumeBufferFull { .. }
-            | EndReason::RelayAdmin => Source::Relay,
+            | EndReason::RelayAdmin
+            | EndReason::RelayRevoked => Source::Relay,
         }
     }
 
@@ -92,6 +96,7 @@ impl EndReason {
             EndReason::RelayIdle(_) => "idle",
             EndReason::RelayResumeBufferFull { .. } => "resume_buffer_full",
             EndReason::RelayAdmin => "admin",
+            EndReason::RelayRevoked => "revoked",
         }
     }
 
@@ -136,6 +141,10 @@ impl fmt::Display for EndReason {
             EndReason::RelayAdmin => {
                 f.write_str("the relay's administrator ended the session; a new one can be opened")
             }
+            EndReason::RelayRevoked => f.write_str(
+                "the relay's config no longer lets these credentials use this tool (the token \
+                 or its grant was removed); ask the relay's operator",
+            ),
         }
     }
 }

@@ -36,6 +36,15 @@ impl State {
     }
 }
 
+/// Why the relay asks a session to end (through its [`SessionInfo`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EndRequest {
+    /// An administrator (the admin API).
+    Admin = 0,
+    /// A config reload removed the session's credentials or grant.
+    Revoked = 1,
+}
+
 /// One session's facts and running figures, shared by its driver (which writes them) and the
 /// registry (which reads them for the admin API).
 #[derive(Debug)]
@@ -59,8 +68,11 @@ pub(crate) struct SessionInfo {
     messages_to_client: AtomicU64,
     bytes_to_tool: AtomicU64,
     bytes_to_client: AtomicU64,
-    /// Cancelled to ask the session's driver to end the session (an administrator's end).
+    /// The static token the session was opened with (its SHA-256), for reloads.
+    pub(crate) credential: Option<[u8; 32]>,
+    /// Cancelled to ask the session's driver to end the session; `end_why` says why.
     end: CancellationToken,
+    end_why: AtomicU8,
     /// Cancelled once the session is over and its tool reaped.
     done: CancellationToken,
 }
@@ -96,9 +108,17 @@ impl SessionInfo {
             messages_to_client: AtomicU64::new(0),
             bytes_to_tool: AtomicU64::new(0),
             bytes_to_client: AtomicU64::new(0),
+            credential: None,
             end: CancellationToken::new(),
+            end_why: AtomicU8::new(EndRequest::Admin as u8),
             done: CancellationToken::new(),
         }
+    }
+
+    /// With the static token the session was opened with.
+    pub(crate) fn with_credential(mut self, credential: Option<[u8; 32]>) -> SessionInfo {
+        self.credential = credential;
+        self
     }
 
     /// When the session started, in ms since the Unix epoch.
@@ -137,11 +157,23 @@ impl SessionInfo {
         self.last_activity_ms.store(now_ms(), Relaxed);
     }
 
-    /// Asks the session's driver to end the session; false if it was asked already.
-    pub(crate) fn request_end(&self) -> bool {
+    /// Asks the session's driver to end the session, saying why; false if it was asked
+    /// already (the first reason stands).
+    pub(crate) fn request_end(&self, why: EndRequest) -> bool {
         let first = !self.end.is_cancelled();
+        if first {
+            self.end_why.store(why as u8, Relaxed);
+        }
         self.end.cancel();
         first
+    }
+
+    /// Why an end was asked for.
+    pub(crate) fn end_request(&self) -> EndRequest {
+        match self.end_why.load(Relaxed) {
+            1 => EndRequest::Revoked,
+            _ => EndRequest::Admin,
+        }
     }
 
     /// Resolves when an end was asked for.
@@ -280,7 +312,15 @@ mod tests {
     #[test]
     fn an_end_is_asked_once() {
         let info = SessionInfo::new("b", "bob", "demo", "http", "http");
-        assert!(info.request_end());
-        assert!(!info.request_end(), "a second ask is not a new one");
+        assert!(info.request_end(EndRequest::Revoked));
+        assert!(
+            !info.request_end(EndRequest::Admin),
+            "a second ask is not a new one"
+        );
+        assert_eq!(
+            info.end_request(),
+            EndRequest::Revoked,
+            "the first reason stands"
+        );
     }
 }

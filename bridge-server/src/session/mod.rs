@@ -33,7 +33,7 @@ use crate::metrics::Metrics;
 pub(crate) use carrier::Carrier;
 pub(crate) use driver::{run, Socket};
 pub(crate) use http::HttpDoor;
-pub(crate) use info::{end_wait, now_ms, SessionInfo, Snapshot, State};
+pub(crate) use info::{end_wait, now_ms, EndRequest, SessionInfo, Snapshot, State};
 pub(crate) use registry::{
     Door, Lookup, Over, Registry, ResumeRefusal, SessionLimits, Shutdown, MIN_PREFIX,
 };

@@ -20,6 +20,7 @@ mod observability;
 mod operations;
 mod peers;
 mod policy;
+mod reload;
 mod resilience;
 mod scale_out;
 mod security;

@@ -83,6 +83,12 @@ impl RemoteKeys {
     }
 
     /// The key for a token's `kid`.
+    /// Whether `other` fetches from the same provider the same way (a reload may keep this
+    /// one, with its cache and refresh).
+    pub(crate) fn same_source(&self, other: &RemoteKeys) -> bool {
+        self.issuer == other.issuer && self.configured == other.configured
+    }
+
     pub(crate) fn find(&self, kid: Option<&str>) -> KeyLookup {
         match self.cache().find(kid) {
             Lookup::Found(k) => KeyLookup::Found(Box::new(k.clone())),

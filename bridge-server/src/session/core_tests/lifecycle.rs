@@ -125,7 +125,7 @@ fn an_administrators_end_answers_calls_in_flight_with_its_reason() {
     drain_tool(&mut core, t0);
     tool_result(&mut core, 1, t0);
     assert!(core.is_attached());
-    core.on_admin_end();
+    core.on_end_request(crate::session::EndRequest::Admin);
     assert!(core.check_done(), "ends at once, calls in flight or not");
     let reason = core.finish();
     assert_eq!(reason, EndReason::RelayAdmin);
