@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::resource::Resource;
 use crate::auth::{AuthConfig, KeySource};
-use crate::config::{Cluster, Config, ToolConfig};
+use crate::config::{Cluster, Config, OnRevoke, ToolConfig};
 use crate::metrics::Metrics;
 
 /// The config in force for new requests and sessions.
@@ -28,6 +28,8 @@ pub(crate) struct Live {
     pub(crate) resource: Option<Resource>,
     /// The first 12 hex digits of the config file's SHA-256, or `builtin`.
     pub(crate) hash: String,
+    /// `[auth] on_revoke`: how a reload ends a session whose credentials it removed.
+    pub(crate) on_revoke: OnRevoke,
 }
 
 impl Live {
@@ -46,6 +48,7 @@ impl Live {
             tls,
             resource,
             hash,
+            on_revoke: config.on_revoke,
         }
     }
 

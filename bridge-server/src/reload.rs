@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use tokio_rustls::TlsAcceptor;
 use tracing::{error, info, warn};
 
-use crate::config::{Config, TlsFiles};
+use crate::config::{Config, OnRevoke, TlsFiles};
 use crate::live::Live;
 use crate::session::EndRequest;
 use crate::Relay;
@@ -240,12 +240,19 @@ fn revoke(relay: &Relay) -> usize {
         if live
             .auth
             .still_admits(&s.user, s.credential.as_ref(), &s.tool)
-            || !s.request_end(EndRequest::Revoked)
         {
             continue;
         }
+        let when = match live.on_revoke {
+            OnRevoke::End if s.request_end(EndRequest::Revoked) => "now",
+            OnRevoke::End => continue, // already ending
+            OnRevoke::NextCall => {
+                s.revoke_after_next_call();
+                "after_next_call"
+            }
+        };
         ended += 1;
-        warn!(target: "audit", event = "revoked", user = %s.user, tool = %s.tool, session = %crate::session::short_id(&s.id), "the reloaded config no longer admits this session's credentials; ending it");
+        warn!(target: "audit", event = "revoked", user = %s.user, tool = %s.tool, session = %crate::session::short_id(&s.id), when, "the reloaded config no longer admits this session's credentials; ending it");
     }
     ended
 }

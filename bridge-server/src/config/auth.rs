@@ -13,6 +13,7 @@ use crate::auth::{
 use super::diag::Problems;
 use super::read::Section;
 use super::server::resolve;
+use super::OnRevoke;
 
 const MODES: &str = "use \"none\", \"tokens\", \"jwt\" or \"mtls\"";
 
@@ -26,7 +27,7 @@ pub(super) fn auth(
         return Some(AuthConfig::None);
     }
     let a = root.table("auth", p)?;
-    a.only(&["mode", "token", "jwt", "cert"], p);
+    a.only(&["mode", "token", "jwt", "cert", "on_revoke"], p);
     let tokens = a.tables("token", p);
     let certs = a.tables("cert", p);
     let jwt = a.table("jwt", p);
@@ -411,4 +412,27 @@ fn resource(j: &Section<'_, '_>, p: &mut Problems<'_>) -> Option<ResourceConfig>
         url,
         authorization_servers,
     })
+}
+
+/// `[auth] on_revoke`: what a reload does to a live session whose static token (or its grant
+/// of the session's tool) was removed: `"end"` (default) or `"next_call"`.
+pub(super) fn on_revoke(root: &Section<'_, '_>, p: &mut Problems<'_>) -> OnRevoke {
+    let Some(a) = root.child("auth") else {
+        return OnRevoke::End;
+    };
+    let Some((text, at)) = a.string("on_revoke", p) else {
+        return OnRevoke::End;
+    };
+    match text {
+        "end" => OnRevoke::End,
+        "next_call" => OnRevoke::NextCall,
+        other => {
+            p.error(
+                at,
+                &a.key("on_revoke"),
+                format!("`{other}` is not a choice: write \"end\" (at once) or \"next_call\""),
+            );
+            OnRevoke::End
+        }
+    }
 }

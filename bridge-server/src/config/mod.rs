@@ -57,6 +57,8 @@ pub struct Config {
     pub node_id: Option<String>,
     /// Where the other nodes are (`[cluster]`), to pass on requests for their sessions.
     pub cluster: Cluster,
+    /// `[auth] on_revoke`.
+    pub on_revoke: OnRevoke,
     /// TLS certificate, key and optional client CA (mutual TLS); plain TCP when unset.
     pub tls: Option<TlsFiles>,
     /// How callers are authenticated.
@@ -73,6 +75,16 @@ pub struct Config {
     pub limits: Limits,
     /// The hosted tools, by the name that appears in `/mcp/<name>`.
     pub tools: Vec<ToolConfig>,
+}
+
+/// What a reload does to a live session whose static token, or its grant, was removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnRevoke {
+    /// End the session at once (calls in flight answered with an error).
+    #[default]
+    End,
+    /// Let the call in flight, or the next one, be answered; then end the session.
+    NextCall,
 }
 
 /// The other relay nodes (`[cluster]`), by node id.
@@ -267,6 +279,7 @@ impl Config {
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8787))),
             node_id: None,
             cluster: Cluster::default(),
+            on_revoke: OnRevoke::End,
             tls: None,
             auth: AuthConfig::None,
             metrics_listen: None,
@@ -319,6 +332,7 @@ impl Config {
         let listen = server::listen(&root, &mut p);
         let node_id = server::node_id(&root, &mut p);
         let cluster = server::cluster(&root, &mut p);
+        let on_revoke = auth::on_revoke(&root, &mut p);
         let tls = server::tls(&root, base, &mut p);
         let auth = auth::auth(&root, base, &mut p);
         if let (Some(listen), Some(auth)) = (listen, &auth) {
@@ -343,6 +357,7 @@ impl Config {
             listen: listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8787))),
             node_id,
             cluster,
+            on_revoke,
             tls,
             auth: auth.unwrap_or(AuthConfig::None),
             metrics_listen,

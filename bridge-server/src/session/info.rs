@@ -5,7 +5,7 @@
 //! the session. Reading them for a listing is [`SessionInfo::snapshot`]; serving them is the
 //! admin module's job, deciding anything about messages is not this module's.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -73,6 +73,9 @@ pub(crate) struct SessionInfo {
     /// Cancelled to ask the session's driver to end the session; `end_why` says why.
     end: CancellationToken,
     end_why: AtomicU8,
+    /// A reload revoked the session's credentials with `on_revoke = "next_call"`: the session
+    /// ends once its next call is answered.
+    revoked_pending: AtomicBool,
     /// Cancelled once the session is over and its tool reaped.
     done: CancellationToken,
 }
@@ -111,6 +114,7 @@ impl SessionInfo {
             credential: None,
             end: CancellationToken::new(),
             end_why: AtomicU8::new(EndRequest::Admin as u8),
+            revoked_pending: AtomicBool::new(false),
             done: CancellationToken::new(),
         }
     }
@@ -166,6 +170,18 @@ impl SessionInfo {
         }
         self.end.cancel();
         first
+    }
+
+    /// Ends the session once its next call is answered (see `revoked_pending`).
+    pub(crate) fn revoke_after_next_call(&self) {
+        self.revoked_pending.store(true, Relaxed);
+    }
+
+    /// A call was answered: a session revoked "at its next call" ends now.
+    pub(crate) fn call_answered(&self) {
+        if self.revoked_pending.load(Relaxed) {
+            self.request_end(EndRequest::Revoked);
+        }
     }
 
     /// Why an end was asked for.

@@ -51,6 +51,7 @@ impl<'a> Recorder<'a> {
             }
             Event::Call { call, outcome } => {
                 self.p.info.call();
+                self.p.info.call_answered();
                 let method = metrics::method_label(&call.method);
                 let metrics = &self.p.metrics;
                 let tool = &self.p.tool.name;

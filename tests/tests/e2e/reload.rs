@@ -299,3 +299,32 @@ fn sighup_reloads_and_a_listen_change_is_named_as_needing_a_restart() -> Result<
     ide.wait(T)?;
     Ok(())
 }
+
+#[test]
+fn with_on_revoke_next_call_a_revoked_session_ends_after_its_next_answer() -> Result<()> {
+    let next_call = |c: String| {
+        c.replace(
+            "mode = \"tokens\"\n",
+            "mode = \"tokens\"\non_revoke = \"next_call\"\n",
+        )
+    };
+    let alice = ("alice", "alice-token-1", &["demo"][..]);
+    let bob = ("bob", "bob-token-2", &["demo"][..]);
+    let relay = Relay::start_config(&next_call(config(&[alice, bob], &["demo"])?), &[])?;
+    let mut b = client(&relay, "demo", "bob-token-2")?;
+    assert_echo(&echo(&mut b, 1, "before")?, "before");
+    rewrite(&relay, &next_call(config(&[alice], &["demo"])?), "ok")?;
+    let log = relay.log.text();
+    assert!(
+        log.contains("event=\"revoked\"") && log.contains("when=\"after_next_call\""),
+        "{log}"
+    );
+    // The next call is still answered by the tool; then the session ends.
+    assert_echo(&echo(&mut b, 2, "last one")?, "last one");
+    let after = echo(&mut b, 3, "too late")?;
+    assert!(after.get("error").is_some(), "{after}");
+    wait_until(T, || relay.children().is_empty()).context("bob's tool ended")?;
+    b.close_stdin();
+    let _ = b.wait(T);
+    Ok(())
+}
