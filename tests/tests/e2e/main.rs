@@ -6,6 +6,7 @@
 //! `cargo build --workspace --bins`).
 
 mod abuse;
+mod conformance_client;
 mod floods;
 mod hosting;
 mod http_carrier;
