@@ -378,6 +378,18 @@ impl HttpCore {
         if init {
             if let Some(v) = negotiated_version(bytes) {
                 self.negotiated = Some(v);
+                // A stateful server may speak first as soon as it hears
+                // `notifications/initialized` (server-everything lists its new tools at once):
+                // open the stream for its own messages now, before the IDE has even seen this
+                // answer, so nothing it sends then is dropped for want of a stream. Stateless
+                // servers get it after `notifications/initialized`, as before.
+                if self.session.is_some() && self.legacy.is_none() && self.listen == Listen::Off {
+                    self.listen = Listen::Due {
+                        at: now,
+                        last_event_id: None,
+                        failures: 0,
+                    };
+                }
             }
         }
         let Some(ex) = ex else { return };
