@@ -22,6 +22,8 @@ pub(super) struct Post {
     pub(super) tries: u32,
     /// Sent again after a refresh or a sign-in: another 401 is answered, not waited on.
     pub(super) after_auth: bool,
+    /// Sent again after a `-32020` and a re-list (`relist`): another one reaches the IDE.
+    pub(super) relisted: bool,
 }
 
 impl Post {
@@ -30,6 +32,7 @@ impl Post {
             msg,
             tries: 0,
             after_auth: false,
+            relisted: false,
         }
     }
 }

@@ -276,6 +276,7 @@ fn a_server_that_never_answers_times_out_with_32011_and_frees_the_slot() {
 
 mod auth;
 mod legacy;
+mod relist;
 
 #[test]
 fn a_modern_tools_list_teaches_the_param_headers_of_later_calls() {

@@ -17,6 +17,7 @@ use mcp_bridge_tests::{bin, reap, run_driver, wait_until, Ide, Log, Peers};
 use serde_json::{json, Value};
 
 mod legacy;
+mod mismatch;
 mod resume;
 mod supergateway;
 
