@@ -477,9 +477,3 @@ impl Authorizer {
         })
     }
 }
-
-/// `bridge-client logout URL`: forgets the tokens and the registered client bound to it.
-pub fn forget(server_url: &str) -> Result<Option<store::Binding>, AuthError> {
-    let u = parse_server(server_url)?;
-    store::forget(&server_key(&u))
-}
