@@ -16,7 +16,9 @@ keyring under the mock server's (random-port) issuer; `bridge-client logout URL`
 at the end.
 
 What the client does, by scenario: `initialize` connects; `tools_call` lists the tools and
-calls `add_numbers`; `sse-retry` calls `test_reconnection`, whose answer comes on the stream
+calls `add_numbers`; `elicitation-sep1034-client-defaults` calls the tool that asks the
+client for a form (the server's request travels through bridge-client; this client accepts
+it with the schema's defaults); `sse-retry` calls `test_reconnection`, whose answer comes on the stream
 resumed with Last-Event-ID; `auth/*` lists the tools and calls the first (which needs the
 sign-in). Prints one JSON line on stdout ({"ok": true|false, ...}); exit 1 when a step failed.
 """
@@ -33,6 +35,7 @@ import tempfile
 from typing import Any
 
 import anyio
+import mcp_types as types
 from mcp import Client, StdioServerParameters
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -44,10 +47,19 @@ def text(r: Any) -> str:
     return r.content[0].text
 
 
+async def accept_with_defaults(_ctx: Any, params: types.ElicitRequestParams) -> Any:
+    """The user accepts the form as offered: every field with a default gets it (SEP-1034)."""
+    schema = getattr(params, "requested_schema", None) or {}
+    props = schema.get("properties", {}) if isinstance(schema, dict) else {}
+    content = {k: v["default"] for k, v in props.items() if isinstance(v, dict) and "default" in v}
+    return types.ElicitResult(action="accept", content=content)
+
+
 async def session(cmd: list[str], env: dict[str, str], scenario: str) -> dict[str, Any]:
     params = StdioServerParameters(command=cmd[0], args=cmd[1:], env=env)
     steps: list[str] = []
-    async with Client(params, mode="legacy", read_timeout_seconds=40) as client:
+    async with Client(params, mode="legacy", read_timeout_seconds=40,
+                      elicitation_callback=accept_with_defaults) as client:
         steps.append("initialize")
         out: dict[str, Any] = {"protocol_version": client.protocol_version}
         if scenario == "initialize":
@@ -58,6 +70,9 @@ async def session(cmd: list[str], env: dict[str, str], scenario: str) -> dict[st
         if scenario == "tools_call":
             r = text(await client.call_tool("add_numbers", {"a": 5, "b": 3}))
             assert "8" in r, r
+        elif scenario == "elicitation-sep1034-client-defaults":
+            r = text(await client.call_tool("test_client_elicitation_defaults", {}))
+            assert "completed" in r, r
         elif scenario == "sse-retry":
             r = text(await client.call_tool("test_reconnection", {}))
             assert "successfully" in r, r
