@@ -112,6 +112,40 @@ fn sse_answer_with_a_notification_first() {
 }
 
 #[test]
+fn an_id_reused_after_its_answer_is_not_failed_by_the_old_stream_ending() {
+    let now = Instant::now();
+    let mut c = handshaken(now);
+    let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}"#;
+    c.on_stdin(line(call));
+    let a = c.poll_request(now).expect("post");
+    c.on_http(a.ex, head(200, Some("text/event-stream"), None), now);
+    c.on_http(
+        a.ex,
+        data("data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n"),
+        now,
+    );
+    assert_eq!(output(&mut c, now).len(), 1);
+    // The IDE reuses id 1 before the first stream's end has been read.
+    c.on_stdin(line(call));
+    let b = c.poll_request(now).expect("post again");
+    c.on_http(a.ex, HttpIo::End, now);
+    assert!(
+        output(&mut c, now).is_empty(),
+        "the second call is not failed"
+    );
+    c.on_http(b.ex, head(200, Some("application/json"), None), now);
+    c.on_http(
+        b.ex,
+        data(r#"{"jsonrpc":"2.0","id":1,"result":{"n":2}}"#),
+        now,
+    );
+    c.on_http(b.ex, HttpIo::End, now);
+    let out = output(&mut c, now);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0]["result"]["n"], 2);
+}
+
+#[test]
 fn broken_stream_resumes_from_its_last_event_and_answers_once() {
     let now = Instant::now();
     let mut c = handshaken(now);

@@ -410,11 +410,14 @@ impl HttpCore {
             }
         }
         let Some(ex) = ex else { return };
-        if self
+        if let Some(e) = self
             .exchanges
-            .get(&ex)
-            .is_some_and(|e| e.awaiting.as_ref() == Some(id))
+            .get_mut(&ex)
+            .filter(|e| e.awaiting.as_ref() == Some(id))
         {
+            // Answered: the stream's end is no loss now — not even when the IDE, its answer in
+            // hand, has already sent a new request with the same id.
+            e.awaiting = None;
             // The server should end the stream now; if it does not, it is let go soon.
             self.draining.push((ex, now + DRAIN_WAIT));
         }
