@@ -7,8 +7,10 @@
 //! methods, pre-registration). The suite decides pass or fail; this test prints its verdicts as
 //! a table and asserts each passed.
 //!
-//! Not run: the 2025-03-26 back-compat auth scenarios (no protected-resource metadata; the
-//! 2025-03-26 discovery that bridge-client does not implement), the draft and extension ones.
+//! Not run: the 2025-03-26 back-compat auth scenarios (servers without protected-resource
+//! metadata; passing them needs what 2025-11-25 forbids: metadata whose `issuer` differs from
+//! the URL it was fetched for, or no metadata to show PKCE support), the draft and extension
+//! ones.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
