@@ -44,9 +44,13 @@ const SCENARIOS: &[&str] = &[
     "auth/pre-registration",
 ];
 
+/// Scenarios run a second time with the client calling the tool first (no `tools/list`):
+/// in step-up, the call's 401 and then its 403 for more scope meet the same request.
+const CALL_FIRST: &[&str] = &["auth/scope-step-up"];
+
 /// The suite's verdict on one scenario.
 struct Verdict {
-    scenario: &'static str,
+    scenario: String,
     /// The suite's exit status: 0 when no check failed or warned (and the client exited 0,
     /// where the scenario asks that).
     passed: bool,
@@ -90,7 +94,7 @@ fn find(dir: &Path, name: &str) -> Option<PathBuf> {
     None
 }
 
-fn run(peers: &Peers, scenario: &'static str) -> Result<Verdict> {
+fn run(peers: &Peers, scenario: &'static str, call_first: bool) -> Result<Verdict> {
     let (node, suite) = suite_paths(peers)?;
     let out = TempDir::new();
     // The suite splits the command on spaces and appends the mock server's URL.
@@ -107,6 +111,7 @@ fn run(peers: &Peers, scenario: &'static str) -> Result<Verdict> {
         .args(["--timeout", "60000", "-o"])
         .arg(out.path().join("results"))
         .env_remove("MCP_BRIDGE_TOKEN")
+        .env("CONFORMANCE_CALL_FIRST", if call_first { "1" } else { "" })
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -135,7 +140,11 @@ fn run(peers: &Peers, scenario: &'static str) -> Result<Verdict> {
         eprintln!("--- {scenario}: suite output\n{suite_log}");
     }
     Ok(Verdict {
-        scenario,
+        scenario: if call_first {
+            format!("{scenario} (tool called first)")
+        } else {
+            scenario.to_owned()
+        },
         passed: status.success(),
         successes: count("SUCCESS"),
         counted: count("SUCCESS") + count("FAILURE"),
@@ -151,7 +160,10 @@ fn the_official_client_scenarios_pass_with_bridge_client_between_a_stdio_client_
     let peers = Peers::require();
     let mut verdicts = Vec::new();
     for s in SCENARIOS {
-        verdicts.push(run(&peers, s)?);
+        verdicts.push(run(&peers, s, false)?);
+    }
+    for s in CALL_FIRST {
+        verdicts.push(run(&peers, s, true)?);
     }
     println!("\n| scenario | verdict | checks passed | warnings |");
     println!("|---|---|---|---|");
