@@ -93,6 +93,13 @@ impl HttpCore {
         if !ok {
             return self.relist_failed(r);
         }
+        if r.call
+            .msg
+            .request_id()
+            .is_none_or(|id| !self.pending.contains(id))
+        {
+            return; // cancelled by the IDE meanwhile
+        }
         debug!("tools listed again; sending the refused call once more");
         let mut call = r.call;
         call.relisted = true;
