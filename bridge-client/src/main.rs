@@ -57,8 +57,13 @@ enum Cmd {
     /// Remove the stored token for a relay, or the OAuth tokens (and the registered client)
     /// for an MCP server.
     Logout {
-        /// Any URL of the relay (the same origin rule as login).
+        /// Any URL of the relay (the same origin rule as login), or the MCP server's URL.
         url: String,
+
+        /// PEM file of a private CA to trust for the authorization server, where OAuth tokens
+        /// are revoked (RFC 7009) before they are forgotten
+        #[arg(long, value_name = "FILE")]
+        oauth_ca_file: Option<std::path::PathBuf>,
     },
 }
 
@@ -87,7 +92,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Cmd::Login { url, check, oauth }) => finish(login(&url, check, &oauth)),
-        Some(Cmd::Logout { url }) => finish(logout(&url)),
+        Some(Cmd::Logout { url, oauth_ca_file }) => finish(logout(&url, oauth_ca_file.as_deref())),
         Some(Cmd::Connect(args)) => connect(*args),
         None => connect(cli.connect),
     }
@@ -225,20 +230,36 @@ fn static_login(url: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-fn logout(url: &str) -> Result<(), Failure> {
+fn logout(url: &str, oauth_ca_file: Option<&std::path::Path>) -> Result<(), Failure> {
     let origin = relay_url::origin(url)?;
     let http = relay_url::as_http(url);
     let signed_out = if is_http(&http) && oauth::parse_server(&http).is_ok() {
-        oauth::forget(&http).map_err(|e| Failure::Other(e.to_string()))?
+        runtime()?
+            .block_on(oauth::logout(&http, oauth_ca_file))
+            .map_err(|e| Failure::Other(e.to_string()))?
     } else {
         None
     };
-    if let Some(b) = &signed_out {
+    if let Some(r) = &signed_out {
+        match &r.revocation {
+            Some((ep, Ok(()))) => {
+                eprintln!("bridge-client: the tokens were revoked at {ep}")
+            }
+            Some((ep, Err(e))) => eprintln!(
+                "bridge-client: warning: the tokens could not be revoked at {ep} ({e}); they \
+                 are forgotten here, and expire at the server in their own time"
+            ),
+            None => eprintln!(
+                "bridge-client: {} offers no token revocation; the tokens expire at the server \
+                 in their own time",
+                r.binding.issuer
+            ),
+        }
         eprintln!(
             "bridge-client: signed out of {url}: the tokens from {} for {} and the client \
              registered for them were removed from the {}",
-            b.issuer,
-            b.resource,
+            r.binding.issuer,
+            r.binding.resource,
             credentials::store_name()
         );
     }

@@ -8,7 +8,7 @@
 //   {"issuer": "...", "mcp_url": "http://127.0.0.1:R/mcp", "admin_url": "http://127.0.0.1:R/admin"}
 // then serves until killed. Admin (test-only) routes on the resource port:
 //   POST /admin/revoke-refresh-tokens   drops every refresh token (the next refresh gets invalid_grant)
-//   GET  /admin/stats                   {"registrations": n, "authorizations": n, "refreshes": n, "accepted": n, "refused": n}
+//   GET  /admin/stats                   {"registrations": n, "authorizations": n, "refreshes": n, "revocations": n, "accepted": n, "refused": n}
 // Access tokens are opaque; the resource checks them with the provider's own store, and their
 // audience (RFC 8707 resource indicators). With a valid token it answers MCP `initialize`,
 // `tools/list` and `tools/call` (one tool, `whoami`) as JSON; notifications get 202, GET 405.
@@ -65,7 +65,7 @@ class MemoryAdapter {
   }
 }
 
-const stats = { registrations: 0, authorizations: 0, refreshes: 0, accepted: 0, refused: 0 };
+const stats = { registrations: 0, authorizations: 0, refreshes: 0, revocations: 0, accepted: 0, refused: 0 };
 
 const listen = (server) => new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server.address().port)));
 
@@ -116,6 +116,11 @@ if (noPkce) {
     }
   });
 }
+// Counts token revocations (RFC 7009) the provider answered with 200.
+provider.use(async (ctx, next) => {
+  await next();
+  if (ctx.method === 'POST' && ctx.path === '/token/revocation' && ctx.status === 200) stats.revocations += 1;
+});
 asServer.on('request', provider.callback());
 
 const json = (res, status, body, headers = {}) => {

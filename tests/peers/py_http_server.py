@@ -6,13 +6,17 @@ Usage:
     .peers/venv/bin/python tests/peers/py_http_server.py --transport streamable-http|sse [--port N]
 
 It binds 127.0.0.1 (port 0 = one the OS picks), then prints exactly one stdout line
-`{"port": N}` and serves until killed. Tools: `add(a, b)`, `echo(text)`, and `shout(text)`,
-which sends a log notification (`notifications/message`) before its result.
+`{"port": N}` and serves until killed. Tools: `add(a, b)`, `echo(text)`, `shout(text)`,
+which sends a log notification (`notifications/message`) before its result, `region(region)`,
+and `annotate_region()`, which re-registers `region` with `x-mcp-header: Region` on its
+argument: from then on a 2026-07-28 `tools/call` of `region` without a matching
+`Mcp-Param-Region` header is refused with `-32020` (HeaderMismatch) by the SDK.
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import Annotated
 import json
 import socket
 import sys
@@ -20,6 +24,7 @@ import sys
 import anyio
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
+from pydantic import Field
 
 
 def build() -> MCPServer:
@@ -40,6 +45,23 @@ def build() -> MCPServer:
         """Logs the text, then returns it upper-cased."""
         await ctx.info(f"shouting {text}")
         return text.upper()
+
+    def region(region: str) -> str:
+        """Says which region it ran in."""
+        return f"ran in {region}"
+
+    def region_annotated(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})]) -> str:
+        """Says which region it ran in (the region also travels as the Mcp-Param-Region header)."""
+        return f"ran in {region}"
+
+    server.add_tool(region, name="region")
+
+    @server.tool()
+    def annotate_region() -> str:
+        """Re-registers `region` with an x-mcp-header annotation on its argument."""
+        server.remove_tool("region")
+        server.add_tool(region_annotated, name="region")
+        return "annotated"
 
     return server
 

@@ -25,6 +25,11 @@ use crate::Secret;
 /// fresh tokens, and trying again would loop.
 const RECENT: Duration = Duration::from_secs(60);
 
+/// Step-up sign-ins (a 403 `insufficient_scope` naming scopes the tokens lack) allowed in a
+/// row, each within [`RECENT`] of the one before: the spec asks clients to bound them, and a
+/// server that keeps naming new scopes must not keep the browser opening.
+const MAX_STEP_UPS: u32 = 2;
+
 /// Signs in to one MCP server and keeps its tokens fresh. One per upstream; cheap to share
 /// behind an `Arc`. Calls are serialized: a second caller waits while a refresh or a sign-in
 /// is under way, then gets its result.
@@ -47,6 +52,8 @@ struct State {
     looked: bool,
     last_sign_in: Option<Instant>,
     last_refresh: Option<Instant>,
+    /// Step-up sign-ins in a row (see [`MAX_STEP_UPS`]).
+    step_ups: u32,
     /// This process's counts, for `check`.
     sign_ins: u32,
     refreshes: u32,
@@ -191,9 +198,20 @@ impl Authorizer {
                 }
             }
         }
-        // Refused only while the token of that sign-in is still held: once a refresh dropped
-        // it (invalid_grant), one new sign-in is the way out, not a loop.
-        if recent(st.last_sign_in) && st.record.is_some() {
+        // A 403 naming scopes the tokens lack: sign in again for them (plus what is held).
+        let step_up = st
+            .record
+            .as_ref()
+            .and_then(|r| challenge.step_up_scope(r.scope.as_deref()));
+        let mut challenge = challenge;
+        if let Some(s) = &step_up {
+            challenge.scope = Some(s.clone());
+        }
+        let just_signed_in = recent(st.last_sign_in) && st.record.is_some();
+        // Refused only while the token of that sign-in is still held (once a refresh dropped
+        // it, invalid_grant, one new sign-in is the way out, not a loop), unless the server
+        // asks for scopes that sign-in did not get — a bounded number of times.
+        if just_signed_in && (step_up.is_none() || st.step_ups >= MAX_STEP_UPS) {
             return Err(AuthError::Refused {
                 url: self.key.clone(),
                 reason: shared::log_safe(www_authenticate).into_owned(),
@@ -202,6 +220,14 @@ impl Authorizer {
         if !self.opts.interactive {
             return Err(AuthError::NotSignedIn(self.key.clone()));
         }
+        if let Some(s) = &step_up {
+            tracing::warn!(
+                scope = %shared::log_safe(s),
+                "the MCP server at {} asks for more scope; signing in again",
+                self.key
+            );
+        }
+        st.step_ups = if just_signed_in { st.step_ups + 1 } else { 0 };
         let snapshot = st.record.as_ref().map(|r| r.generation.clone());
         self.sign_in(&mut st, &challenge, snapshot).await?;
         self.current(&st)
@@ -461,10 +487,4 @@ impl Authorizer {
             meta,
         })
     }
-}
-
-/// `bridge-client logout URL`: forgets the tokens and the registered client bound to it.
-pub fn forget(server_url: &str) -> Result<Option<store::Binding>, AuthError> {
-    let u = parse_server(server_url)?;
-    store::forget(&server_key(&u))
 }

@@ -20,6 +20,25 @@ impl BearerChallenge {
     pub fn insufficient_scope(&self) -> bool {
         self.error.as_deref() == Some("insufficient_scope")
     }
+
+    /// For a 403 `insufficient_scope` naming scopes that `held` (the scope of the tokens in
+    /// use) lacks: the scope to ask for in a step-up sign-in — what is held plus what is asked,
+    /// so the step-up keeps what the earlier sign-in gave. `None` when nothing new is asked
+    /// (signing in again would get the same refusal).
+    pub fn step_up_scope(&self, held: Option<&str>) -> Option<String> {
+        if !self.insufficient_scope() {
+            return None;
+        }
+        let held: Vec<&str> = held.unwrap_or("").split_whitespace().collect();
+        let asked = self.scope.as_deref().unwrap_or("").split_whitespace();
+        let mut all = held.clone();
+        for s in asked {
+            if !all.contains(&s) {
+                all.push(s);
+            }
+        }
+        (all.len() > held.len()).then(|| all.join(" "))
+    }
 }
 
 /// The first `Bearer` challenge in a `WWW-Authenticate` value (which may hold several
@@ -156,6 +175,29 @@ mod tests {
         .unwrap();
         assert!(c.insufficient_scope());
         assert_eq!(c.error_description.as_deref(), Some(r#"needs "b""#));
+    }
+
+    #[test]
+    fn step_up_asks_for_held_plus_missing_scopes_only_when_something_is_missing() {
+        let c = parse_bearer(r#"Bearer error="insufficient_scope", scope="mcp:basic mcp:write""#)
+            .unwrap();
+        assert_eq!(
+            c.step_up_scope(Some("mcp:basic")).as_deref(),
+            Some("mcp:basic mcp:write")
+        );
+        assert_eq!(
+            c.step_up_scope(Some("other")).as_deref(),
+            Some("other mcp:basic mcp:write")
+        );
+        assert_eq!(c.step_up_scope(Some("mcp:write mcp:basic")), None);
+        assert_eq!(
+            c.step_up_scope(None).as_deref(),
+            Some("mcp:basic mcp:write")
+        );
+        let no_scope = parse_bearer(r#"Bearer error="insufficient_scope""#).unwrap();
+        assert_eq!(no_scope.step_up_scope(Some("a")), None);
+        let not_403 = parse_bearer(r#"Bearer scope="x""#).unwrap();
+        assert_eq!(not_403.step_up_scope(None), None);
     }
 
     #[test]

@@ -210,6 +210,15 @@ pub fn refresh(
     with_client_auth(token_endpoint, client, form)
 }
 
+/// A token revocation (RFC 7009 §2.1), authenticated as the token endpoint is.
+pub fn revocation(endpoint: &Url, client: &Client, token: &str, hint: &str) -> FormRequest {
+    let form = vec![
+        ("token", token.to_owned()),
+        ("token_type_hint", hint.to_owned()),
+    ];
+    with_client_auth(endpoint, client, form)
+}
+
 /// Adds the client's authentication: `client_id` in the form (none), plus the secret in the
 /// form (post) or in a Basic header with both parts form-encoded (RFC 6749 §2.3.1).
 pub fn with_client_auth(
@@ -384,5 +393,27 @@ mod tests {
 
         let r = refresh(&te, &client(AuthMethod::ClientSecretPost), "RT", None);
         assert!(r.body().contains("client_secret=p%40ss%3Aword") && r.basic.is_none());
+    }
+
+    #[test]
+    fn revocation_names_the_token_and_its_kind_and_authenticates_the_client() {
+        let ep = Url::parse("https://auth.example.com/revoke").unwrap();
+        let r = revocation(&ep, &client(AuthMethod::None), "RT", "refresh_token");
+        assert_eq!(r.url, ep);
+        assert_eq!(
+            r.body(),
+            "token=RT&token_type_hint=refresh_token&client_id=id+with+space"
+        );
+        let r = revocation(
+            &ep,
+            &client(AuthMethod::ClientSecretBasic),
+            "AT",
+            "access_token",
+        );
+        assert!(r.basic.is_some() && !r.body().contains("client_id"));
+        assert!(
+            !format!("{r:?}").contains("AT"),
+            "the token is not in Debug"
+        );
     }
 }

@@ -3,7 +3,8 @@
 //! `--ca-file`), no redirects followed (an OAuth endpoint that redirects is misconfigured, and
 //! following would carry credentials elsewhere), bodies capped, every request bounded in time.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -30,7 +31,10 @@ pub(super) struct Probe {
 /// An HTTP client for the OAuth calls.
 #[derive(Clone)]
 pub(super) struct Http {
-    client: reqwest::Client,
+    ca_file: Option<PathBuf>,
+    /// Built at the first request: loading the platform's root certificates takes
+    /// milliseconds that a session which never signs in should not wait for at start-up.
+    client: Arc<OnceLock<reqwest::Client>>,
 }
 
 impl std::fmt::Debug for Http {
@@ -47,9 +51,19 @@ fn http_err(url: &Url, e: impl std::fmt::Display) -> AuthError {
 }
 
 impl Http {
-    /// A client trusting the platform's roots plus `ca_file`.
+    /// A client trusting the platform's roots plus `ca_file` (set up at its first request).
     pub(super) fn new(ca_file: Option<&Path>) -> Result<Http, AuthError> {
-        let tls = shared::tls::client_config(ca_file, None)
+        Ok(Http {
+            ca_file: ca_file.map(Path::to_path_buf),
+            client: Arc::new(OnceLock::new()),
+        })
+    }
+
+    fn client(&self) -> Result<&reqwest::Client, AuthError> {
+        if let Some(c) = self.client.get() {
+            return Ok(c);
+        }
+        let tls = shared::tls::client_config(self.ca_file.as_deref(), None)
             .map_err(|e| AuthError::Io(format!("TLS setup failed: {e}")))?;
         let client = reqwest::Client::builder()
             .use_preconfigured_tls((*tls).clone())
@@ -59,7 +73,7 @@ impl Http {
             .user_agent(concat!("bridge-client/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| AuthError::Io(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Http { client })
+        Ok(self.client.get_or_init(|| client))
     }
 
     /// A JSON document: `Ok(None)` for a 4xx (try the next well-known URL), an error for a
@@ -69,7 +83,7 @@ impl Http {
         url: &Url,
     ) -> Result<Option<T>, AuthError> {
         let resp = self
-            .client
+            .client()?
             .get(url.clone())
             .header("Accept", "application/json")
             .send()
@@ -91,7 +105,7 @@ impl Http {
     /// POSTs a form; the status and the body (which may hold tokens: never log it).
     pub(super) async fn post_form(&self, req: &FormRequest) -> Result<(u16, Vec<u8>), AuthError> {
         let mut b = self
-            .client
+            .client()?
             .post(req.url.clone())
             .header("Content-Type", "application/x-www-form-urlencoded")
             .header("Accept", "application/json")
@@ -111,7 +125,7 @@ impl Http {
         body: &serde_json::Value,
     ) -> Result<(u16, Vec<u8>), AuthError> {
         let resp = self
-            .client
+            .client()?
             .post(url.clone())
             .header("Content-Type", "application/json")
             .header("Accept", "application/json")
@@ -132,7 +146,7 @@ impl Http {
     ) -> Result<Probe, AuthError> {
         const INIT: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"bridge-client","version":"0"}}}"#;
         let mut b = self
-            .client
+            .client()?
             .post(url.clone())
             .header("Content-Type", "application/json")
             .header("Accept", "application/json, text/event-stream")

@@ -36,6 +36,9 @@ pub struct ServerMetadata {
     /// RFC 8628 device grant.
     #[serde(default)]
     pub device_authorization_endpoint: Option<String>,
+    /// RFC 7009 token revocation (used by `logout`).
+    #[serde(default)]
+    pub revocation_endpoint: Option<String>,
     /// Must hold `S256`.
     #[serde(default)]
     pub code_challenge_methods_supported: Vec<String>,

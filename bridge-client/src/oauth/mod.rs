@@ -68,11 +68,13 @@ pub mod metadata;
 mod options;
 pub mod pkce;
 pub mod registration;
+mod revoke;
 mod signin;
 mod store;
 pub mod tokens;
 
-pub use authorizer::{forget, parse_server, Authorizer, CheckReport, LoginOutcome};
+pub use authorizer::{parse_server, Authorizer, CheckReport, LoginOutcome};
 pub use error::AuthError;
 pub use options::{OAuthArgs, Options, CLIENT_SECRET_ENV};
+pub use revoke::{logout, LogoutReport};
 pub use store::Binding;

@@ -56,6 +56,7 @@ fn new_record(
         resource: found.resource.clone(),
         client,
         token_endpoint: found.meta.token_endpoint.clone(),
+        revocation_endpoint: found.meta.revocation_endpoint.clone(),
         access_token: a,
         refresh_token: r,
         expires_at: e,

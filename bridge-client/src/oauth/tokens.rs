@@ -85,6 +85,9 @@ pub struct Record {
     /// Granted scope, when the server said.
     #[serde(default)]
     pub scope: Option<String>,
+    /// Where `logout` revokes the tokens (RFC 7009), when the server has such an endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_endpoint: Option<String>,
     /// A random stamp per token issue: tells a process that another one has replaced them.
     pub generation: String,
 }
@@ -245,6 +248,7 @@ mod tests {
             refresh_token: refresh.then(|| "RT-SECRET".into()),
             expires_at,
             scope: None,
+            revocation_endpoint: None,
             generation: "g".into(),
         }
     }

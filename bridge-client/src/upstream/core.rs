@@ -30,6 +30,7 @@ use crate::session::stdout::Output;
 
 mod auth;
 mod legacy;
+mod relist;
 mod requests;
 mod session;
 use requests::Post;
@@ -182,6 +183,9 @@ pub(crate) struct HttpCore {
     listen: Listen,
     /// IDE requests not answered yet.
     pending: HashSet<Id>,
+    /// The `tools/list` bridge-client sent after a `-32020`, and the call to send again.
+    relist: Option<relist::Relist>,
+    relist_count: u64,
     /// Pending 2026-07-28 `tools/list` requests, whose answers teach `params`.
     tool_lists: HashSet<Id>,
     params: ParamHeaders,
@@ -225,6 +229,8 @@ impl HttpCore {
             resumes: Vec::new(),
             listen: Listen::Off,
             pending: HashSet::new(),
+            relist: None,
+            relist_count: 0,
             tool_lists: HashSet::new(),
             params: ParamHeaders::default(),
             ever_ok: false,
@@ -397,6 +403,9 @@ impl HttpCore {
 
     /// Answers `id` with an error if it still waits for an answer.
     fn answer_pending(&mut self, id: &Id, code: i64, message: &str) {
+        if relist::is_relist_id(id) {
+            return self.on_relist_lost(id);
+        }
         self.tool_lists.remove(id);
         if self.pending.remove(id) {
             self.answer(id, code, message);

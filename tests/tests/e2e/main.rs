@@ -8,6 +8,7 @@
 mod abuse;
 mod admin;
 mod conformance;
+mod conformance_client;
 mod floods;
 mod hosting;
 mod http_carrier;

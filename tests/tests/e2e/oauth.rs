@@ -210,6 +210,58 @@ fn login_signs_in_through_the_browser_and_logout_forgets() -> Result<()> {
     Ok(())
 }
 
+/// The HTTP status the protected resource gives a `tools/list` with `token`.
+fn resource_status(p: &OAuthPeer, token: &str) -> Result<u16> {
+    let rest = p.mcp_url.strip_prefix("http://").context("http")?;
+    let (host, path) = rest.split_at(rest.find('/').context("path")?);
+    let bearer = format!("Bearer {token}");
+    let r = mcp_bridge_tests::http_raw::raw(
+        host.parse()?,
+        "POST",
+        path,
+        &[
+            ("Authorization", &bearer),
+            ("Content-Type", "application/json"),
+            ("Accept", "application/json, text/event-stream"),
+        ],
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+    )?;
+    Ok(r.status)
+}
+
+#[test]
+fn logout_revokes_the_tokens_at_the_authorization_server() -> Result<()> {
+    let p = OAuthPeer::start(&[])?;
+    let out = p.login()?;
+    ensure!(out.status.success(), "login: {}", said(&out));
+    let rec = p.stored()?.context("no record after login")?;
+    let access = rec["access_token"]
+        .as_str()
+        .context("access token")?
+        .to_owned();
+    ensure!(
+        resource_status(&p, &access)? == 200,
+        "the fresh token is refused"
+    );
+    let out = p.run(&["logout", &p.mcp_url])?;
+    let log = said(&out);
+    ensure!(out.status.success(), "logout: {log}");
+    ensure!(
+        log.contains(&format!("revoked at {}/token/revocation", p.issuer)),
+        "{log}"
+    );
+    no_tokens(&rec, &[&log])?;
+    ensure!(p.stored()?.is_none(), "tokens still stored after logout");
+    // The server no longer accepts the access token: the grant ended with the refresh token.
+    ensure!(
+        resource_status(&p, &access)? == 401,
+        "the access token still works after logout"
+    );
+    let stats = p.admin("GET", "/stats")?;
+    ensure!(stats["revocations"] == 2, "{stats}");
+    Ok(())
+}
+
 #[test]
 fn three_logins_at_once_make_one_sign_in() -> Result<()> {
     let p = OAuthPeer::start(&[])?;

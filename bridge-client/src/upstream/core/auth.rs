@@ -62,6 +62,16 @@ impl HttpCore {
             return;
         };
         match purpose {
+            // The token of that sign-in lacks a scope this request needs (a step-up, as a
+            // first call that needs more than the first sign-in asked for meets): hold it once
+            // more; the authorizer decides whether a new sign-in may ask for more.
+            Purpose::Post(mut p) if p.after_auth && status == 403 && !p.stepped_up => {
+                p.stepped_up = true;
+                self.start_auth(now + wait, url, status, www_authenticate);
+                if let Some(a) = &mut self.auth {
+                    a.held.push(p);
+                }
+            }
             Purpose::Post(p) if p.after_auth => {
                 warn!("the MCP server at {url} refused a fresh token (HTTP {status})");
                 if let Some(id) = awaiting {

@@ -22,6 +22,11 @@ pub(super) struct Post {
     pub(super) tries: u32,
     /// Sent again after a refresh or a sign-in: another 401 is answered, not waited on.
     pub(super) after_auth: bool,
+    /// Sent again after a `-32020` and a re-list (`relist`): another one reaches the IDE.
+    pub(super) relisted: bool,
+    /// Held a second time, for a step-up (a 403 `insufficient_scope` to the token of the
+    /// sign-in its first refusal started): a third refusal is answered.
+    pub(super) stepped_up: bool,
 }
 
 impl Post {
@@ -30,6 +35,8 @@ impl Post {
             msg,
             tries: 0,
             after_auth: false,
+            relisted: false,
+            stepped_up: false,
         }
     }
 }

@@ -66,17 +66,21 @@ fn handshaken(now: Instant) -> HttpCore {
     c.on_http(r.ex, data(INIT_OK), now);
     c.on_http(r.ex, HttpIo::End, now);
     assert_eq!(output(&mut c, now)[0]["id"], 0);
+    // The standalone stream opens at once, before the server hears `initialized` (after which
+    // it may speak first); this server has none.
+    let g = c.poll_request(now).expect("listen");
+    assert_eq!(g.method, Method::GET);
+    assert_eq!(g.headers[SESSION_ID], "s1");
+    assert_eq!(g.headers["mcp-protocol-version"], "2025-06-18");
+    c.on_http(g.ex, head(405, None, None), now);
+    c.on_http(g.ex, HttpIo::End, now);
     c.on_stdin(line(INITIALIZED));
     let r = c.poll_request(now).expect("initialized");
     assert_eq!(r.headers[SESSION_ID], "s1");
     assert_eq!(r.headers["mcp-protocol-version"], "2025-06-18");
     c.on_http(r.ex, head(202, None, None), now);
     c.on_http(r.ex, HttpIo::End, now);
-    // The standalone stream opens; this server has none.
-    let g = c.poll_request(now).expect("listen");
-    assert_eq!(g.method, Method::GET);
-    c.on_http(g.ex, head(405, None, None), now);
-    c.on_http(g.ex, HttpIo::End, now);
+    assert!(c.poll_request(now).is_none(), "no second GET after a 405");
     c
 }
 
@@ -105,6 +109,40 @@ fn sse_answer_with_a_notification_first() {
     // The answered stream is let go if the server does not end it.
     c.on_timeout(now + Duration::from_secs(1));
     assert_eq!(c.poll_dropped(), Some(a.ex));
+}
+
+#[test]
+fn an_id_reused_after_its_answer_is_not_failed_by_the_old_stream_ending() {
+    let now = Instant::now();
+    let mut c = handshaken(now);
+    let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}"#;
+    c.on_stdin(line(call));
+    let a = c.poll_request(now).expect("post");
+    c.on_http(a.ex, head(200, Some("text/event-stream"), None), now);
+    c.on_http(
+        a.ex,
+        data("data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n"),
+        now,
+    );
+    assert_eq!(output(&mut c, now).len(), 1);
+    // The IDE reuses id 1 before the first stream's end has been read.
+    c.on_stdin(line(call));
+    let b = c.poll_request(now).expect("post again");
+    c.on_http(a.ex, HttpIo::End, now);
+    assert!(
+        output(&mut c, now).is_empty(),
+        "the second call is not failed"
+    );
+    c.on_http(b.ex, head(200, Some("application/json"), None), now);
+    c.on_http(
+        b.ex,
+        data(r#"{"jsonrpc":"2.0","id":1,"result":{"n":2}}"#),
+        now,
+    );
+    c.on_http(b.ex, HttpIo::End, now);
+    let out = output(&mut c, now);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0]["result"]["n"], 2);
 }
 
 #[test]
@@ -156,15 +194,15 @@ fn lost_session_replays_the_handshake_then_resends() {
     c.on_http(r.ex, head(200, Some("application/json"), Some("s2")), now);
     c.on_http(r.ex, data(r#"{"jsonrpc":"2.0","id":"mcp-bridge-reinit-1","result":{"protocolVersion":"2025-06-18"}}"#), now);
     c.on_http(r.ex, HttpIo::End, now);
+    // The standalone stream of the new session opens first.
+    let g = c.poll_request(now).expect("listen");
+    assert_eq!(g.method, Method::GET);
+    assert_eq!(g.headers[SESSION_ID], "s2");
     let n = c.poll_request(now).expect("initialized");
     assert_eq!(n.headers[SESSION_ID], "s2");
     assert_eq!(&n.body[..], INITIALIZED.as_bytes());
     c.on_http(n.ex, head(202, None, None), now);
-    let mut again = c.poll_request(now).expect("a request");
-    if again.method == Method::GET {
-        // The standalone stream of the new session comes first.
-        again = c.poll_request(now).expect("resent");
-    }
+    let again = c.poll_request(now).expect("resent");
     assert_eq!(again.headers[SESSION_ID], "s2");
     assert_eq!(again.body, a.body);
     assert!(output(&mut c, now).is_empty(), "the IDE saw nothing of it");
@@ -272,6 +310,7 @@ fn a_server_that_never_answers_times_out_with_32011_and_frees_the_slot() {
 
 mod auth;
 mod legacy;
+mod relist;
 
 #[test]
 fn a_modern_tools_list_teaches_the_param_headers_of_later_calls() {

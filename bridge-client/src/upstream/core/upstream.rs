@@ -13,7 +13,7 @@ use shared::ingress::{self, Ingress, Msg, MsgKind, Peer};
 use shared::jsonrpc::{self, Id};
 
 use super::timers::HEAD_TIMEOUT;
-use super::{Body, HttpCore, Listen, Post, Purpose, LIMIT_NAME};
+use super::{relist, Body, HttpCore, Listen, Post, Purpose, LIMIT_NAME};
 use crate::session::core::ide::is_reinit_id;
 use crate::upstream::exchange::{self, Answer};
 use crate::upstream::sse::SseParser;
@@ -299,6 +299,11 @@ impl HttpCore {
                 // A JSON-RPC error for this request is its answer.
                 if let Some(m) = Msg::classify(buf.clone().freeze()) {
                     if matches!(&m.kind, MsgKind::Response { id: Some(rid), .. } if *rid == id) {
+                        if let Purpose::Post(p) = &e.purpose {
+                            if self.relist_for(p, &m.bytes) {
+                                return;
+                            }
+                        }
                         return self.deliver(m.bytes, None, now);
                     }
                 }
@@ -343,6 +348,16 @@ impl HttpCore {
                         }
                     }
                     self.on_answer(&id, &msg.bytes, ex, now);
+                    if relist::is_relist_id(&id) {
+                        let ok = matches!(
+                            msg.kind,
+                            MsgKind::Response {
+                                is_error: false,
+                                ..
+                            }
+                        );
+                        return self.on_relist_answer(&id, ok);
+                    }
                     if self.reinit.as_ref() == Some(&id) {
                         debug!("the server answered the replayed initialize");
                         self.reinit = None;
@@ -359,6 +374,8 @@ impl HttpCore {
             // request, the server gets this error.
             Ingress::ReplyToSender(error) => {
                 if let Some(msg) = Msg::classify(error) {
+                    // Counted like every queued message (poll_request subtracts it).
+                    self.queue_bytes += msg.bytes.len();
                     self.queue.push_front(Post::new(msg));
                 }
             }
@@ -378,14 +395,29 @@ impl HttpCore {
         if init {
             if let Some(v) = negotiated_version(bytes) {
                 self.negotiated = Some(v);
+                // A stateful server may speak first as soon as it hears
+                // `notifications/initialized` (server-everything lists its new tools at once):
+                // open the stream for its own messages now, before the IDE has even seen this
+                // answer, so nothing it sends then is dropped for want of a stream. Stateless
+                // servers get it after `notifications/initialized`, as before.
+                if self.session.is_some() && self.legacy.is_none() && self.listen == Listen::Off {
+                    self.listen = Listen::Due {
+                        at: now,
+                        last_event_id: None,
+                        failures: 0,
+                    };
+                }
             }
         }
         let Some(ex) = ex else { return };
-        if self
+        if let Some(e) = self
             .exchanges
-            .get(&ex)
-            .is_some_and(|e| e.awaiting.as_ref() == Some(id))
+            .get_mut(&ex)
+            .filter(|e| e.awaiting.as_ref() == Some(id))
         {
+            // Answered: the stream's end is no loss now — not even when the IDE, its answer in
+            // hand, has already sent a new request with the same id.
+            e.awaiting = None;
             // The server should end the stream now; if it does not, it is let go soon.
             self.draining.push((ex, now + DRAIN_WAIT));
         }

@@ -3,7 +3,8 @@
 //! measured in the same run. Prints a table; checks nothing (targets are read off the table).
 //!
 //! Run: `cargo build --release --workspace --bins && target/release/bench` (or `scripts/bench.sh`).
-//! `BENCH_QUICK=1` shrinks every count for a smoke run. Besides latency, throughput, start-up
+//! `BENCH_QUICK=1` shrinks every count for a smoke run; `BENCH_ONLY=http-shims` runs only the
+//! table of shims before a Streamable HTTP server (bridge-client vs mcp-remote, remote.rs). Besides latency, throughput, start-up
 //! and memory it prints the CPU time each process (bridge-client, relay, tool) spends per message.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, unreachable_pub)]
@@ -11,6 +12,7 @@
 mod http;
 mod idle;
 mod measure;
+mod remote;
 mod target;
 
 use std::thread;
@@ -113,6 +115,9 @@ fn main() -> Result<()> {
         )
     };
     let plain = start("")?;
+    if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "http-shims") {
+        return remote::table(&plain, s.seq, s.starts);
+    }
     let tls = start(&format!(
         "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
         pki.path("server.pem"),
@@ -253,5 +258,5 @@ fn main() -> Result<()> {
         tls.wait_no_children(Duration::from_secs(60))?;
     }
     println!("\n(idle-session RSS is the relay process only, after all sessions were welcomed; per session = (RSS − RSS before) / sessions)");
-    Ok(())
+    remote::table(&plain, s.seq, s.starts)
 }

@@ -1,14 +1,17 @@
-//! What the benchmark drives: the demo tool directly over a stdio pipe, or the chain
-//! bridge-client → relay → tool; which processes serve a session, and the CPU time each of them
+//! What the benchmark drives: the demo tool directly over a stdio pipe, the chain
+//! bridge-client → relay → tool (over the tunnel, or Streamable HTTP to the relay's carrier), or
+//! mcp-remote → the relay's carrier → tool; which processes serve a session, and the CPU time each of them
 //! spends over a run. Not the measurements themselves (measure.rs).
 
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use mcp_bridge_tests::{bin, children_of, cpu_time, wait_until, Ide};
 
-/// A stdio MCP server as the IDE sees it: bridge-client to a relay, or the demo tool directly.
+/// A stdio MCP server as the IDE sees it: bridge-client to a relay, mcp-remote to the relay's
+/// Streamable HTTP carrier, or the demo tool directly.
 #[derive(Clone)]
 pub(crate) enum Target {
     Direct,
@@ -16,6 +19,15 @@ pub(crate) enum Target {
         url: String,
         extra: Vec<String>,
         /// The relay's pid, to find the session's processes.
+        relay: u32,
+    },
+    /// mcp-remote 0.15.1 (`--transport http-only --allow-http --silent`) on the system's node.
+    McpRemote {
+        /// Its entry script (`dist/proxy.js`).
+        script: PathBuf,
+        url: String,
+        /// A scratch HOME (it keeps `~/.mcp-auth` there).
+        home: PathBuf,
         relay: u32,
     },
 }
@@ -54,12 +66,29 @@ impl Target {
                 cmd.arg(url).arg("--no-keyring").args(extra);
                 Ide::spawn(&mut cmd)
             }
+            Target::McpRemote {
+                script, url, home, ..
+            } => Ide::spawn(
+                Command::new("node")
+                    .arg(script)
+                    .arg(url)
+                    .args(["--transport", "http-only", "--allow-http", "--silent"])
+                    .env("HOME", home),
+            ),
+        }
+    }
+
+    /// The relay behind this target, if any.
+    fn relay(&self) -> Option<u32> {
+        match self {
+            Target::Direct => None,
+            Target::Chain { relay, .. } | Target::McpRemote { relay, .. } => Some(*relay),
         }
     }
 
     /// A new session past `initialize`, with the processes that serve it.
     pub(crate) fn open_initialized(&self) -> Result<(Ide, Procs)> {
-        let Target::Chain { relay, .. } = *self else {
+        let Some(relay) = self.relay() else {
             let mut ide = self.open()?;
             ide.initialize()?;
             let tool = ide.pid();

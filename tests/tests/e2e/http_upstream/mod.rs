@@ -2,7 +2,8 @@
 //! servers on loopback: the Python SDK's MCPServer over streamable HTTP and server-everything in
 //! `streamableHttp` mode, with the Python SDK client as the IDE; and the faults the shim must
 //! ride out (a restarted server, an unreachable one; SSE streams cut mid-call in `resume`), and
-//! the legacy HTTP+SSE transport in `legacy`.
+//! the legacy HTTP+SSE transport in `legacy`; another bridge (supergateway, stateful) as the
+//! server in `supergateway`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -16,7 +17,9 @@ use mcp_bridge_tests::{bin, reap, run_driver, wait_until, Ide, Log, Peers};
 use serde_json::{json, Value};
 
 mod legacy;
+mod mismatch;
 mod resume;
+mod supergateway;
 
 const DRIVER_LIMIT: Duration = Duration::from_secs(90);
 const READY: Duration = Duration::from_secs(20);

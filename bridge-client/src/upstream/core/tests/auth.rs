@@ -108,3 +108,31 @@ fn a_failed_or_late_sign_in_answers_the_held_requests_with_32011() {
     let text = out[0]["error"]["message"].as_str().expect("text");
     assert!(text.contains("did not complete") && text.contains("bridge-client login"));
 }
+
+#[test]
+fn a_403_for_more_scope_after_a_sign_in_is_held_once_more_for_a_step_up() {
+    let now = Instant::now();
+    let mut c = with_auth(now);
+    call(&mut c, "a");
+    let a = c.poll_request(now).expect("post");
+    c.on_http(a.ex, refused(401, "Bearer scope=\"mcp:basic\""), now);
+    assert!(c.poll_event().is_some());
+    c.on_auth_done(Ok(()), now);
+    let a2 = c.poll_request(now).expect("sent again");
+    let step_up = "Bearer error=\"insufficient_scope\", scope=\"mcp:basic mcp:write\"";
+    c.on_http(a2.ex, refused(403, step_up), now);
+    match c.poll_event() {
+        Some(UpstreamEvent::AuthRequired(ch)) => assert_eq!(ch.status, 403),
+        other => panic!("{other:?}"),
+    }
+    assert!(output(&mut c, now).is_empty(), "held, not answered");
+    c.on_auth_done(Ok(()), now);
+    let a3 = c.poll_request(now).expect("sent a third time");
+    assert_eq!(id_of(&a3), "a");
+    // Refused again: answered, no third sign-in.
+    c.on_http(a3.ex, refused(403, step_up), now);
+    assert!(c.poll_event().is_none() && !c.auth_waiting());
+    let out = output(&mut c, now);
+    assert_eq!(out[0]["id"], "a");
+    assert_eq!(out[0]["error"]["code"], -32011);
+}
