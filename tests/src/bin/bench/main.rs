@@ -9,6 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, unreachable_pub)]
 
+mod h2;
 mod http;
 mod idle;
 mod measure;
@@ -217,6 +218,11 @@ fn main() -> Result<()> {
         let h = http::pipelined(plain.addr, "demo", s.pipelined / 5, 64)?;
         println!(
             "| Streamable HTTP, 1 session, 64 in flight over 64 connections (msg/s) | {d:.0} | {h:.0} | {:.2} × direct | – | – |",
+            h / d
+        );
+        let h = h2::pipelined(plain.addr, "demo", s.pipelined / 5, 64)?;
+        println!(
+            "| Streamable HTTP/2, 1 session, 64 in flight on 1 connection (msg/s) | {d:.0} | {h:.0} | {:.2} × direct | – | – |",
             h / d
         );
     }
