@@ -11,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::future::select_all;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
@@ -23,7 +23,7 @@ use shared::endpoint::Transmit;
 
 use super::mux::{Era, FromTool, Key, Mux};
 use super::pool::Pool;
-use crate::session::http::{Chunk, Events};
+use crate::session::http::{sse_event, Chunk, Events};
 
 /// Requests one pooled process serves at once.
 pub(crate) const MAX_INFLIGHT: usize = 64;
@@ -273,9 +273,16 @@ impl ModernCarrier {
         }
         let chunk = if last {
             // The slot kept for it is there: nothing else takes the last one.
-            Chunk::new(if s.sse { data_event(&bytes) } else { bytes }, None)
+            Chunk::new(
+                if s.sse {
+                    sse_event(None, &bytes)
+                } else {
+                    bytes
+                },
+                None,
+            )
         } else {
-            let event = data_event(&bytes);
+            let event = sse_event(None, &bytes);
             let need = u32::try_from(event.len()).unwrap_or(u32::MAX);
             let permit = s.budget.clone().try_acquire_many_owned(need).ok();
             match permit.filter(|_| s.tx.capacity() > 1) {
@@ -345,18 +352,6 @@ impl ModernCarrier {
         }
         self.streams.clear();
     }
-}
-
-/// One SSE event with the message as `data` lines (no id: this revision does not resume).
-fn data_event(msg: &[u8]) -> Bytes {
-    let mut b = BytesMut::with_capacity(msg.len() + 16);
-    for line in msg.split(|c| *c == b'\n' || *c == b'\r') {
-        b.put_slice(b"data: ");
-        b.put_slice(line);
-        b.put_u8(b'\n');
-    }
-    b.put_u8(b'\n');
-    b.freeze()
 }
 
 #[cfg(test)]
