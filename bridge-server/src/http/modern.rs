@@ -23,7 +23,7 @@ use shared::endpoint::Framing;
 use shared::jsonrpc::{self, Id};
 
 use super::start::{start, Opening, Started};
-use super::streamable::{accepts, read_body, sse};
+use super::streamable::{accepts, body_is_json, read_body, sse};
 use super::{header_has_token, Body};
 use crate::auth::Principal;
 use crate::config::ToolConfig;
@@ -88,11 +88,7 @@ async fn post(
             "a POST must accept application/json or text/event-stream (both, says the spec)",
         ));
     }
-    let is_json = h
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("application/json"));
-    if !is_json {
+    if !body_is_json(h) {
         return Err(plain_refusal(
             415,
             "the body must be one JSON-RPC message (Content-Type: application/json)",
