@@ -225,8 +225,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     {
         out.push("[admin]");
     }
-    // `Limits` holds plain values: their printed forms differ exactly when one of them does.
-    if format!("{:?}", old.limits) != format!("{:?}", new.limits) {
+    if old.limits != new.limits {
         out.push("[limits]");
     }
     out
@@ -248,4 +247,31 @@ fn revoke(relay: &Relay) -> usize {
         warn!(target: "audit", event = "revoked", user = %s.user, tool = %s.tool, session = %crate::session::short_id(&s.id), "the reloaded config no longer admits this session's credentials; ending it");
     }
     ended
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(top: &str, limits: &str) -> Config {
+        let text =
+            format!("{top}\n[limits]\n{limits}\n[[tool]]\nname = \"a\"\ncommand = \"/bin/sh\"\n");
+        Config::parse(&text, std::path::Path::new("relay.toml"))
+            .expect("valid")
+            .config
+    }
+
+    #[test]
+    fn only_what_takes_a_restart_is_named() {
+        let base = config("", "");
+        assert!(needs_restart(&base, &config("", "")).is_empty());
+        assert_eq!(
+            needs_restart(&base, &config("", "max_sessions = 7")),
+            ["[limits]"]
+        );
+        assert_eq!(
+            needs_restart(&base, &config("listen = \"127.0.0.1:9999\"", "")),
+            ["listen"]
+        );
+    }
 }
