@@ -109,7 +109,7 @@ async fn post(
         name: name.as_deref(),
         duplicated,
     };
-    let id = match check::check(&headers, &body) {
+    let (id, request) = match check::check(&headers, &body) {
         // Refused: the id is read again for the error (off the path of a call that goes on).
         Err(r) => return Err(refusal(request_id(&body).as_ref(), r)),
         Ok(Checked::Notification) => {
@@ -119,7 +119,8 @@ async fn post(
         }
         Ok(Checked::Request(f)) => {
             debug!(method = ?f.method, "a session-less request");
-            f.id.and_then(|(raw, _)| wire::to_id(raw))
+            let spans = f.request_spans();
+            (f.id.and_then(|(raw, _)| wire::to_id(raw)), spans)
         }
     };
     if relay.pool.is_handshake(&tool.name, Instant::now()) {
@@ -147,6 +148,7 @@ async fn post(
         let (reply, answer) = oneshot::channel();
         let call = Call {
             body: body.clone(),
+            request: request.clone(),
             sse: want_sse,
             reply,
         };

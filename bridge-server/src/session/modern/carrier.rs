@@ -23,6 +23,7 @@ use shared::endpoint::Transmit;
 
 use super::mux::{Era, FromTool, Key, Mux};
 use super::pool::Pool;
+use super::wire::RequestSpans;
 use crate::session::http::{sse_event, Chunk, Events};
 
 /// Requests one pooled process serves at once.
@@ -42,6 +43,8 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// One session-less request for the pooled process.
 pub(crate) struct Call {
     pub(crate) body: Bytes,
+    /// What the handler's parse found in `body` that the mux needs.
+    pub(crate) request: RequestSpans,
     /// Answer on an SSE stream (else one JSON body: only the answer is sent).
     pub(crate) sse: bool,
     pub(crate) reply: oneshot::Sender<Reply>,
@@ -183,12 +186,8 @@ impl ModernCarrier {
     /// A call: its stream opened and answered to the handler; the body for the tool.
     fn take(&mut self, c: Call) -> Option<Bytes> {
         self.last_activity = Instant::now();
-        let Ok(f) = super::wire::fields(&c.body) else {
-            // Checked by the handler: not reached.
-            return None;
-        };
-        let listen = f.method.as_deref() == Some("subscriptions/listen");
-        let (key, body) = match self.mux.request(&f, &c.body) {
+        let listen = c.request.method.as_deref() == Some("subscriptions/listen");
+        let (key, body) = match self.mux.request(&c.request, &c.body) {
             Ok(taken) => taken,
             Err(super::mux::Busy::Full(n)) => {
                 let _ = c.reply.send(Reply::Busy(n));
@@ -210,7 +209,7 @@ impl ModernCarrier {
                 budget: Arc::new(Semaphore::new(STREAM_BUDGET)),
             },
         );
-        debug!(key, method = ?f.method, "a session-less call goes to the tool");
+        debug!(key, method = ?c.request.method, "a session-less call goes to the tool");
         Some(body)
     }
 
