@@ -218,7 +218,10 @@ fn cluster_names_the_other_nodes() {
             "peer_address = \"relays.svc:8787\"",
             "must contain `{node}`",
         ),
-        ("peer_address = \"{node}.relays.svc\"", "is not HOST:PORT"),
+        (
+            "peer_address = \"{node}.relays.svc\"",
+            "`{node}.relays.svc` is not HOST:PORT",
+        ),
     ] {
         let found = problems(&format!("[cluster]\n{bad}\n{SH_TOOL}"));
         assert_eq!(found.len(), 1, "{bad}: {found:?}");
