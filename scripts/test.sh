@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh clone: installs nginx, bubblewrap and prometheus (Debian
-# packages, for the scale-out, hosting and observability tests) and the pinned third-party MCP peers into .peers/ (reused when present), builds the binaries the end-to-end tests drive, then runs
-# every test in the workspace. Extra arguments go to `cargo test` (e.g. a test name filter).
+# packages, for the scale-out, hosting and observability tests) and the pinned third-party MCP
+# peers into .peers/ (reused when present), builds the binaries the end-to-end tests drive,
+# then runs every test in the workspace. Extra arguments go to `cargo test` (e.g. a test name filter).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# The system package the scale-out tests need.
+# The system packages the tests need, installed when missing:
 # nginx for tests/tests/e2e/scale_out/ (the load balancer in front of two relays; it runs
 # deploy/nginx/nginx.conf). Debian package `nginx` (bookworm: 1.22.1; on trixie and later
 # nginx-light/-core are transitional and `nginx` is the package). The tests start it

@@ -109,18 +109,42 @@ pub(crate) async fn watch(relay: Arc<Relay>, reload: Reload, mut running: Config
     }
 }
 
-/// Reads the file and, if it is valid, puts it in force.
+/// A refused reload: the hash of the file (when it could be read), and what the log line says
+/// after "config reload refused: ".
+struct Refused {
+    hash: Option<String>,
+    message: String,
+}
+
+/// Reads the file and, if it is valid, puts it in force; a refusal is logged and counted.
 fn apply(relay: &Relay, reload: &Reload, running: &mut Config, trigger: &'static str) {
-    let path = reload.path.display();
-    let text = match std::fs::read(&reload.path) {
-        Ok(t) => t,
-        Err(e) => {
-            error!(%trigger, "config reload refused: cannot read {path}: {e}; the previous config stays in force");
-            relay.metrics.config_reload("error");
-            return;
-        }
+    let Err(r) = try_apply(relay, reload, running, trigger) else {
+        return;
     };
+    match &r.hash {
+        Some(hash) => error!(%trigger, config_hash = %hash, "config reload refused: {}", r.message),
+        None => error!(%trigger, "config reload refused: {}", r.message),
+    }
+    relay.metrics.config_reload("error");
+}
+
+/// [`apply`] but for the logging of a refusal: every refusal is one [`Refused`].
+fn try_apply(
+    relay: &Relay,
+    reload: &Reload,
+    running: &mut Config,
+    trigger: &'static str,
+) -> Result<(), Refused> {
+    let path = reload.path.display();
+    let text = std::fs::read(&reload.path).map_err(|e| Refused {
+        hash: None,
+        message: format!("cannot read {path}: {e}; the previous config stays in force"),
+    })?;
     let hash = hash_of(&text);
+    let refused = |why: String| Refused {
+        hash: Some(hash.clone()),
+        message: format!("{why}; the previous config stays in force"),
+    };
     let parsed = std::str::from_utf8(&text)
         .map_err(|e| format!("{path} is not UTF-8 text: {e}"))
         .and_then(|t| {
@@ -140,27 +164,22 @@ fn apply(relay: &Relay, reload: &Reload, running: &mut Config, trigger: &'static
             loaded.config
         }
         Err(problems) => {
-            error!(%trigger, config_hash = %hash, "config reload refused: {path} is invalid; the previous config stays in force:\n{problems}");
-            relay.metrics.config_reload("error");
-            return;
+            return Err(Refused {
+                hash: Some(hash),
+                message: format!(
+                    "{path} is invalid; the previous config stays in force:\n{problems}"
+                ),
+            })
         }
     };
     reload.apply_overrides(&mut config);
-    if let Err(why) = crate::preflight(&config) {
-        error!(%trigger, config_hash = %hash, "config reload refused: {why}; the previous config stays in force");
-        relay.metrics.config_reload("error");
-        return;
-    }
+    crate::preflight(&config).map_err(|why| refused(why.to_string()))?;
     let old = relay.live();
     let mut restart = needs_restart(running, &config);
     let tls = match (&old.tls, &config.tls) {
         (Some(_), Some(files)) => match tls_acceptor(files) {
             Ok(acceptor) => Some(acceptor),
-            Err(e) => {
-                error!(%trigger, config_hash = %hash, "config reload refused: [tls]: {e}; the previous config stays in force");
-                relay.metrics.config_reload("error");
-                return;
-            }
+            Err(e) => return Err(refused(format!("[tls]: {e}"))),
         },
         (Some(tls), None) => {
             restart.push("[tls] (turning TLS off)");
@@ -172,20 +191,14 @@ fn apply(relay: &Relay, reload: &Reload, running: &mut Config, trigger: &'static
         }
         (None, None) => None,
     };
-    let resource = match crate::live::resource_of(
+    let resource = crate::live::resource_of(
         &mut config,
         relay.local,
         Some(&old),
         &relay.metrics,
         &relay.shutdown.force,
-    ) {
-        Ok(r) => r,
-        Err(why) => {
-            error!(%trigger, config_hash = %hash, "config reload refused: {why}; the previous config stays in force");
-            relay.metrics.config_reload("error");
-            return;
-        }
-    };
+    )
+    .map_err(|why| refused(why.to_string()))?;
     relay
         .live
         .set(Live::of(&config, tls, resource, hash.clone()));
@@ -202,6 +215,7 @@ fn apply(relay: &Relay, reload: &Reload, running: &mut Config, trigger: &'static
         );
     }
     *running = config;
+    Ok(())
 }
 
 /// What changed between `old` and `new` that only a restart can apply.
@@ -225,8 +239,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     {
         out.push("[admin]");
     }
-    // `Limits` holds plain values: their printed forms differ exactly when one of them does.
-    if format!("{:?}", old.limits) != format!("{:?}", new.limits) {
+    if old.limits != new.limits {
         out.push("[limits]");
     }
     out
@@ -255,4 +268,31 @@ fn revoke(relay: &Relay) -> usize {
         warn!(target: "audit", event = "revoked", user = %s.user, tool = %s.tool, session = %crate::session::short_id(&s.id), when, "the reloaded config no longer admits this session's credentials; ending it");
     }
     ended
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(top: &str, limits: &str) -> Config {
+        let text =
+            format!("{top}\n[limits]\n{limits}\n[[tool]]\nname = \"a\"\ncommand = \"/bin/sh\"\n");
+        Config::parse(&text, std::path::Path::new("relay.toml"))
+            .expect("valid")
+            .config
+    }
+
+    #[test]
+    fn only_what_takes_a_restart_is_named() {
+        let base = config("", "");
+        assert!(needs_restart(&base, &config("", "")).is_empty());
+        assert_eq!(
+            needs_restart(&base, &config("", "max_sessions = 7")),
+            ["[limits]"]
+        );
+        assert_eq!(
+            needs_restart(&base, &config("listen = \"127.0.0.1:9999\"", "")),
+            ["listen"]
+        );
+    }
 }

@@ -18,57 +18,15 @@
 import http from 'node:http';
 import https from 'node:https';
 import fs from 'node:fs';
-import path from 'node:path';
 import crypto from 'node:crypto';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { importPeer, json, listen, MemoryAdapter, opt } from './oidc_common.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const NM = path.resolve(process.env.PEERS_NODE_MODULES || path.join(here, '..', '..', '.peers', 'node', 'node_modules'));
-const { default: Provider } = await import(pathToFileURL(path.join(NM, 'oidc-provider', 'lib', 'index.js')).href);
-const jose = await import(pathToFileURL(path.join(NM, 'jose', 'dist', 'webapi', 'index.js')).href);
+const { default: Provider } = await importPeer('oidc-provider', 'lib', 'index.js');
+const jose = await importPeer('jose', 'dist', 'webapi', 'index.js');
 
-const args = process.argv.slice(2);
-const opt = (name, dflt) => {
-  const i = args.indexOf(name);
-  return i >= 0 && i + 1 < args.length ? args[i + 1] : dflt;
-};
 const accessTtl = Number(opt('--access-ttl', '600'));
 const scopes = opt('--scopes', 'mcp:demo mcp:time');
 const tls = { cert: fs.readFileSync(opt('--cert')), key: fs.readFileSync(opt('--key')) };
-
-const stores = new Map();
-class MemoryAdapter {
-  constructor(name) {
-    this.name = name;
-    if (!stores.has(name)) stores.set(name, new Map());
-    this.store = stores.get(name);
-  }
-  async upsert(id, payload, expiresIn) {
-    this.store.set(id, { payload, expiresAt: expiresIn ? Date.now() + expiresIn * 1000 : null });
-  }
-  async find(id) {
-    const e = this.store.get(id);
-    if (!e) return undefined;
-    if (e.expiresAt && e.expiresAt < Date.now()) { this.store.delete(id); return undefined; }
-    return e.payload;
-  }
-  async findByUserCode(code) {
-    for (const [, e] of this.store) if (e.payload.userCode === code) return e.payload;
-    return undefined;
-  }
-  async findByUid(uid) {
-    for (const [, e] of this.store) if (e.payload.uid === uid) return e.payload;
-    return undefined;
-  }
-  async consume(id) {
-    const e = this.store.get(id);
-    if (e) e.payload.consumed = Math.floor(Date.now() / 1000);
-  }
-  async destroy(id) { this.store.delete(id); }
-  async revokeByGrantId(grantId) {
-    for (const [id, e] of this.store) if (e.payload.grantId === grantId) this.store.delete(id);
-  }
-}
 
 const newKey = async () => {
   const { privateKey } = await jose.generateKeyPair('RS256', { extractable: true });
@@ -79,7 +37,6 @@ const keys = [await newKey()];
 const rogue = await newKey();
 const stats = { jwks_requests: 0 };
 
-const listen = (server) => new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server.address().port)));
 const asServer = https.createServer(tls);
 const adminServer = http.createServer();
 const asPort = await listen(asServer);
@@ -124,11 +81,6 @@ asServer.on('request', (req, res) => {
   if (req.url.startsWith('/jwks')) stats.jwks_requests += 1;
   handler(req, res);
 });
-
-const json = (res, status, body) => {
-  res.writeHead(status, { 'Content-Type': 'application/json' });
-  res.end(JSON.stringify(body));
-};
 
 adminServer.on('request', async (req, res) => {
   try {

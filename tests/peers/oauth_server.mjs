@@ -13,61 +13,14 @@
 // audience (RFC 8707 resource indicators). With a valid token it answers MCP `initialize`,
 // `tools/list` and `tools/call` (one tool, `whoami`) as JSON; notifications get 202, GET 405.
 import http from 'node:http';
-import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { flag, importPeer, json, listen, MemoryAdapter, opt, stores } from './oidc_common.mjs';
 
-// oidc-provider comes from $PEERS_NODE_MODULES (default <repo>/.peers/node/node_modules).
-const here = path.dirname(fileURLToPath(import.meta.url));
-const NM = path.resolve(process.env.PEERS_NODE_MODULES || path.join(here, '..', '..', '.peers', 'node', 'node_modules'));
-const { default: Provider, errors } = await import(pathToFileURL(path.join(NM, 'oidc-provider', 'lib', 'index.js')).href);
+const { default: Provider, errors } = await importPeer('oidc-provider', 'lib', 'index.js');
 
-const args = process.argv.slice(2);
-const flag = (name) => args.includes(name);
-const opt = (name, dflt) => {
-  const i = args.indexOf(name);
-  return i >= 0 && i + 1 < args.length ? args[i + 1] : dflt;
-};
 const accessTtl = Number(opt('--access-ttl', '3600'));
 const noPkce = flag('--no-pkce');
 
-// A plain in-memory adapter, so the admin route can drop refresh tokens.
-const stores = new Map();
-class MemoryAdapter {
-  constructor(name) {
-    this.name = name;
-    if (!stores.has(name)) stores.set(name, new Map());
-    this.store = stores.get(name);
-  }
-  async upsert(id, payload, expiresIn) {
-    this.store.set(id, { payload, expiresAt: expiresIn ? Date.now() + expiresIn * 1000 : null });
-  }
-  async find(id) {
-    const e = this.store.get(id);
-    if (!e) return undefined;
-    if (e.expiresAt && e.expiresAt < Date.now()) { this.store.delete(id); return undefined; }
-    return e.payload;
-  }
-  async findByUserCode(code) {
-    for (const [, e] of this.store) if (e.payload.userCode === code) return e.payload;
-    return undefined;
-  }
-  async findByUid(uid) {
-    for (const [, e] of this.store) if (e.payload.uid === uid) return e.payload;
-    return undefined;
-  }
-  async consume(id) {
-    const e = this.store.get(id);
-    if (e) e.payload.consumed = Math.floor(Date.now() / 1000);
-  }
-  async destroy(id) { this.store.delete(id); }
-  async revokeByGrantId(grantId) {
-    for (const [id, e] of this.store) if (e.payload.grantId === grantId) this.store.delete(id);
-  }
-}
-
 const stats = { registrations: 0, authorizations: 0, refreshes: 0, revocations: 0, accepted: 0, refused: 0 };
-
-const listen = (server) => new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server.address().port)));
 
 const asServer = http.createServer();
 const rsServer = http.createServer();
@@ -122,11 +75,6 @@ provider.use(async (ctx, next) => {
   if (ctx.method === 'POST' && ctx.path === '/token/revocation' && ctx.status === 200) stats.revocations += 1;
 });
 asServer.on('request', provider.callback());
-
-const json = (res, status, body, headers = {}) => {
-  res.writeHead(status, { 'Content-Type': 'application/json', ...headers });
-  res.end(JSON.stringify(body));
-};
 
 rsServer.on('request', async (req, res) => {
   const url = new URL(req.url, resource);

@@ -71,6 +71,24 @@ pub fn raw(
     })
 }
 
+/// [`raw`] to an `http://host:port/path` URL (a loopback address, no name lookup).
+pub fn raw_url(method: &str, url: &str, body: &str) -> Result<Resp> {
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("{url} is not an http:// URL"))?;
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let addr: SocketAddr = host
+        .parse()
+        .with_context(|| format!("{url}: {host} is not an address"))?;
+    raw(
+        addr,
+        method,
+        if path.is_empty() { "/" } else { path },
+        &[],
+        body,
+    )
+}
+
 fn dechunk(mut rest: &str) -> Result<String> {
     let mut out = String::new();
     loop {

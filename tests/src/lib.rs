@@ -26,7 +26,10 @@ pub use config::{demo_tool, fixture_tool, hash_token, relay_config, token_auth, 
 pub use ide::Ide;
 pub use metrics::{http_get, parse_metrics};
 pub use paths::{bin, fixture, python3, repo_root, TempDir};
-pub use peers::{assert_checks, run_driver, run_driver_interactive, Peers, SETUP_COMMAND};
+pub use peers::{
+    assert_checks, browser_runs, run_driver, run_driver_interactive, signin_client,
+    start_announcing, Peers, SETUP_COMMAND,
+};
 pub use process::{
     reap, run_bounded, signal, terminate_and_reap, wait_child, wait_until, Finished, Log,
 };

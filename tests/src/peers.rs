@@ -1,17 +1,18 @@
 //! The pinned third-party peers (the Python and TypeScript SDKs, server-everything,
-//! mcp-server-time) and their driver scripts in tests/peers, run to a JSON summary. Not how
-//! they are installed (scripts/install-peers.sh).
+//! mcp-server-time) and their driver scripts in tests/peers, run to a JSON summary; peer servers
+//! that announce themselves on one JSON line; bridge-client with the stand-in sign-in browser.
+//! Not how they are installed (scripts/install-peers.sh).
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::Command;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
-use crate::paths::repo_root;
+use crate::paths::{bin, repo_root};
 use crate::process::{reap, Piped, STDERR_DRAIN};
 
 /// The command that installs the test peers; named in every "peers missing" failure.
@@ -61,6 +62,67 @@ impl Peers {
     pub fn script(&self, name: &str) -> PathBuf {
         repo_root().join("tests/peers").join(name)
     }
+}
+
+/// Starts a peer server that prints one JSON line on stdout once it listens (the OAuth and
+/// identity-provider peers) and serves until killed: the child and that line. Its stdout is
+/// drained after the line (a closed pipe would kill it at its next write); its stderr is
+/// dropped. Fails, with the child reaped, when no line comes within 20 s.
+pub fn start_announcing(cmd: &mut Command, what: &str) -> Result<(Child, Value)> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {what}"))?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let _ = tx.send(line);
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    });
+    let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("{what} did not start within 20 s");
+    };
+    match serde_json::from_str(&line) {
+        Ok(v) => Ok((child, v)),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e).with_context(|| format!("{what} announced {line:?}"))
+        }
+    }
+}
+
+/// `bridge-client ARGS` signing in through the stand-in browser (tests/peers/oauth_browser.py
+/// as `$BROWSER`), which appends a line per run to `dir/browser.log`; `dir` is also its
+/// `XDG_RUNTIME_DIR` (lock files). No `MCP_BRIDGE_TOKEN` from the test's environment.
+pub fn signin_client(dir: &Path, args: &[&str]) -> Command {
+    let peers = Peers::require();
+    let browser = format!(
+        "{} {}",
+        peers.python.display(),
+        peers.script("oauth_browser.py").display()
+    );
+    let mut cmd = Command::new(bin("bridge-client"));
+    cmd.args(args)
+        .env("BROWSER", browser)
+        .env("OAUTH_BROWSER_LOG", dir.join("browser.log"))
+        .env("XDG_RUNTIME_DIR", dir)
+        .env_remove("MCP_BRIDGE_TOKEN");
+    cmd
+}
+
+/// How many times the stand-in browser of [`signin_client`] ran with `dir`.
+pub fn browser_runs(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("browser.log"))
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
 }
 
 /// Asserts that a driver's summary lists every check in `wanted` as passed.

@@ -3,8 +3,7 @@
 //! HTTP query API, and `promtool`. Ended by its PID when dropped. Not the relays it scrapes
 //! (relay.rs), nor what the queries mean (the tests).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -130,27 +129,9 @@ impl Prometheus {
             .is_none_or(|c| c.try_wait().ok().flatten().is_some())
     }
 
-    /// A GET on the HTTP API: (status, body). HTTP/1.0, so the answer is never chunked.
+    /// A GET on the HTTP API: (status, body).
     pub fn get(&self, path_and_query: &str) -> Result<(u16, String)> {
-        let mut s = TcpStream::connect(self.addr)?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(
-            s,
-            "GET {path_and_query} HTTP/1.0\r\nHost: {}\r\n\r\n",
-            self.addr
-        )?;
-        let mut resp = String::new();
-        s.read_to_string(&mut resp)?;
-        let status = resp
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .context("status line")?;
-        let body = resp
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        Ok((status, body))
+        crate::http_get(self.addr, path_and_query)
     }
 
     /// Runs an instant query (`/api/v1/query`); the whole answer, or an error carrying

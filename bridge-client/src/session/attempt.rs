@@ -65,7 +65,13 @@ pub(crate) fn open(
                     warn!("cannot use the stored sign-in: {e}");
                     None
                 }
-                Err(_) => None,
+                Err(_) => {
+                    warn!(
+                        "the stored sign-in was not ready within {} (a slow refresh?); connecting without it",
+                        shared::human_duration(req.timeout)
+                    );
+                    None
+                }
             },
             None => None,
         };

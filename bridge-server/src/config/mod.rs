@@ -133,7 +133,7 @@ pub struct TlsFiles {
 }
 
 /// Relay-wide limits and timeouts.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     /// How long a client may take to send its request headers (slowloris protection).
     pub header_read_timeout: Duration,

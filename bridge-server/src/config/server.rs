@@ -204,7 +204,10 @@ pub(super) fn cluster(root: &Section<'_, '_>, p: &mut Problems<'_>) -> Cluster {
         let why = if !text.contains("{node}") {
             Some("it must contain `{node}`, where the node id of the session goes".to_owned())
         } else {
-            check_address(&text.replace("{node}", "node")).err()
+            // Checked with a stand-in node id; the error shows the template as written.
+            check_address(&text.replace("{node}", "node"))
+                .err()
+                .map(|_| not_host_port(text))
         };
         match why {
             Some(why) => {
@@ -226,8 +229,10 @@ fn check_address(addr: &str) -> Result<(), String> {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
             Ok(())
         }
-        _ => Err(format!(
-            "`{addr}` is not HOST:PORT (e.g. \"10.0.0.11:8787\" or \"{{node}}.relays.svc:8787\")"
-        )),
+        _ => Err(not_host_port(addr)),
     }
+}
+
+fn not_host_port(addr: &str) -> String {
+    format!("`{addr}` is not HOST:PORT (e.g. \"10.0.0.11:8787\" or \"{{node}}.relays.svc:8787\")")
 }

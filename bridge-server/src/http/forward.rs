@@ -28,9 +28,20 @@ pub(super) const FORWARDED: &str = "mcp-bridge-forwarded";
 /// How long connecting to the session's node may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The node a request is passed on to.
+pub(super) struct Target {
+    /// The node's id, from the session id.
+    node: String,
+    /// Where it listens.
+    addr: String,
+    /// Its metric label: its id when it is one of `[cluster] peers`, else "other" (ids under
+    /// `peer_address` come from clients: not a label).
+    label: String,
+}
+
 /// The session's node, and where it listens, when the request names a session of another
-/// node this relay knows (and was not passed on already).
-pub(super) fn elsewhere<B>(req: &Request<B>, relay: &Relay) -> Option<(String, String)> {
+/// node this relay knows (and was not passed on already). Reads the config in force once.
+pub(super) fn elsewhere<B>(req: &Request<B>, relay: &Relay) -> Option<Target> {
     let live = relay.live();
     if live.cluster.is_empty() || req.headers().contains_key(FORWARDED) {
         return None;
@@ -41,7 +52,16 @@ pub(super) fn elsewhere<B>(req: &Request<B>, relay: &Relay) -> Option<(String, S
         return None;
     }
     let addr = live.cluster.address_of(node)?;
-    Some((node.to_owned(), addr))
+    let label = if live.cluster.peers.contains_key(node) {
+        node
+    } else {
+        "other"
+    };
+    Some(Target {
+        node: node.to_owned(),
+        addr,
+        label: label.to_owned(),
+    })
 }
 
 /// Passes `req` on to `node` at `addr` and streams its answer back. A node that cannot be
@@ -49,21 +69,21 @@ pub(super) fn elsewhere<B>(req: &Request<B>, relay: &Relay) -> Option<(String, S
 /// one (the MCP spec's rule for a session that is gone).
 pub(super) async fn forward(
     mut req: Request<Incoming>,
-    node: &str,
-    addr: &str,
+    target: &Target,
     relay: &Relay,
     peer: SocketAddr,
 ) -> Response<Body> {
+    let (node, addr) = (target.node.as_str(), target.addr.as_str());
     let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return unreachable(node, addr, &e.to_string(), relay),
-        Err(_) => return unreachable(node, addr, "timed out", relay),
+        Ok(Err(e)) => return unreachable(target, &e.to_string(), relay),
+        Err(_) => return unreachable(target, "timed out", relay),
     };
     let _ = stream.set_nodelay(true);
     let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
     {
         Ok(pair) => pair,
-        Err(e) => return unreachable(node, addr, &e.to_string(), relay),
+        Err(e) => return unreachable(target, &e.to_string(), relay),
     };
     // The connection to the node lives as long as this request's answer streams.
     relay.tracker.spawn(async move {
@@ -78,34 +98,21 @@ pub(super) async fn forward(
     req.headers_mut().remove(http::header::CONNECTION);
     match sender.send_request(req).await {
         Ok(resp) => {
-            relay
-                .metrics
-                .forwarded(&node_label(node, relay), "passed_on");
+            relay.metrics.forwarded(&target.label, "passed_on");
             debug!(%peer, node, status = resp.status().as_u16(), "passed a request on to its session's node");
             resp.map(|body| Either::Right(Either::Right(body)))
         }
-        Err(e) => unreachable(node, addr, &e.to_string(), relay),
+        Err(e) => unreachable(target, &e.to_string(), relay),
     }
 }
 
-/// The metric label for a node: its id when it is one of `[cluster] peers`, else "other"
-/// (ids under `peer_address` come from clients: not a label).
-fn node_label(node: &str, relay: &Relay) -> String {
-    if relay.live().cluster.peers.contains_key(node) {
-        node.to_owned()
-    } else {
-        "other".to_owned()
-    }
-}
-
-fn unreachable(node: &str, addr: &str, why: &str, relay: &Relay) -> Response<Body> {
+fn unreachable(target: &Target, why: &str, relay: &Relay) -> Response<Body> {
+    let (node, addr) = (target.node.as_str(), target.addr.as_str());
     warn!(
         node,
         addr, "cannot pass a request on to its session's node: {why}"
     );
-    relay
-        .metrics
-        .forwarded(&node_label(node, relay), "unreachable");
+    relay.metrics.forwarded(&target.label, "unreachable");
     json(
         StatusCode::NOT_FOUND,
         jsonrpc::error_response(

@@ -64,7 +64,7 @@ pub(crate) async fn handle(
             }
             Ok((tool, principal)) if is_streamable(&req) => {
                 match forward::elsewhere(&req, &relay) {
-                    Some((node, addr)) => forward::forward(req, &node, &addr, &relay, peer).await,
+                    Some(target) => forward::forward(req, &target, &relay, peer).await,
                     None => streamable::serve(req, tool, relay.clone(), peer, principal).await,
                 }
             }

@@ -23,7 +23,7 @@ use shared::endpoint::Framing;
 use shared::jsonrpc::{self, Id};
 
 use super::start::{start, Opening, Started};
-use super::streamable::{accepts, read_body, sse};
+use super::streamable::{accepts, body_is_json, read_body, sse};
 use super::{header_has_token, Body};
 use crate::auth::Principal;
 use crate::config::ToolConfig;
@@ -88,11 +88,7 @@ async fn post(
             "a POST must accept application/json or text/event-stream (both, says the spec)",
         ));
     }
-    let is_json = h
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("application/json"));
-    if !is_json {
+    if !body_is_json(h) {
         return Err(plain_refusal(
             415,
             "the body must be one JSON-RPC message (Content-Type: application/json)",
@@ -113,7 +109,7 @@ async fn post(
         name: name.as_deref(),
         duplicated,
     };
-    let id = match check::check(&headers, &body) {
+    let (id, request) = match check::check(&headers, &body) {
         // Refused: the id is read again for the error (off the path of a call that goes on).
         Err(r) => return Err(refusal(request_id(&body).as_ref(), r)),
         Ok(Checked::Notification) => {
@@ -123,7 +119,8 @@ async fn post(
         }
         Ok(Checked::Request(f)) => {
             debug!(method = ?f.method, "a session-less request");
-            f.id.and_then(|(raw, _)| wire::to_id(raw))
+            let spans = f.request_spans();
+            (f.id.and_then(|(raw, _)| wire::to_id(raw)), spans)
         }
     };
     if relay.pool.is_handshake(&tool.name, Instant::now()) {
@@ -151,6 +148,7 @@ async fn post(
         let (reply, answer) = oneshot::channel();
         let call = Call {
             body: body.clone(),
+            request: request.clone(),
             sse: want_sse,
             reply,
         };

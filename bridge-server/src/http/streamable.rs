@@ -75,11 +75,7 @@ async fn post(
             "a POST must accept both application/json and text/event-stream",
         ));
     }
-    let is_json = h
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("application/json"));
-    if !is_json {
+    if !body_is_json(h) {
         return Err(error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             jsonrpc::INVALID_REQUEST,
@@ -301,6 +297,13 @@ pub(super) fn sse(events: Events) -> Response<Body> {
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     resp
+}
+
+/// Whether `Content-Type` says the body is JSON (`application/json`, parameters allowed).
+pub(super) fn body_is_json(h: &HeaderMap) -> bool {
+    h.get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"))
 }
 
 /// Whether `Accept` admits `ty` (exactly, or through `type/*` or `*/*`).

@@ -52,7 +52,7 @@ pub(crate) struct SessionInfo {
     pub(crate) id: String,
     pub(crate) user: String,
     pub(crate) tool: String,
-    /// `ws` or `http`, as the carrier metrics label it.
+    /// `ws`, `http` or `http-modern`, as the carrier metrics label it.
     pub(crate) carrier: &'static str,
     /// `v1`, `mcp` or `http`: what the client speaks.
     pub(crate) wire: &'static str,

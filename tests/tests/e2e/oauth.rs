@@ -4,14 +4,12 @@
 //! "browser" is tests/peers/oauth_browser.py, which fills the provider's login and consent
 //! forms. Tokens land in the real user keyring (keyutils) and are read back here.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context, Result};
-use mcp_bridge_tests::{bin, wait_child, Peers, TempDir};
+use anyhow::{ensure, Context, Result};
+use mcp_bridge_tests::http_raw::raw_url;
+use mcp_bridge_tests::{browser_runs, signin_client, start_announcing, wait_child, Peers, TempDir};
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);
@@ -34,33 +32,12 @@ impl OAuthPeer {
             module.exists(),
             "oidc-provider is missing: run scripts/install-peers.sh"
         );
-        let mut child = Command::new("node")
-            .arg(peers.script("oauth_server.mjs"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("node")?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = tx.send(line);
-            // Keep draining: a closed pipe would kill the server at its next write.
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(l) => l,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("oauth_server.mjs did not start within 20 s");
-            }
-        };
-        let v: Value = serde_json::from_str(&line).with_context(|| format!("{line:?}"))?;
+        let (child, v) = start_announcing(
+            Command::new("node")
+                .arg(peers.script("oauth_server.mjs"))
+                .args(args),
+            "oauth_server.mjs",
+        )?;
         let s = |k: &str| v[k].as_str().map(str::to_owned).context("field");
         Ok(OAuthPeer {
             issuer: s("issuer")?,
@@ -71,32 +48,14 @@ impl OAuthPeer {
         })
     }
 
-    fn browser_log(&self) -> PathBuf {
-        self.dir.path().join("browser.log")
-    }
-
     /// How many times the stand-in browser ran.
     pub(crate) fn sign_ins(&self) -> usize {
-        std::fs::read_to_string(self.browser_log())
-            .map(|s| s.lines().count())
-            .unwrap_or(0)
+        browser_runs(self.dir.path())
     }
 
     /// `bridge-client ARGS` with the stand-in browser as `$BROWSER`.
     pub(crate) fn command(&self, args: &[&str]) -> Command {
-        let peers = Peers::require();
-        let browser = format!(
-            "{} {}",
-            peers.python.display(),
-            peers.script("oauth_browser.py").display()
-        );
-        let mut cmd = Command::new(bin("bridge-client"));
-        cmd.args(args)
-            .env("BROWSER", browser)
-            .env("OAUTH_BROWSER_LOG", self.browser_log())
-            .env("XDG_RUNTIME_DIR", self.dir.path())
-            .env_remove("MCP_BRIDGE_TOKEN");
-        cmd
+        signin_client(self.dir.path(), args)
     }
 
     /// `bridge-client ARGS` with the stand-in browser, not yet waited for.
@@ -128,19 +87,8 @@ impl OAuthPeer {
     }
 
     pub(crate) fn admin(&self, method: &str, path: &str) -> Result<Value> {
-        let url = format!("{}{path}", self.admin_url);
-        let rest = url.strip_prefix("http://").context("http")?;
-        let (host, target) = rest.split_at(rest.find('/').context("path")?);
-        let mut s = TcpStream::connect(host)?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(
-            s,
-            "{method} {target} HTTP/1.0\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n"
-        )?;
-        let mut resp = String::new();
-        s.read_to_string(&mut resp)?;
-        let body = resp.split("\r\n\r\n").nth(1).context("body")?;
-        Ok(serde_json::from_str(body)?)
+        let resp = raw_url(method, &format!("{}{path}", self.admin_url), "")?;
+        Ok(serde_json::from_str(&resp.body)?)
     }
 }
 

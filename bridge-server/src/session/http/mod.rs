@@ -253,7 +253,7 @@ impl HttpCarrier {
         let (tx, rx) = mpsc::channel(STREAM_EVENTS);
         // The priming event: an id (and no data) the client can resume after.
         self.next_event += 1;
-        let priming = sse_event(self.next_event, b"");
+        let priming = sse_event(Some(self.next_event), b"");
         self.replay.push(self.next_event, s, priming.clone());
         let _ = tx.try_send(self.free_chunk(priming));
         if p.reply.send(PostReply::Stream(rx)).is_ok() {
@@ -275,7 +275,7 @@ impl HttpCarrier {
     ) -> Option<mpsc::Sender<Chunk>> {
         let (tx, rx) = mpsc::channel(STREAM_EVENTS);
         self.next_event += 1;
-        let priming = sse_event(self.next_event, b"");
+        let priming = sse_event(Some(self.next_event), b"");
         self.replay.push(self.next_event, s, priming.clone());
         let _ = tx.try_send(self.free_chunk(priming));
         reply.send(rx).ok().map(|()| tx)
@@ -338,7 +338,7 @@ impl HttpCarrier {
                 self.lost(id);
                 continue;
             };
-            let event = sse_event(self.next_event + 1, &self.waiting[i].1);
+            let event = sse_event(Some(self.next_event + 1), &self.waiting[i].1);
             let event_copy = event.clone();
             let need = u32::try_from(event.len().min(self.budget_bytes)).unwrap_or(u32::MAX);
             let Ok(permit) = self.budget.clone().try_acquire_many_owned(need) else {
@@ -431,14 +431,17 @@ impl HttpCarrier {
     }
 }
 
-/// One SSE event: `id`, then the message as `data` lines (a message has no raw line breaks
-/// but JSON may hold a CR or LF as whitespace: each splits a `data` line, which the client
-/// joins with a line feed, a JSON whitespace again).
-fn sse_event(id: u64, msg: &[u8]) -> Bytes {
+/// One SSE event: `id` (when the stream resumes), then the message as `data` lines (a message
+/// has no raw line breaks but JSON may hold a CR or LF as whitespace: each splits a `data`
+/// line, which the client joins with a line feed, a JSON whitespace again). Also the 2026-07-28
+/// carrier's, with no id (that revision does not resume).
+pub(crate) fn sse_event(id: Option<u64>, msg: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(msg.len() + 32);
-    b.put_slice(b"id: ");
-    b.put_slice(id.to_string().as_bytes());
-    b.put_u8(b'\n');
+    if let Some(id) = id {
+        b.put_slice(b"id: ");
+        b.put_slice(id.to_string().as_bytes());
+        b.put_u8(b'\n');
+    }
     for line in msg.split(|c| *c == b'\n' || *c == b'\r') {
         b.put_slice(b"data: ");
         b.put_slice(line);

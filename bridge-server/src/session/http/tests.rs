@@ -93,7 +93,7 @@ async fn notifications_are_accepted_and_unrouted_messages_wait_for_a_get() {
 async fn delete_ends_the_carrier_and_line_breaks_split_data_lines() {
     let (door, mut c) = carrier();
     assert_eq!(
-        &sse_event(7, b"{\"a\":\r\n1}")[..],
+        &sse_event(Some(7), b"{\"a\":\r\n1}")[..],
         b"id: 7\ndata: {\"a\":\ndata: \ndata: 1}\n\n"
     );
     let (reply, done) = oneshot::channel();

@@ -11,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::future::select_all;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
@@ -23,7 +23,8 @@ use shared::endpoint::Transmit;
 
 use super::mux::{Era, FromTool, Key, Mux};
 use super::pool::Pool;
-use crate::session::http::{Chunk, Events};
+use super::wire::RequestSpans;
+use crate::session::http::{sse_event, Chunk, Events};
 
 /// Requests one pooled process serves at once.
 pub(crate) const MAX_INFLIGHT: usize = 64;
@@ -42,6 +43,8 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// One session-less request for the pooled process.
 pub(crate) struct Call {
     pub(crate) body: Bytes,
+    /// What the handler's parse found in `body` that the mux needs.
+    pub(crate) request: RequestSpans,
     /// Answer on an SSE stream (else one JSON body: only the answer is sent).
     pub(crate) sse: bool,
     pub(crate) reply: oneshot::Sender<Reply>,
@@ -183,12 +186,8 @@ impl ModernCarrier {
     /// A call: its stream opened and answered to the handler; the body for the tool.
     fn take(&mut self, c: Call) -> Option<Bytes> {
         self.last_activity = Instant::now();
-        let Ok(f) = super::wire::fields(&c.body) else {
-            // Checked by the handler: not reached.
-            return None;
-        };
-        let listen = f.method.as_deref() == Some("subscriptions/listen");
-        let (key, body) = match self.mux.request(&f, &c.body) {
+        let listen = c.request.method.as_deref() == Some("subscriptions/listen");
+        let (key, body) = match self.mux.request(&c.request, &c.body) {
             Ok(taken) => taken,
             Err(super::mux::Busy::Full(n)) => {
                 let _ = c.reply.send(Reply::Busy(n));
@@ -210,7 +209,7 @@ impl ModernCarrier {
                 budget: Arc::new(Semaphore::new(STREAM_BUDGET)),
             },
         );
-        debug!(key, method = ?f.method, "a session-less call goes to the tool");
+        debug!(key, method = ?c.request.method, "a session-less call goes to the tool");
         Some(body)
     }
 
@@ -273,9 +272,16 @@ impl ModernCarrier {
         }
         let chunk = if last {
             // The slot kept for it is there: nothing else takes the last one.
-            Chunk::new(if s.sse { data_event(&bytes) } else { bytes }, None)
+            Chunk::new(
+                if s.sse {
+                    sse_event(None, &bytes)
+                } else {
+                    bytes
+                },
+                None,
+            )
         } else {
-            let event = data_event(&bytes);
+            let event = sse_event(None, &bytes);
             let need = u32::try_from(event.len()).unwrap_or(u32::MAX);
             let permit = s.budget.clone().try_acquire_many_owned(need).ok();
             match permit.filter(|_| s.tx.capacity() > 1) {
@@ -345,18 +351,6 @@ impl ModernCarrier {
         }
         self.streams.clear();
     }
-}
-
-/// One SSE event with the message as `data` lines (no id: this revision does not resume).
-fn data_event(msg: &[u8]) -> Bytes {
-    let mut b = BytesMut::with_capacity(msg.len() + 16);
-    for line in msg.split(|c| *c == b'\n' || *c == b'\r') {
-        b.put_slice(b"data: ");
-        b.put_slice(line);
-        b.put_u8(b'\n');
-    }
-    b.put_u8(b'\n');
-    b.freeze()
 }
 
 #[cfg(test)]

@@ -40,8 +40,12 @@ async fn modern() -> (ModernCarrier, mpsc::Sender<Call>, Arc<Pool>) {
 async fn call(c: &mut ModernCarrier, tx: &mpsc::Sender<Call>, sse: bool) -> (Value, Events) {
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","_meta":{"progressToken":1}}}"#;
     let (reply, answer) = oneshot::channel();
+    let request = super::super::wire::fields(body.as_bytes())
+        .expect("fields")
+        .request_spans();
     tx.send(Call {
         body: Bytes::from_static(body.as_bytes()),
+        request,
         sse,
         reply,
     })

@@ -15,7 +15,7 @@ use serde_json::json;
 use shared::jsonrpc;
 
 use super::check::MODERN_VERSIONS;
-use super::wire::{self, Fields};
+use super::wire::{self, Fields, RequestSpans};
 
 /// A request's key: the id the tool sees for it, and its stream's name.
 pub(crate) type Key = u64;
@@ -112,24 +112,27 @@ impl Mux {
 
     /// Takes a client request (its `fields` read from `body`): its key, and the body to give
     /// the tool (the id, and the progress token if any, replaced by the key).
-    pub(crate) fn request(&mut self, f: &Fields<'_>, body: &[u8]) -> Result<(Key, Bytes), Busy> {
+    pub(crate) fn request(&mut self, r: &RequestSpans, body: &[u8]) -> Result<(Key, Bytes), Busy> {
         if self.inflight.len() >= self.max_inflight {
             return Err(Busy::Full(self.max_inflight));
         }
         let key = self.key();
         let text = key.to_string();
+        let raw = |span: &std::ops::Range<usize>| -> Box<str> {
+            String::from_utf8_lossy(body.get(span.clone()).unwrap_or_default()).into()
+        };
         let mut edits = Vec::with_capacity(2);
         let mut entry = Entry {
             client_id: Box::from(""),
             token: None,
-            listen: f.method.as_deref() == Some("subscriptions/listen"),
+            listen: r.method.as_deref() == Some("subscriptions/listen"),
         };
-        if let Some((raw, span)) = &f.id {
-            entry.client_id = Box::from(*raw);
+        if let Some(span) = &r.id {
+            entry.client_id = raw(span);
             edits.push((span.clone(), text.as_str()));
         }
-        if let Some((raw, span)) = &f.progress_token {
-            entry.token = Some(Box::from(*raw));
+        if let Some(span) = &r.progress_token {
+            entry.token = Some(raw(span));
             edits.push((span.clone(), text.as_str()));
         }
         let out = wire::splice(body, edits);

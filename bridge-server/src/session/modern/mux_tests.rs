@@ -10,7 +10,7 @@ fn req(id: &str, method: &str, extra: &str) -> Vec<u8> {
 
 fn take(m: &mut Mux, body: &[u8]) -> (Key, Value) {
     let f = wire::fields(body).expect("fields");
-    let (key, out) = m.request(&f, body).expect("taken");
+    let (key, out) = m.request(&f.request_spans(), body).expect("taken");
     (key, serde_json::from_slice(&out).expect("json"))
 }
 
@@ -181,7 +181,10 @@ fn tool_requests_are_answered_with_an_error_and_bounds_hold() {
     let _ = take(&mut m, &req("1", "tools/list", ""));
     let body = req("2", "tools/list", "");
     let f = wire::fields(&body).expect("fields");
-    assert_eq!(m.request(&f, &body).err(), Some(Busy::Full(1)));
+    assert_eq!(
+        m.request(&f.request_spans(), &body).err(),
+        Some(Busy::Full(1))
+    );
 }
 
 #[test]

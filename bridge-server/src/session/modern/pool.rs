@@ -26,7 +26,13 @@ struct State {
     doors: HashMap<(String, String), mpsc::Sender<Call>>,
     /// tool → when it was found to speak only the handshake era.
     handshake: HashMap<String, Instant>,
+    /// How many doors there may be before the ended ones are swept out (twice the live ones
+    /// at the last sweep), so a request does not scan every user's door.
+    sweep_at: usize,
 }
+
+/// The fewest doors kept before a sweep.
+const SWEEP_MIN: usize = 64;
 
 /// The relay's pooled processes for session-less requests.
 #[derive(Default)]
@@ -70,10 +76,13 @@ impl Pool {
         start: impl FnOnce(mpsc::Receiver<Call>) -> Result<(), E>,
     ) -> Result<mpsc::Sender<Call>, E> {
         let mut s = self.state();
-        s.doors.retain(|_, d| !d.is_closed());
         let key = (user.to_owned(), tool.to_owned());
-        if let Some(d) = s.doors.get(&key) {
+        if let Some(d) = s.doors.get(&key).filter(|d| !d.is_closed()) {
             return Ok(d.clone());
+        }
+        if s.doors.len() >= s.sweep_at {
+            s.doors.retain(|_, d| !d.is_closed());
+            s.sweep_at = (2 * s.doors.len()).max(SWEEP_MIN);
         }
         let (tx, rx) = mpsc::channel(QUEUED_CALLS);
         start(rx)?;
@@ -120,6 +129,36 @@ mod tests {
         assert!(pool
             .door_or_start("carol", "time", |_| Err("refused"))
             .is_err());
+    }
+
+    #[test]
+    fn ended_processes_are_swept_out_now_and_then() {
+        let pool = Pool::default();
+        for i in 0..3 * SWEEP_MIN {
+            pool.door_or_start::<()>(&format!("user{i}"), "time", |rx| {
+                drop(rx);
+                Ok(())
+            })
+            .expect("start");
+        }
+        // Every process ended at once (its receiver dropped): the map never held more than
+        // twice the live ones, and a live one is kept.
+        let mut kept = None;
+        let live = pool
+            .door_or_start::<()>("alice", "time", |rx| {
+                kept = Some(rx);
+                Ok(())
+            })
+            .expect("alice");
+        assert!(
+            pool.state().doors.len() <= SWEEP_MIN,
+            "{}",
+            pool.state().doors.len()
+        );
+        let again = pool
+            .door_or_start::<()>("alice", "time", |_| panic!("started twice"))
+            .expect("alice again");
+        assert!(live.same_channel(&again));
     }
 
     #[test]

@@ -77,6 +77,29 @@ pub(crate) struct Fields<'a> {
     pub(crate) cancelled: Option<&'a str>,
 }
 
+/// What the mux needs of a request, owned: found by the handler's one parse and carried with
+/// the call, so the carrier does not parse the body again. Spans are into the same body.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RequestSpans {
+    /// The `method`, if any.
+    pub(crate) method: Option<Box<str>>,
+    /// The span of the raw `id` (absent for a notification).
+    pub(crate) id: Option<Range<usize>>,
+    /// The span of the raw progress token (`params._meta.progressToken`).
+    pub(crate) progress_token: Option<Range<usize>>,
+}
+
+impl Fields<'_> {
+    /// The owned part of these fields the mux needs to take the request.
+    pub(crate) fn request_spans(&self) -> RequestSpans {
+        RequestSpans {
+            method: self.method.as_deref().map(Box::from),
+            id: self.id.as_ref().map(|(_, span)| span.clone()),
+            progress_token: self.progress_token.as_ref().map(|(_, span)| span.clone()),
+        }
+    }
+}
+
 /// Why a message cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum WireError {

@@ -10,7 +10,7 @@ use mcp_bridge_tests::http_raw::{raw, SseStream};
 use mcp_bridge_tests::{demo_tool, Relay};
 use serde_json::Value;
 
-use super::{ACCEPT_BOTH, INIT, JSON};
+use super::{open_session, ACCEPT_BOTH, JSON};
 
 const CALLS: u64 = 1_000;
 
@@ -47,11 +47,7 @@ impl Seen {
 #[test]
 fn a_thousand_calls_with_broken_streams_each_answered_once() -> Result<()> {
     let relay = Relay::start(&demo_tool("demo", ""))?;
-    let r = raw(relay.addr, "POST", "/mcp/demo", &[ACCEPT_BOTH, JSON], INIT)?;
-    let sid = r
-        .header("mcp-session-id")
-        .context("Mcp-Session-Id")?
-        .to_owned();
+    let sid = open_session(&relay)?;
     let session = ("Mcp-Session-Id", sid.as_str());
     let version = ("MCP-Protocol-Version", "2025-11-25");
     let started = Instant::now();

@@ -10,29 +10,11 @@ use mcp_bridge_tests::http_raw::{raw, sse_events};
 use mcp_bridge_tests::{demo_tool, mib, relay_config, wait_until, Relay};
 use serde_json::Value;
 
-use super::{ACCEPT_BOTH, INIT, JSON};
+use super::{open_session, ACCEPT_BOTH, JSON};
 
 const SESSIONS: usize = 1_000;
 const CLIENTS: usize = 8;
 const VERSION: (&str, &str) = ("MCP-Protocol-Version", "2025-11-25");
-
-fn open(relay: &Relay) -> Result<String> {
-    let r = raw(relay.addr, "POST", "/mcp/demo", &[ACCEPT_BOTH, JSON], INIT)?;
-    ensure!(r.status == 200, "initialize: {r:?}");
-    let sid = r
-        .header("mcp-session-id")
-        .context("Mcp-Session-Id")?
-        .to_owned();
-    let r = raw(
-        relay.addr,
-        "POST",
-        "/mcp/demo",
-        &[ACCEPT_BOTH, JSON, VERSION, ("Mcp-Session-Id", &sid)],
-        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
-    )?;
-    ensure!(r.status == 202, "initialized: {r:?}");
-    Ok(sid)
-}
 
 fn echo(relay: &Relay, sid: &str, text: &str) -> Result<()> {
     let body = format!(
@@ -91,7 +73,7 @@ fn a_thousand_http_sessions_at_once_each_with_its_own_tool() -> Result<()> {
             .map(|part| {
                 s.spawn(|| {
                     part.iter()
-                        .map(|_| open(&relay))
+                        .map(|_| open_session(&relay))
                         .collect::<Result<Vec<_>>>()
                 })
             })

@@ -17,7 +17,7 @@ use std::io::{Read, Write};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use mcp_bridge_tests::http_raw::{raw, sse_events};
 use mcp_bridge_tests::{
     assert_checks, demo_tool, relay_config, run_driver, token_auth, tool_table, Peers, Relay,
@@ -28,6 +28,31 @@ const DRIVER_LIMIT: Duration = Duration::from_secs(90);
 const ACCEPT_BOTH: (&str, &str) = ("Accept", "application/json, text/event-stream");
 const JSON: (&str, &str) = ("Content-Type", "application/json");
 const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#;
+
+/// A Streamable HTTP session with the demo tool, initialized (`initialize`, then
+/// `notifications/initialized`): its id.
+fn open_session(relay: &Relay) -> Result<String> {
+    let r = raw(relay.addr, "POST", "/mcp/demo", &[ACCEPT_BOTH, JSON], INIT)?;
+    ensure!(r.status == 200, "initialize: {r:?}");
+    let sid = r
+        .header("mcp-session-id")
+        .context("Mcp-Session-Id")?
+        .to_owned();
+    let r = raw(
+        relay.addr,
+        "POST",
+        "/mcp/demo",
+        &[
+            ACCEPT_BOTH,
+            JSON,
+            ("MCP-Protocol-Version", "2025-11-25"),
+            ("Mcp-Session-Id", &sid),
+        ],
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+    )?;
+    ensure!(r.status == 202, "initialized: {r:?}");
+    Ok(sid)
+}
 
 fn http_url(relay: &Relay, tool: &str) -> String {
     format!("http://{}/mcp/{tool}", relay.addr)
@@ -336,11 +361,7 @@ fn a_session_is_its_users_alone_and_counts_against_the_same_limits() -> Result<(
 #[test]
 fn a_broken_answer_stream_resumes_with_last_event_id() -> Result<()> {
     let relay = Relay::start(&demo_tool("demo", ""))?;
-    let r = raw(relay.addr, "POST", "/mcp/demo", &[ACCEPT_BOTH, JSON], INIT)?;
-    let sid = r
-        .header("mcp-session-id")
-        .context("Mcp-Session-Id")?
-        .to_owned();
+    let sid = open_session(&relay)?;
     let session = ("Mcp-Session-Id", sid.as_str());
     let call = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"slow","arguments":{"steps":6,"delay_ms":150},"_meta":{"progressToken":"t"}}}"#;
     // Read the answer stream up to the first progress event, then break the connection.

@@ -9,14 +9,16 @@
 mod rejections;
 mod signin;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
+use mcp_bridge_tests::http_raw::raw_url;
 use mcp_bridge_tests::pki::Pki;
-use mcp_bridge_tests::{bin, demo_tool, fixture_tool, relay_config, Peers, Relay, TempDir};
+use mcp_bridge_tests::{
+    browser_runs, demo_tool, fixture_tool, relay_config, signin_client, start_announcing, Peers,
+    Relay, TempDir,
+};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(60);
@@ -40,35 +42,18 @@ impl Idp {
     pub(crate) fn start_with(args: &[&str]) -> Result<Idp> {
         let peers = Peers::require();
         let pki = Pki::new()?;
-        let mut child = Command::new("node")
-            .arg(peers.script("idp_server.mjs"))
-            .args([
-                "--cert",
-                &pki.path("server.pem"),
-                "--key",
-                &pki.path("server.key"),
-            ])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("node")?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = tx.send(line);
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        });
-        let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("idp_server.mjs did not start within 20 s");
-        };
-        let v: Value = serde_json::from_str(&line).with_context(|| format!("{line:?}"))?;
+        let (child, v) = start_announcing(
+            Command::new("node")
+                .arg(peers.script("idp_server.mjs"))
+                .args([
+                    "--cert",
+                    &pki.path("server.pem"),
+                    "--key",
+                    &pki.path("server.key"),
+                ])
+                .args(args),
+            "idp_server.mjs",
+        )?;
         let s = |k: &str| v[k].as_str().map(str::to_owned).context("field");
         Ok(Idp {
             issuer: s("issuer")?,
@@ -120,33 +105,16 @@ jwks_min_refetch_s = 0
         Relay::start_config(&relay_config("", &format!("{auth}\n{tools}")), &[])
     }
 
-    fn browser_log(&self) -> std::path::PathBuf {
-        self.dir.path().join("browser.log")
-    }
-
     /// How many times the stand-in browser ran.
     pub(crate) fn sign_ins(&self) -> usize {
-        std::fs::read_to_string(self.browser_log())
-            .map(|s| s.lines().count())
-            .unwrap_or(0)
+        browser_runs(self.dir.path())
     }
 
     /// `bridge-client ARGS` with the stand-in browser, trusting the test CA as the machine does
     /// (nothing but the URL on bridge-client's command line).
     pub(crate) fn client(&self, args: &[&str]) -> Command {
-        let peers = Peers::require();
-        let browser = format!(
-            "{} {}",
-            peers.python.display(),
-            peers.script("oauth_browser.py").display()
-        );
-        let mut cmd = Command::new(bin("bridge-client"));
-        cmd.args(args)
-            .env("BROWSER", browser)
-            .env("OAUTH_BROWSER_LOG", self.browser_log())
-            .env("XDG_RUNTIME_DIR", self.dir.path())
-            .env("SSL_CERT_FILE", self.ca())
-            .env_remove("MCP_BRIDGE_TOKEN");
+        let mut cmd = signin_client(self.dir.path(), args);
+        cmd.env("SSL_CERT_FILE", self.ca());
         cmd
     }
 
@@ -161,20 +129,8 @@ jwks_min_refetch_s = 0
     }
 
     fn admin_call(&self, method: &str, path: &str, body: &str) -> Result<Value> {
-        let url = format!("{}{path}", self.admin);
-        let rest = url.strip_prefix("http://").context("http")?;
-        let (host, target) = rest.split_at(rest.find('/').context("path")?);
-        let mut s = TcpStream::connect(host)?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(
-            s,
-            "{method} {target} HTTP/1.0\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )?;
-        let mut resp = String::new();
-        s.read_to_string(&mut resp)?;
-        let body = resp.split("\r\n\r\n").nth(1).context("body")?;
-        Ok(serde_json::from_str(body)?)
+        let resp = raw_url(method, &format!("{}{path}", self.admin), body)?;
+        Ok(serde_json::from_str(&resp.body)?)
     }
 
     /// A JWT signed by the provider's current key (or, `rogue`, by a key it never publishes),

@@ -7,23 +7,17 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use mcp_bridge_tests::http_raw::raw;
 use mcp_bridge_tests::{
-    assert_checks, demo_tool, fixture_tool, relay_config, run_driver, token_auth, tool_table,
-    Peers, Relay,
+    assert_checks, demo_tool, fixture_tool, relay_config, run_driver, token_auth, Peers, Relay,
 };
 use serde_json::Value;
 
 use super::super::{http_url, DRIVER_LIMIT};
-use super::{answer, body, post, text_of, MODERN};
+use super::{answer, body, post, text_of, time_relay, MODERN};
 
 #[test]
 fn python_sdk_auto_is_modern_and_legacy_still_works_with_mcp_server_time() -> Result<()> {
     let peers = Peers::require();
-    let relay = Relay::start(&tool_table(
-        "time",
-        &peers.venv_bin.join("mcp-server-time"),
-        &[],
-        "",
-    ))?;
+    let relay = time_relay("")?;
     for (mode, era) in [("auto", "modern"), ("legacy", "legacy")] {
         let mut cmd = Command::new(&peers.python);
         cmd.arg(peers.script("py_client.py"))
@@ -56,13 +50,7 @@ fn python_sdk_auto_is_modern_and_legacy_still_works_with_mcp_server_time() -> Re
 
 #[test]
 fn headers_that_do_not_match_the_body_are_32020_and_a_bad_version_is_32022() -> Result<()> {
-    let peers = Peers::require();
-    let relay = Relay::start(&tool_table(
-        "time",
-        &peers.venv_bin.join("mcp-server-time"),
-        &[],
-        "",
-    ))?;
+    let relay = time_relay("")?;
     let call = body(
         "5",
         "tools/call",
@@ -320,12 +308,7 @@ fn a_handshake_era_tool_tells_modern_clients_to_fall_back() -> Result<()> {
 #[test]
 fn the_relays_policy_holds_for_session_less_requests() -> Result<()> {
     let peers = Peers::require();
-    let relay = Relay::start(&tool_table(
-        "time",
-        &peers.venv_bin.join("mcp-server-time"),
-        &[],
-        "[[tool.policy]]\nusers = [\"*\"]\ndeny = [\"convert_*\"]\n",
-    ))?;
+    let relay = time_relay("[[tool.policy]]\nusers = [\"*\"]\ndeny = [\"convert_*\"]\n")?;
     let mut cmd = Command::new(&peers.python);
     cmd.arg(peers.script("py_client.py"))
         .args(["--scenario", "time-policy", "--mode", "auto", "--url"])
@@ -345,12 +328,7 @@ fn the_relays_policy_holds_for_session_less_requests() -> Result<()> {
 #[test]
 fn claude_code_connects_session_less_to_mcp_server_time() -> Result<()> {
     let peers = Peers::require();
-    let relay = Relay::start(&tool_table(
-        "time",
-        &peers.venv_bin.join("mcp-server-time"),
-        &[],
-        "",
-    ))?;
+    let relay = time_relay("")?;
     let home = mcp_bridge_tests::TempDir::new();
     let claude = peers.node_modules.join(".bin/claude");
     // Bounded in time: the output goes to a log, the process is reaped within the limit.

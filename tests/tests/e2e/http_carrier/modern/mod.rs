@@ -11,13 +11,41 @@ mod streams;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use mcp_bridge_tests::http_raw::{raw, sse_events, Resp};
+use mcp_bridge_tests::{fixture_tool, tool_table, Peers, Relay, TempDir};
 use serde_json::Value;
 
 pub(super) const MODERN: &str = "2026-07-28";
+
+/// A relay hosting the pinned `mcp-server-time` as `time` (a tool that speaks 2026-07-28),
+/// with `extra` in its `[[tool]]` table.
+pub(super) fn time_relay(extra: &str) -> Result<Relay> {
+    let peers = Peers::require();
+    Relay::start(&tool_table(
+        "time",
+        &peers.venv_bin.join("mcp-server-time"),
+        &[],
+        extra,
+    ))
+}
+
+/// A relay hosting the test fixture in its 2026-07-28 mode as `fx`, writing each
+/// `notifications/cancelled` it reads to the returned file (in the returned folder).
+pub(super) fn fixture_relay_with_cancels() -> Result<(Relay, TempDir, PathBuf)> {
+    let dir = TempDir::new();
+    let cancels = dir.path().join("cancels");
+    let cancels_arg = cancels.display().to_string();
+    let relay = Relay::start(&fixture_tool(
+        "fx",
+        &["--modern", "--cancels", &cancels_arg],
+        "",
+    ))?;
+    Ok((relay, dir, cancels))
+}
 
 /// A 2026-07-28 request body: `params` (a JSON object's members, may be empty) plus `_meta`.
 pub(super) fn body(id: &str, method: &str, params: &str, version: &str) -> String {

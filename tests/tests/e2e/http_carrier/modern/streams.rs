@@ -4,21 +4,14 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use mcp_bridge_tests::{fixture_tool, relay_config, wait_until, Relay, TempDir};
+use mcp_bridge_tests::{fixture_tool, relay_config, wait_until, Relay};
 use serde_json::Value;
 
-use super::{answer, body, post, text_of, Listening, MODERN};
+use super::{answer, body, fixture_relay_with_cancels, post, text_of, Listening, MODERN};
 
 #[test]
 fn closing_the_stream_before_the_answer_cancels_the_call_at_the_tool() -> Result<()> {
-    let dir = TempDir::new();
-    let cancels = dir.path().join("cancels");
-    let cancels_arg = cancels.display().to_string();
-    let relay = Relay::start(&fixture_tool(
-        "fx",
-        &["--modern", "--cancels", &cancels_arg],
-        "",
-    ))?;
+    let (relay, _dir, cancels) = fixture_relay_with_cancels()?;
     // Open the call's stream, read the head, and go away.
     let call = body(
         "\"c1\"",
@@ -71,14 +64,7 @@ fn closing_the_stream_before_the_answer_cancels_the_call_at_the_tool() -> Result
 
 #[test]
 fn subscriptions_listen_streams_the_tools_changes_until_the_client_closes_it() -> Result<()> {
-    let dir = TempDir::new();
-    let cancels = dir.path().join("cancels");
-    let cancels_arg = cancels.display().to_string();
-    let relay = Relay::start(&fixture_tool(
-        "fx",
-        &["--modern", "--cancels", &cancels_arg],
-        "",
-    ))?;
+    let (relay, _dir, cancels) = fixture_relay_with_cancels()?;
     let listen_body = body(
         "\"L1\"",
         "subscriptions/listen",
