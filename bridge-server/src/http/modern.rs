@@ -1,6 +1,8 @@
 //! Session-less MCP Streamable HTTP (revision 2026-07-28) at `/mcp/<tool>`: a POST without
 //! `Mcp-Session-Id` whose `MCP-Protocol-Version` is not a handshake-era version. The body is
-//! checked against its headers (`session::modern::check`), then sent to the user's pooled
+//! checked against its headers (`session::modern::check`; a `tools/call`'s `Mcp-Param-*`
+//! headers against what the pooled process's `tools/list` answers declared, `params`), then
+//! sent to the user's pooled
 //! process of the tool (started through `start`, the same limits and spawn as a session);
 //! the answer comes back as one JSON body or an SSE stream, as `Accept` allows. GET and DELETE
 //! have no meaning in this revision (405). A tool that speaks only the handshake era gets its
@@ -21,6 +23,7 @@ use tracing::{debug, Instrument};
 
 use shared::endpoint::Framing;
 use shared::jsonrpc::{self, Id};
+use shared::mcp_params;
 
 use super::start::{start, Opening, Started};
 use super::streamable::{accepts, body_is_json, read_body, sse};
@@ -29,6 +32,7 @@ use crate::auth::Principal;
 use crate::config::ToolConfig;
 use crate::session::modern::carrier::{Call, ModernCarrier, Reply};
 use crate::session::modern::check::{self, Checked, Headers, Refusal};
+use crate::session::modern::params::{self, Params};
 use crate::session::modern::wire;
 use crate::session::{self, Carrier, Door};
 use crate::Relay;
@@ -100,6 +104,11 @@ async fn post(
     let duplicated = ["mcp-protocol-version", "mcp-method", "mcp-name"]
         .iter()
         .any(|n| h.get_all(*n).iter().count() > 1);
+    let param_headers: Vec<(String, Vec<u8>)> = h
+        .iter()
+        .filter(|(n, _)| n.as_str().starts_with(mcp_params::HEADER_PREFIX))
+        .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+        .collect();
     let body = read_body(req, tool.max_message_size)
         .await
         .map_err(|refusal| *refusal)?;
@@ -109,7 +118,7 @@ async fn post(
         name: name.as_deref(),
         duplicated,
     };
-    let (id, request) = match check::check(&headers, &body) {
+    let (id, request, call_of) = match check::check(&headers, &body) {
         // Refused: the id is read again for the error (off the path of a call that goes on).
         Err(r) => return Err(refusal(request_id(&body).as_ref(), r)),
         Ok(Checked::Notification) => {
@@ -120,7 +129,10 @@ async fn post(
         Ok(Checked::Request(f)) => {
             debug!(method = ?f.method, "a session-less request");
             let spans = f.request_spans();
-            (f.id.and_then(|(raw, _)| wire::to_id(raw)), spans)
+            let call_of = (f.method.as_deref() == Some("tools/call"))
+                .then(|| f.name.as_deref().map(str::to_owned))
+                .flatten();
+            (f.id.and_then(|(raw, _)| wire::to_id(raw)), spans, call_of)
         }
     };
     if relay.pool.is_handshake(&tool.name, Instant::now()) {
@@ -139,12 +151,16 @@ async fn post(
     }
     // A process that ends between the look-up and the send is replaced once.
     for _ in 0..2 {
-        let door = relay
+        let inlet = relay
             .pool
-            .door_or_start(&principal.user, &tool.name, |rx| {
-                open(tool, relay, peer, principal.clone(), rx)
+            .door_or_start(&principal.user, &tool.name, |rx, params| {
+                open(tool, relay, peer, principal.clone(), rx, params)
             })
             .map_err(|refusal| *refusal)?;
+        if let Some(name) = &call_of {
+            let declared = params::of(&inlet.params, name);
+            params::check(&declared, &body, &param_headers).map_err(|r| refusal(id.as_ref(), r))?;
+        }
         let (reply, answer) = oneshot::channel();
         let call = Call {
             body: body.clone(),
@@ -152,7 +168,7 @@ async fn post(
             sse: want_sse,
             reply,
         };
-        if door.send(call).await.is_err() {
+        if inlet.calls.send(call).await.is_err() {
             continue;
         }
         let Ok(reply) = answer.await else {
@@ -196,6 +212,7 @@ fn open(
     peer: SocketAddr,
     principal: Principal,
     calls: tokio::sync::mpsc::Receiver<Call>,
+    annotations: Params,
 ) -> Result<(), Box<Response<Body>>> {
     let user = principal.user.clone();
     let opening = Opening {
@@ -216,7 +233,8 @@ fn open(
         relay.shutdown.drain.clone(),
         relay.limits.resume_window,
         Instant::now(),
-    );
+    )
+    .with_params(annotations);
     relay.tracker.spawn(
         session::run(params, tool_proc, Carrier::Modern(Box::new(carrier)), None).instrument(span),
     );

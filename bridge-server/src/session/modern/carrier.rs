@@ -22,6 +22,7 @@ use shared::carrier::Io;
 use shared::endpoint::Transmit;
 
 use super::mux::{Era, FromTool, Key, Mux};
+use super::params::{self, Params};
 use super::pool::Pool;
 use super::wire::RequestSpans;
 use crate::session::http::{sse_event, Chunk, Events};
@@ -62,6 +63,8 @@ struct Stream {
     tx: mpsc::Sender<Chunk>,
     sse: bool,
     listen: bool,
+    /// A `tools/list`: its answer teaches the process's `Mcp-Param-*` annotations.
+    lists_tools: bool,
     budget: Arc<Semaphore>,
 }
 
@@ -74,6 +77,8 @@ pub(crate) struct ModernCarrier {
     /// tool's requests), handed to the core as client messages.
     to_tool: VecDeque<Bytes>,
     era: Option<Era>,
+    /// The process's tools' `x-mcp-header` annotations, learned from `tools/list` answers.
+    params: Params,
     pool: Arc<Pool>,
     user: String,
     tool: String,
@@ -106,6 +111,7 @@ impl ModernCarrier {
             streams: HashMap::new(),
             to_tool: VecDeque::from([probe]),
             era: None,
+            params: Params::default(),
             pool,
             user,
             tool,
@@ -116,6 +122,13 @@ impl ModernCarrier {
             probe_deadline: now + PROBE_WITHIN,
             next_check: now + CHECK_EVERY,
         }
+    }
+
+    /// The carrier learning its tools' annotations into `params` (the table the pool hands
+    /// to this process's handlers).
+    pub(crate) fn with_params(mut self, params: Params) -> ModernCarrier {
+        self.params = params;
+        self
     }
 
     /// Waits for something to do: a message for the core (only if `recv`), room for a
@@ -187,6 +200,7 @@ impl ModernCarrier {
     fn take(&mut self, c: Call) -> Option<Bytes> {
         self.last_activity = Instant::now();
         let listen = c.request.method.as_deref() == Some("subscriptions/listen");
+        let lists_tools = c.request.method.as_deref() == Some("tools/list");
         let (key, body) = match self.mux.request(&c.request, &c.body) {
             Ok(taken) => taken,
             Err(super::mux::Busy::Full(n)) => {
@@ -206,6 +220,7 @@ impl ModernCarrier {
                 tx,
                 sse: c.sse,
                 listen,
+                lists_tools,
                 budget: Arc::new(Semaphore::new(STREAM_BUDGET)),
             },
         );
@@ -230,7 +245,12 @@ impl ModernCarrier {
     pub(crate) fn send(&mut self, t: Transmit) -> Result<(), String> {
         let (Transmit::Text(msg) | Transmit::Binary(msg)) = t;
         match self.mux.on_tool_message(&msg) {
-            FromTool::Stream { key, bytes, last } => self.deliver(key, bytes, last),
+            FromTool::Stream { key, bytes, last } => {
+                if last && self.streams.get(&key).is_some_and(|s| s.lists_tools) {
+                    self.learn(&bytes);
+                }
+                self.deliver(key, bytes, last)
+            }
             FromTool::End(key) => {
                 self.streams.remove(&key);
             }
@@ -261,6 +281,19 @@ impl ModernCarrier {
             }
         }
         Ok(())
+    }
+
+    /// Learns the annotations of a `tools/list` answer (before the client gets it, so a call
+    /// the client sends after reading it is checked).
+    fn learn(&self, answer: &[u8]) {
+        for bad in params::learn(&self.params, answer) {
+            debug!(
+                user = %self.user,
+                "tool `{}` has invalid x-mcp-header annotations ({}): its calls' Mcp-Param-* headers are not checked",
+                shared::log_safe_max(&bad.name, 128),
+                bad.why
+            );
+        }
     }
 
     fn deliver(&mut self, key: Key, bytes: Bytes, last: bool) {

@@ -39,6 +39,16 @@ async fn modern() -> (ModernCarrier, mpsc::Sender<Call>, Arc<Pool>) {
 /// Sends a call and takes it: its id at the tool and its events.
 async fn call(c: &mut ModernCarrier, tx: &mpsc::Sender<Call>, sse: bool) -> (Value, Events) {
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","_meta":{"progressToken":1}}}"#;
+    call_with(c, tx, body, sse).await
+}
+
+/// Sends the call `body` and takes it: its id at the tool and its events.
+async fn call_with(
+    c: &mut ModernCarrier,
+    tx: &mpsc::Sender<Call>,
+    body: &'static str,
+    sse: bool,
+) -> (Value, Events) {
     let (reply, answer) = oneshot::channel();
     let request = super::super::wire::fields(body.as_bytes())
         .expect("fields")
@@ -157,4 +167,37 @@ async fn a_handshake_era_tool_ends_the_process_and_is_remembered() {
     );
     assert!(to_client(&mut c, refused).is_err());
     assert!(pool.is_handshake("demo", Instant::now()));
+}
+
+#[tokio::test]
+async fn a_tools_list_answer_teaches_the_annotations_and_passes_unchanged() {
+    let (c, tx, _pool) = modern().await;
+    let table = Params::default();
+    let mut c = c.with_params(Arc::clone(&table));
+    let list = r#"{"jsonrpc":"2.0","id":"l","method":"tools/list","params":{}}"#;
+    let (at_tool, mut events) = call_with(&mut c, &tx, list, false).await;
+    let answer = format!(
+        r#"{{"jsonrpc":"2.0","id":{},"result":{{"tools":[{{"name":"sql","inputSchema":{{"type":"object","properties":{{"region":{{"type":"string","x-mcp-header":"Region"}}}}}}}},{{"name":"bad","inputSchema":{{"type":"object","properties":{{"f":{{"type":"number","x-mcp-header":"F"}}}}}}}}]}}}}"#,
+        at_tool["id"]
+    );
+    to_client(&mut c, answer.clone()).expect("delivered");
+    let got: Value =
+        serde_json::from_slice(&events.recv().await.expect("answer").bytes).expect("json");
+    let sent: Value = serde_json::from_str(&answer).expect("json");
+    assert_eq!(
+        got["result"], sent["result"],
+        "the invalid tool is not left out"
+    );
+    assert_eq!(got["id"], "l");
+    let sql = params::of(&table, "sql");
+    assert_eq!(sql.len(), 1);
+    assert_eq!(sql[0].display(), "Mcp-Param-Region");
+    // A tools/call answer teaches nothing.
+    let (at_tool, _events) = call(&mut c, &tx, false).await;
+    let other = format!(
+        r#"{{"jsonrpc":"2.0","id":{},"result":{{"tools":[{{"name":"x","inputSchema":{{"type":"object","properties":{{"a":{{"type":"string","x-mcp-header":"A"}}}}}}}}]}}}}"#,
+        at_tool["id"]
+    );
+    to_client(&mut c, other).expect("delivered");
+    assert!(params::of(&table, "x").is_empty());
 }
