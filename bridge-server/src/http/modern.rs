@@ -1,9 +1,8 @@
 //! Session-less MCP Streamable HTTP (revision 2026-07-28) at `/mcp/<tool>`: a POST without
 //! `Mcp-Session-Id` whose `MCP-Protocol-Version` is not a handshake-era version. The body is
-//! checked against its headers (`session::modern::check`; a `tools/call`'s `Mcp-Param-*`
-//! headers against what the pooled process's `tools/list` answers declared, `params`), then
-//! sent to the user's pooled
-//! process of the tool (started through `start`, the same limits and spawn as a session);
+//! checked against its headers (`session::modern::check`), then sent to the user's pooled
+//! process of the tool (started through `start`, the same limits and spawn as a session; its
+//! carrier checks a `tools/call`'s `Mcp-Param-*` headers against its tools' annotations);
 //! the answer comes back as one JSON body or an SSE stream, as `Accept` allows. GET and DELETE
 //! have no meaning in this revision (405). A tool that speaks only the handshake era gets its
 //! modern clients told, with an error that is not a modern one, to fall back to `initialize`.
@@ -32,7 +31,7 @@ use crate::auth::Principal;
 use crate::config::ToolConfig;
 use crate::session::modern::carrier::{Call, ModernCarrier, Reply};
 use crate::session::modern::check::{self, Checked, Headers, Refusal};
-use crate::session::modern::params::{self, Params};
+use crate::session::modern::params::ParamHeaders;
 use crate::session::modern::wire;
 use crate::session::{self, Carrier, Door};
 use crate::Relay;
@@ -151,24 +150,24 @@ async fn post(
     }
     // A process that ends between the look-up and the send is replaced once.
     for _ in 0..2 {
-        let inlet = relay
+        let door = relay
             .pool
-            .door_or_start(&principal.user, &tool.name, |rx, params| {
-                open(tool, relay, peer, principal.clone(), rx, params)
+            .door_or_start(&principal.user, &tool.name, |rx| {
+                open(tool, relay, peer, principal.clone(), rx)
             })
             .map_err(|refusal| *refusal)?;
-        if let Some(name) = &call_of {
-            let declared = params::of(&inlet.params, name);
-            params::check(&declared, &body, &param_headers).map_err(|r| refusal(id.as_ref(), r))?;
-        }
         let (reply, answer) = oneshot::channel();
         let call = Call {
             body: body.clone(),
             request: request.clone(),
             sse: want_sse,
+            params: call_of.as_ref().map(|tool| ParamHeaders {
+                tool: tool.clone(),
+                headers: param_headers.clone(),
+            }),
             reply,
         };
-        if inlet.calls.send(call).await.is_err() {
+        if door.send(call).await.is_err() {
             continue;
         }
         let Ok(reply) = answer.await else {
@@ -185,6 +184,7 @@ async fn post(
                 Some(chunk) => Ok(json_answer(chunk.bytes)),
                 None => Err(unavailable(id.as_ref(), "the tool's process ended before it answered")),
             },
+            Reply::Refused(r) => Err(refusal(id.as_ref(), r)),
             Reply::Busy(n) => Err(refusal(
                 id.as_ref(),
                 Refusal {
@@ -212,7 +212,6 @@ fn open(
     peer: SocketAddr,
     principal: Principal,
     calls: tokio::sync::mpsc::Receiver<Call>,
-    annotations: Params,
 ) -> Result<(), Box<Response<Body>>> {
     let user = principal.user.clone();
     let opening = Opening {
@@ -233,8 +232,7 @@ fn open(
         relay.shutdown.drain.clone(),
         relay.limits.resume_window,
         Instant::now(),
-    )
-    .with_params(annotations);
+    );
     relay.tracker.spawn(
         session::run(params, tool_proc, Carrier::Modern(Box::new(carrier)), None).instrument(span),
     );

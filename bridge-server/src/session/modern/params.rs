@@ -1,12 +1,11 @@
-//! The relay's side of `Mcp-Param-*` headers (2026-07-28): a pooled process's table of its
-//! tools' `x-mcp-header` annotations, learned from the `tools/list` answers that pass through
-//! to clients (never changed: leaving out invalid tools is each client's duty), and the check
-//! of a session-less `tools/call`'s `Mcp-Param-*` headers against its body, which the spec asks
-//! of whoever processes the body (`-32020` HeaderMismatch, 400). Sans-IO: answer bytes, header
-//! values and body in, a verdict out. What a parameter is and how values are encoded is
-//! `shared::mcp_params`; the other request headers are [`check`](super::check)'s.
-
-use std::sync::{Arc, Mutex, PoisonError};
+//! The relay's side of `Mcp-Param-*` headers (2026-07-28): learning a pooled process's tools'
+//! `x-mcp-header` annotations from `tools/list` answers (the relay's own, and those that pass
+//! through to clients, never changed: leaving out invalid tools is each client's duty), and
+//! checking a session-less `tools/call`'s `Mcp-Param-*` headers against its body, which the
+//! spec asks of whoever processes the body (`-32020` HeaderMismatch, 400). Sans-IO: answer
+//! bytes, header values and body in, a verdict out. What a parameter is and how values are
+//! encoded is `shared::mcp_params`; the table lives in the process's carrier; the other
+//! request headers are [`check`](super::check)'s.
 
 use serde_json::Value;
 
@@ -14,36 +13,44 @@ use shared::mcp_params::{self, Found, Invalid, Param, ToolParams};
 
 use super::check::{mismatch, Refusal};
 
-/// One pooled process's annotation table: written by its carrier, read by the handlers.
-pub(crate) type Params = Arc<Mutex<ToolParams>>;
-
-/// Learns from a `tools/list` answer of the tool (the bytes the client gets). Returns the
-/// tools whose annotations are invalid (their calls are not checked: a conforming client left
-/// them out of its list, and the tool's answer is the client's to judge).
-pub(crate) fn learn(table: &Mutex<ToolParams>, answer: &[u8]) -> Vec<Invalid> {
-    let Ok(v) = serde_json::from_slice::<Value>(answer) else {
-        return Vec::new();
-    };
-    let Some(tools) = v
-        .get("result")
-        .and_then(|r| r.get("tools"))
-        .and_then(Value::as_array)
-    else {
-        return Vec::new();
-    };
-    table
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .learn(tools)
+/// What one `tools/list` answer taught.
+#[derive(Debug, Default)]
+pub(crate) struct Learned {
+    /// The tools whose annotations are invalid (their calls are not checked: a conforming
+    /// client left them out of its list).
+    pub(crate) invalid: Vec<Invalid>,
+    /// The answer's `nextCursor`: there are more pages.
+    pub(crate) next_cursor: Option<String>,
 }
 
-/// The annotated parameters `table` knows of `tool` (empty: nothing to check).
-pub(crate) fn of(table: &Mutex<ToolParams>, tool: &str) -> Vec<Param> {
-    table
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .of(tool)
-        .to_vec()
+/// Learns from a `tools/list` answer of the tool (an error or a non-list teaches nothing).
+pub(crate) fn learn(table: &mut ToolParams, answer: &[u8]) -> Learned {
+    let Ok(v) = serde_json::from_slice::<Value>(answer) else {
+        return Learned::default();
+    };
+    let Some(result) = v.get("result") else {
+        return Learned::default();
+    };
+    let Some(tools) = result.get("tools").and_then(Value::as_array) else {
+        return Learned::default();
+    };
+    Learned {
+        invalid: table.learn(tools),
+        next_cursor: result
+            .get("nextCursor")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    }
+}
+
+/// A `tools/call`'s `Mcp-Param-*` headers as they came, for the carrier to check once the
+/// process's annotations are known.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ParamHeaders {
+    /// The tool called (`params.name`).
+    pub(crate) tool: String,
+    /// Every `mcp-param-*` header line: lowercase name, raw value.
+    pub(crate) headers: Vec<(String, Vec<u8>)>,
 }
 
 /// Checks a `tools/call`'s `Mcp-Param-*` headers (`headers`: lowercase name, raw value, one

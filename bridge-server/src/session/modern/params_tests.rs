@@ -14,11 +14,12 @@ const LIST: &[u8] = br#"{"jsonrpc":"2.0","id":7,"result":{"tools":[
     {"name":"bad","inputSchema":{"type":"object","properties":{
         "f":{"type":"number","x-mcp-header":"F"}}}}]}}"#;
 
-fn table() -> Params {
-    let t = Params::default();
-    let invalid = learn(&t, LIST);
-    assert_eq!(invalid.len(), 1);
-    assert_eq!(invalid[0].name, "bad");
+fn table() -> ToolParams {
+    let mut t = ToolParams::default();
+    let learned = learn(&mut t, LIST);
+    assert_eq!(learned.invalid.len(), 1);
+    assert_eq!(learned.invalid[0].name, "bad");
+    assert_eq!(learned.next_cursor, None);
     t
 }
 
@@ -38,7 +39,7 @@ fn hs(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
 
 fn refused(args: &str, pairs: &[(&str, &str)]) -> String {
     let t = table();
-    let r = check(&of(&t, "sql"), &call(args), &hs(pairs)).expect_err("refused");
+    let r = check(t.of("sql"), &call(args), &hs(pairs)).expect_err("refused");
     assert_eq!((r.status, r.code), (400, HEADER_MISMATCH));
     assert!(r.message.starts_with("Header mismatch: "), "{}", r.message);
     r.message
@@ -47,26 +48,26 @@ fn refused(args: &str, pairs: &[(&str, &str)]) -> String {
 #[test]
 fn matching_headers_pass() {
     let t = table();
-    let sql = of(&t, "sql");
+    let sql = t.of("sql");
     let args = r#"{"region":"us-west1","opts":{"n":42,"dry":false},"query":"x"}"#;
     let ok = hs(&[
         ("mcp-param-region", "us-west1"),
         ("mcp-param-n", "42"),
         ("mcp-param-dry", "false"),
     ]);
-    assert_eq!(check(&sql, &call(args), &ok), Ok(()));
+    assert_eq!(check(sql, &call(args), &ok), Ok(()));
     // Encoded values are decoded; integers compare as numbers.
     let args = r#"{"region":"Hello, 世界","opts":{"n":42.0}}"#;
     let ok = hs(&[
         ("mcp-param-region", "=?base64?SGVsbG8sIOS4lueVjA==?="),
         ("mcp-param-n", "42.0"),
     ]);
-    assert_eq!(check(&sql, &call(args), &ok), Ok(()));
+    assert_eq!(check(sql, &call(args), &ok), Ok(()));
     // Absent and null arguments expect no header; an undeclared header is not judged.
     let ok = hs(&[("mcp-param-other", "x")]);
-    assert_eq!(check(&sql, &call(r#"{"region":null}"#), &ok), Ok(()));
+    assert_eq!(check(sql, &call(r#"{"region":null}"#), &ok), Ok(()));
     // A tool without annotations, or not known: nothing to check.
-    assert!(of(&t, "plain").is_empty() && of(&t, "bad").is_empty() && of(&t, "nope").is_empty());
+    assert!(t.of("plain").is_empty() && t.of("bad").is_empty() && t.of("nope").is_empty());
     assert_eq!(check(&[], &call(r#"{"region":"x"}"#), &ok), Ok(()));
 }
 
@@ -122,15 +123,14 @@ fn integers_compare_as_numbers() {
 
 #[test]
 fn a_new_list_replaces_what_was_known() {
-    let t = table();
-    let again = br#"{"jsonrpc":"2.0","id":8,"result":{"tools":[
+    let mut t = table();
+    let again = br#"{"jsonrpc":"2.0","id":8,"result":{"nextCursor":"p2","tools":[
         {"name":"sql","inputSchema":{"type":"object","properties":{"region":{"type":"string"}}}}]}}"#;
-    assert!(learn(&t, again).is_empty());
-    assert!(of(&t, "sql").is_empty(), "no annotations any more");
-    assert!(learn(&t, b"not json").is_empty());
-    assert!(learn(
-        &t,
-        br#"{"jsonrpc":"2.0","id":9,"error":{"code":-1,"message":"x"}}"#
-    )
-    .is_empty());
+    let learned = learn(&mut t, again);
+    assert!(learned.invalid.is_empty());
+    assert_eq!(learned.next_cursor.as_deref(), Some("p2"));
+    assert!(t.of("sql").is_empty(), "no annotations any more");
+    assert!(learn(&mut t, b"not json").next_cursor.is_none());
+    let error = br#"{"jsonrpc":"2.0","id":9,"error":{"code":-32601,"message":"x"}}"#;
+    assert!(learn(&mut t, error).invalid.is_empty());
 }

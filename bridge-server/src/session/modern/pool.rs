@@ -1,13 +1,11 @@
 //! Which tool process serves a user's session-less (2026-07-28) requests: one pooled process
 //! per (user, tool), started on the first request and found again for the next ones while it
 //! runs, and which tools were found to speak only the handshake era (so modern clients are
-//! told to fall back at once, without a process started for nothing). Each pooled process has
-//! its table of `Mcp-Param-*` annotations (learned by its carrier, read by the handler's
-//! check). Starting the process (limits, spawn) is the HTTP layer's `start`; running it is the
-//! session driver's.
+//! told to fall back at once, without a process started for nothing). Starting the process
+//! (limits, spawn) is the HTTP layer's `start`; running it is the session driver's.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -15,14 +13,6 @@ use tokio::time::Instant;
 
 use super::carrier::Call;
 use super::mux::Era;
-use super::params::Params;
-
-/// The way to a pooled process: its calls' inlet and its table of parameter annotations.
-#[derive(Clone)]
-pub(crate) struct Inlet {
-    pub(crate) calls: mpsc::Sender<Call>,
-    pub(crate) params: Params,
-}
 
 /// How long a tool found to speak only the handshake era is believed to, before one more
 /// process is started to ask it again (the tool may have been upgraded).
@@ -33,7 +23,7 @@ pub(crate) const QUEUED_CALLS: usize = 8;
 #[derive(Default)]
 struct State {
     /// (user, tool) → the pooled process's inlet.
-    doors: HashMap<(String, String), Inlet>,
+    doors: HashMap<(String, String), mpsc::Sender<Call>>,
     /// tool → when it was found to speak only the handshake era.
     handshake: HashMap<String, Instant>,
     /// How many doors there may be before the ended ones are swept out (twice the live ones
@@ -78,28 +68,26 @@ impl Pool {
 
     /// The inlet of `user`'s running process of `tool`, or one `start` makes (called under
     /// the pool's lock, so two first requests start one process). `start` gets the receiving
-    /// end for the new process's carrier, and the new process's (empty) annotation table.
+    /// end for the new process's carrier.
     pub(crate) fn door_or_start<E>(
         &self,
         user: &str,
         tool: &str,
-        start: impl FnOnce(mpsc::Receiver<Call>, Params) -> Result<(), E>,
-    ) -> Result<Inlet, E> {
+        start: impl FnOnce(mpsc::Receiver<Call>) -> Result<(), E>,
+    ) -> Result<mpsc::Sender<Call>, E> {
         let mut s = self.state();
         let key = (user.to_owned(), tool.to_owned());
-        if let Some(d) = s.doors.get(&key).filter(|d| !d.calls.is_closed()) {
+        if let Some(d) = s.doors.get(&key).filter(|d| !d.is_closed()) {
             return Ok(d.clone());
         }
         if s.doors.len() >= s.sweep_at {
-            s.doors.retain(|_, d| !d.calls.is_closed());
+            s.doors.retain(|_, d| !d.is_closed());
             s.sweep_at = (2 * s.doors.len()).max(SWEEP_MIN);
         }
         let (tx, rx) = mpsc::channel(QUEUED_CALLS);
-        let params = Params::default();
-        start(rx, Arc::clone(&params))?;
-        let inlet = Inlet { calls: tx, params };
-        s.doors.insert(key, inlet.clone());
-        Ok(inlet)
+        start(rx)?;
+        s.doors.insert(key, tx.clone());
+        Ok(tx)
     }
 }
 
@@ -112,37 +100,34 @@ mod tests {
         let pool = Pool::default();
         let mut started = Vec::new();
         let a1 = pool
-            .door_or_start::<()>("alice", "time", |rx, _| {
+            .door_or_start::<()>("alice", "time", |rx| {
                 started.push(rx);
                 Ok(())
             })
             .expect("a1");
         let a2 = pool
-            .door_or_start::<()>("alice", "time", |_, _| panic!("started twice"))
+            .door_or_start::<()>("alice", "time", |_| panic!("started twice"))
             .expect("a2");
-        assert!(a1.calls.same_channel(&a2.calls));
+        assert!(a1.same_channel(&a2));
         let b = pool
-            .door_or_start::<()>("bob", "time", |rx, _| {
+            .door_or_start::<()>("bob", "time", |rx| {
                 started.push(rx);
                 Ok(())
             })
             .expect("b");
-        assert!(
-            !a1.calls.same_channel(&b.calls),
-            "another user gets another process"
-        );
+        assert!(!a1.same_channel(&b), "another user gets another process");
         assert_eq!(started.len(), 2);
         // Alice's process ends: her next request starts a new one.
         drop(started.remove(0));
         let a3 = pool
-            .door_or_start::<()>("alice", "time", |rx, _| {
+            .door_or_start::<()>("alice", "time", |rx| {
                 started.push(rx);
                 Ok(())
             })
             .expect("a3");
-        assert!(!a3.calls.same_channel(&a1.calls));
+        assert!(!a3.same_channel(&a1));
         assert!(pool
-            .door_or_start("carol", "time", |_, _| Err("refused"))
+            .door_or_start("carol", "time", |_| Err("refused"))
             .is_err());
     }
 
@@ -150,7 +135,7 @@ mod tests {
     fn ended_processes_are_swept_out_now_and_then() {
         let pool = Pool::default();
         for i in 0..3 * SWEEP_MIN {
-            pool.door_or_start::<()>(&format!("user{i}"), "time", |rx, _| {
+            pool.door_or_start::<()>(&format!("user{i}"), "time", |rx| {
                 drop(rx);
                 Ok(())
             })
@@ -160,7 +145,7 @@ mod tests {
         // twice the live ones, and a live one is kept.
         let mut kept = None;
         let live = pool
-            .door_or_start::<()>("alice", "time", |rx, _| {
+            .door_or_start::<()>("alice", "time", |rx| {
                 kept = Some(rx);
                 Ok(())
             })
@@ -171,9 +156,9 @@ mod tests {
             pool.state().doors.len()
         );
         let again = pool
-            .door_or_start::<()>("alice", "time", |_, _| panic!("started twice"))
+            .door_or_start::<()>("alice", "time", |_| panic!("started twice"))
             .expect("alice again");
-        assert!(live.calls.same_channel(&again.calls));
+        assert!(live.same_channel(&again));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `Mcp-Param-*` headers of session-less calls: the relay learns the fixture's `region` tool
-//! (its `region` argument marked `x-mcp-header: Region`) from the `tools/list` answer it
-//! passes on unchanged, then checks each `tools/call`'s header against the body — matching
+//! (its `region` argument marked `x-mcp-header: Region`) from its own `tools/list` and from
+//! the answer it passes on unchanged, then checks each `tools/call`'s header against the body — matching
 //! (plain or base64) is answered; missing, different, or sent for an absent argument is 400
 //! with JSON-RPC -32020 naming the header; an undeclared one is ignored. The Python SDK in
 //! `auto` mode sends the header itself and is answered.
@@ -36,10 +36,11 @@ fn mcp_param_headers_are_checked_against_the_body() -> Result<()> {
             extra,
         )
     };
-    // Before any tools/list the relay knows no annotations: the call goes on unchecked.
+    // The relay lists the tools itself before the process takes a first call: even a client
+    // that never listed them is checked.
     let early = call(1, r#"{"region":"us-west1","query":"q"}"#, &[])?;
-    assert_eq!(early.status, 200, "{early:?}");
-    assert_eq!(text_of(&answer(&early)?), "us-west1|q");
+    assert_eq!(early.status, 400, "{early:?}");
+    assert_eq!(answer(&early)?["error"]["code"], -32020);
 
     let list = post(
         relay.addr,
@@ -148,8 +149,8 @@ fn the_python_sdk_sends_mcp_param_headers_the_relay_accepts() -> Result<()> {
             "absent_param",
         ],
     );
-    // The SDK's own tools/list taught the relay the annotation: a call without the header
-    // (which the SDK did send) is refused now.
+    // The relay knew the annotation all along (a call without the header is refused), so the
+    // SDK's calls above passed because it sent Mcp-Param-Region, matching.
     let r = post(
         relay.addr,
         "fx",
