@@ -9,6 +9,7 @@ pub mod endpoint;
 pub mod framing;
 pub mod ingress;
 pub mod jsonrpc;
+pub mod mcp_params;
 pub mod tls;
 pub mod tunnel;
 

@@ -3,7 +3,7 @@
 
 Usage:
     .peers/venv/bin/python tests/peers/py_client.py \
-        --scenario everything|time|demo|restart-everything|restart-time \
+        --scenario everything|time|params|demo|restart-everything|restart-time \
         [--mode auto|legacy] [--timeout 60] -- CMD ARGS...
 
 CMD ARGS is the server command line (the real server, or the bridge wrapping it).
@@ -906,7 +906,34 @@ async def scenario_restart_time(args: argparse.Namespace, rep: Report, params: S
         rep.ok(detail=await after_restart(rep, args, "convert_after_restart", convert))
 
 
-SCENARIOS = {"everything": scenario_everything, "time": scenario_time,
+async def scenario_params(args: argparse.Namespace, rep: Report, params: StdioServerParameters) -> None:
+    """The test fixture's `region` tool (an x-mcp-header argument) over 2026-07-28 HTTP: the SDK
+    mirrors the argument into `Mcp-Param-Region` itself, and a relay that checks it answers."""
+    peer = Peer(uuid.uuid4().hex[:8])
+    wire = Wire(params)
+    async with make_client(args, peer, wire, callbacks=False) as client:
+        check_connected(rep, client, args.expect_era or "modern")
+
+        rep.begin("list_tools")
+        listed = await client.list_tools()
+        region = next((t for t in listed.tools if t.name == "region"), None)
+        expect(region is not None, "list_tools", f"no region tool in {[t.name for t in listed.tools]}")
+        rep.ok()
+
+        for check, arguments, want in [
+            ("ascii_param", {"region": "us-west1", "query": "q1"}, "us-west1|q1"),
+            ("encoded_param", {"region": " Hello, 世界 ", "query": "q2"}, " Hello, 世界 |q2"),
+            ("absent_param", {"query": "q3"}, "-|q3"),
+        ]:
+            rep.begin(check)
+            r = await client.call_tool("region", arguments)
+            expect(not r.is_error, check, f"isError: {short(texts(r))}")
+            got = first_text(r, check)
+            expect(got == want, check, f"expected {want!r}, got {got!r}")
+            rep.ok(detail=got)
+
+
+SCENARIOS = {"everything": scenario_everything, "time": scenario_time, "params": scenario_params,
              "time-policy": scenario_time_policy, "demo": scenario_demo,
              "restart-everything": scenario_restart_everything, "restart-time": scenario_restart_time}
 RESTART_SCENARIOS = {"restart-everything", "restart-time"}
@@ -934,7 +961,7 @@ def leaf(exc: BaseException) -> BaseException:
 def main() -> int:
     argv = sys.argv[1:]
     if "--" not in argv and not {"-h", "--help"} & set(argv):
-        print("usage: py_client.py --scenario everything|time|demo|restart-everything|restart-time "
+        print("usage: py_client.py --scenario everything|time|params|demo|restart-everything|restart-time "
               "[--mode auto|legacy] [--url http://...] -- CMD ARGS...",
               file=sys.stderr)
         return 2
@@ -963,7 +990,7 @@ def main() -> int:
     if not cmd and not args.url:
         ap.error("missing server command after -- (or --url)")
     if args.mode is None:
-        args.mode = "auto" if args.scenario in ("time", "time-policy", "restart-time") else "legacy"
+        args.mode = "auto" if args.scenario in ("time", "time-policy", "params", "restart-time") else "legacy"
     if args.timeout is None:
         args.timeout = 120.0 if args.scenario in RESTART_SCENARIOS else 60.0
 

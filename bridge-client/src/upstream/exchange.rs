@@ -5,7 +5,6 @@
 
 use std::borrow::Cow;
 
-use base64::Engine;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use serde::Deserialize;
 
@@ -97,21 +96,7 @@ impl RequestMeta {
 /// A header value as the 2026-07-28 revision writes it: plain when it is safe ASCII without
 /// surrounding spaces, else `=?base64?…?=`.
 pub(crate) fn encoded_value(text: &str) -> Option<HeaderValue> {
-    let plain = !text.is_empty()
-        && text.bytes().all(|b| (0x20..0x7f).contains(&b))
-        && !text.starts_with(' ')
-        && !text.ends_with(' ')
-        && !is_sentinel(text);
-    if plain {
-        return HeaderValue::from_str(text).ok();
-    }
-    let b64 = base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
-    HeaderValue::from_str(&format!("=?base64?{b64}?=")).ok()
-}
-
-/// Whether `text` looks like an encoded value (and so must itself be encoded).
-fn is_sentinel(text: &str) -> bool {
-    text.starts_with("=?base64?") && text.ends_with("?=")
+    HeaderValue::from_str(&shared::mcp_params::encoded_value(text)).ok()
 }
 
 /// The protocol headers of a POST carrying `msg`.
@@ -341,23 +326,6 @@ mod tests {
         let n = msg(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
         let h = post_headers(&n, Some("s-1"), None);
         assert!(h.get(MCP_METHOD).is_none() && h.get(PROTOCOL_VERSION).is_none());
-    }
-
-    #[test]
-    fn unsafe_values_are_base64_encoded() {
-        assert_eq!(encoded_value("us-west1").expect("ok"), "us-west1");
-        assert_eq!(
-            encoded_value("Hello, 世界").expect("ok"),
-            "=?base64?SGVsbG8sIOS4lueVjA==?="
-        );
-        assert_eq!(
-            encoded_value(" padded ").expect("ok"),
-            "=?base64?IHBhZGRlZCA=?="
-        );
-        assert_eq!(
-            encoded_value("=?base64?literal?=").expect("ok"),
-            "=?base64?PT9iYXNlNjQ/bGl0ZXJhbD89?="
-        );
     }
 
     #[test]

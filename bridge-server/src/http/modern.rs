@@ -1,7 +1,8 @@
 //! Session-less MCP Streamable HTTP (revision 2026-07-28) at `/mcp/<tool>`: a POST without
 //! `Mcp-Session-Id` whose `MCP-Protocol-Version` is not a handshake-era version. The body is
 //! checked against its headers (`session::modern::check`), then sent to the user's pooled
-//! process of the tool (started through `start`, the same limits and spawn as a session);
+//! process of the tool (started through `start`, the same limits and spawn as a session; its
+//! carrier checks a `tools/call`'s `Mcp-Param-*` headers against its tools' annotations);
 //! the answer comes back as one JSON body or an SSE stream, as `Accept` allows. GET and DELETE
 //! have no meaning in this revision (405). A tool that speaks only the handshake era gets its
 //! modern clients told, with an error that is not a modern one, to fall back to `initialize`.
@@ -21,6 +22,7 @@ use tracing::{debug, Instrument};
 
 use shared::endpoint::Framing;
 use shared::jsonrpc::{self, Id};
+use shared::mcp_params;
 
 use super::start::{start, Opening, Started};
 use super::streamable::{accepts, body_is_json, read_body, sse};
@@ -29,6 +31,7 @@ use crate::auth::Principal;
 use crate::config::ToolConfig;
 use crate::session::modern::carrier::{Call, ModernCarrier, Reply};
 use crate::session::modern::check::{self, Checked, Headers, Refusal};
+use crate::session::modern::params::ParamHeaders;
 use crate::session::modern::wire;
 use crate::session::{self, Carrier, Door};
 use crate::Relay;
@@ -100,6 +103,11 @@ async fn post(
     let duplicated = ["mcp-protocol-version", "mcp-method", "mcp-name"]
         .iter()
         .any(|n| h.get_all(*n).iter().count() > 1);
+    let param_headers: Vec<(String, Vec<u8>)> = h
+        .iter()
+        .filter(|(n, _)| n.as_str().starts_with(mcp_params::HEADER_PREFIX))
+        .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+        .collect();
     let body = read_body(req, tool.max_message_size)
         .await
         .map_err(|refusal| *refusal)?;
@@ -109,7 +117,7 @@ async fn post(
         name: name.as_deref(),
         duplicated,
     };
-    let (id, request) = match check::check(&headers, &body) {
+    let (id, request, call_of) = match check::check(&headers, &body) {
         // Refused: the id is read again for the error (off the path of a call that goes on).
         Err(r) => return Err(refusal(request_id(&body).as_ref(), r)),
         Ok(Checked::Notification) => {
@@ -120,7 +128,10 @@ async fn post(
         Ok(Checked::Request(f)) => {
             debug!(method = ?f.method, "a session-less request");
             let spans = f.request_spans();
-            (f.id.and_then(|(raw, _)| wire::to_id(raw)), spans)
+            let call_of = (f.method.as_deref() == Some("tools/call"))
+                .then(|| f.name.as_deref().map(str::to_owned))
+                .flatten();
+            (f.id.and_then(|(raw, _)| wire::to_id(raw)), spans, call_of)
         }
     };
     if relay.pool.is_handshake(&tool.name, Instant::now()) {
@@ -150,6 +161,10 @@ async fn post(
             body: body.clone(),
             request: request.clone(),
             sse: want_sse,
+            params: call_of.as_ref().map(|tool| ParamHeaders {
+                tool: tool.clone(),
+                headers: param_headers.clone(),
+            }),
             reply,
         };
         if door.send(call).await.is_err() {
@@ -169,6 +184,7 @@ async fn post(
                 Some(chunk) => Ok(json_answer(chunk.bytes)),
                 None => Err(unavailable(id.as_ref(), "the tool's process ended before it answered")),
             },
+            Reply::Refused(r) => Err(refusal(id.as_ref(), r)),
             Reply::Busy(n) => Err(refusal(
                 id.as_ref(),
                 Refusal {

@@ -1,7 +1,8 @@
 //! The carrier of a pooled tool process that serves session-less (2026-07-28) requests: takes
 //! calls from the pool's bounded channel (only while the core takes client messages, and only
 //! once the tool has shown, by answering the relay's `server/discover`, that it speaks the
-//! revision), gives each its own answer stream, hands what the tool sends to the stream the
+//! revision, and has answered the relay's `tools/list`), checks a `tools/call`'s `Mcp-Param-*`
+//! headers against the annotations learned, gives each call its own answer stream, hands what the tool sends to the stream the
 //! [`Mux`] names, and turns a stream closed before its answer into `notifications/cancelled`
 //! for the tool. The process ends after `idle` with nothing in flight, or when the relay
 //! drains and nothing is in flight. Which stream a message belongs to is the mux's decision;
@@ -20,8 +21,11 @@ use tracing::debug;
 
 use shared::carrier::Io;
 use shared::endpoint::Transmit;
+use shared::mcp_params::ToolParams;
 
+use super::check::Refusal;
 use super::mux::{Era, FromTool, Key, Mux};
+use super::params::{self, ParamHeaders};
 use super::pool::Pool;
 use super::wire::RequestSpans;
 use crate::session::http::{sse_event, Chunk, Events};
@@ -35,8 +39,10 @@ const STREAM_EVENTS: usize = 64;
 const STREAM_BUDGET: usize = 256 * 1024;
 /// Errors for the tool's own requests waiting to be written; past it the tool is ended.
 const TOOL_ERRORS: usize = 64;
-/// How long the tool has to answer the relay's `server/discover`.
+/// How long the tool has to answer the relay's `server/discover` (and, then, its `tools/list`).
 pub(crate) const PROBE_WITHIN: Duration = Duration::from_secs(15);
+/// Pages of the relay's own `tools/list` read at most (the rest are learned from clients').
+const LIST_PAGES: usize = 16;
 /// How often closed streams' bookkeeping and the idle time are checked.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
@@ -47,6 +53,8 @@ pub(crate) struct Call {
     pub(crate) request: RequestSpans,
     /// Answer on an SSE stream (else one JSON body: only the answer is sent).
     pub(crate) sse: bool,
+    /// A `tools/call`'s `Mcp-Param-*` headers, to check against the tool's annotations.
+    pub(crate) params: Option<ParamHeaders>,
     pub(crate) reply: oneshot::Sender<Reply>,
 }
 
@@ -56,12 +64,16 @@ pub(crate) enum Reply {
     Stream(Events),
     /// The process serves this many requests already.
     Busy(usize),
+    /// Refused before it reached the tool (`Mcp-Param-*` headers that do not match the body).
+    Refused(Refusal),
 }
 
 struct Stream {
     tx: mpsc::Sender<Chunk>,
     sse: bool,
     listen: bool,
+    /// A `tools/list`: its answer teaches the process's `Mcp-Param-*` annotations.
+    lists_tools: bool,
     budget: Arc<Semaphore>,
 }
 
@@ -74,6 +86,13 @@ pub(crate) struct ModernCarrier {
     /// tool's requests), handed to the core as client messages.
     to_tool: VecDeque<Bytes>,
     era: Option<Era>,
+    /// The process's tools' `x-mcp-header` annotations, learned from `tools/list` answers.
+    params: ToolParams,
+    /// The relay's own `tools/list` is done (every page, an error, or its time ran out):
+    /// calls may be taken.
+    listed: bool,
+    /// Pages of it asked for so far.
+    pages: usize,
     pool: Arc<Pool>,
     user: String,
     tool: String,
@@ -106,6 +125,9 @@ impl ModernCarrier {
             streams: HashMap::new(),
             to_tool: VecDeque::from([probe]),
             era: None,
+            params: ToolParams::default(),
+            listed: false,
+            pages: 0,
             pool,
             user,
             tool,
@@ -134,7 +156,8 @@ impl ModernCarrier {
             if self.drain.is_cancelled() && self.mux.len() == 0 && self.to_tool.is_empty() {
                 return Io::Closed("the relay is draining".to_owned());
             }
-            let take = recv && self.era == Some(Era::Modern) && !self.drain.is_cancelled();
+            let take =
+                recv && self.era == Some(Era::Modern) && self.listed && !self.drain.is_cancelled();
             enum Wake {
                 Call(Option<Call>),
                 Closed(Key),
@@ -187,6 +210,13 @@ impl ModernCarrier {
     fn take(&mut self, c: Call) -> Option<Bytes> {
         self.last_activity = Instant::now();
         let listen = c.request.method.as_deref() == Some("subscriptions/listen");
+        let lists_tools = c.request.method.as_deref() == Some("tools/list");
+        if let Some(p) = &c.params {
+            if let Err(r) = params::check(self.params.of(&p.tool), &c.body, &p.headers) {
+                let _ = c.reply.send(Reply::Refused(r));
+                return None;
+            }
+        }
         let (key, body) = match self.mux.request(&c.request, &c.body) {
             Ok(taken) => taken,
             Err(super::mux::Busy::Full(n)) => {
@@ -206,6 +236,7 @@ impl ModernCarrier {
                 tx,
                 sse: c.sse,
                 listen,
+                lists_tools,
                 budget: Arc::new(Semaphore::new(STREAM_BUDGET)),
             },
         );
@@ -230,7 +261,12 @@ impl ModernCarrier {
     pub(crate) fn send(&mut self, t: Transmit) -> Result<(), String> {
         let (Transmit::Text(msg) | Transmit::Binary(msg)) = t;
         match self.mux.on_tool_message(&msg) {
-            FromTool::Stream { key, bytes, last } => self.deliver(key, bytes, last),
+            FromTool::Stream { key, bytes, last } => {
+                if last && self.streams.get(&key).is_some_and(|s| s.lists_tools) {
+                    self.learn(&bytes);
+                }
+                self.deliver(key, bytes, last)
+            }
             FromTool::End(key) => {
                 self.streams.remove(&key);
             }
@@ -243,11 +279,27 @@ impl ModernCarrier {
             FromTool::Probe(Some(era)) => {
                 self.era = Some(era);
                 self.pool.verdict(&self.tool, era, Instant::now());
+                if era == Era::Modern {
+                    // Its tools' annotations, before any call is taken.
+                    self.pages = 1;
+                    self.probe_deadline = Instant::now() + PROBE_WITHIN;
+                    self.to_tool.push_back(self.mux.list_tools(None));
+                }
                 if era == Era::Handshake {
                     return Err(format!(
                         "tool `{}` speaks only the handshake era (it did not answer server/discover with 2026-07-28)",
                         self.tool
                     ));
+                }
+            }
+            FromTool::Listed(answer) => {
+                let cursor = self.learn(&answer);
+                match cursor {
+                    Some(c) if self.pages < LIST_PAGES => {
+                        self.pages += 1;
+                        self.to_tool.push_back(self.mux.list_tools(Some(&c)));
+                    }
+                    _ => self.listed = true,
                 }
             }
             FromTool::AnswerTool(error) => {
@@ -261,6 +313,21 @@ impl ModernCarrier {
             }
         }
         Ok(())
+    }
+
+    /// Learns the annotations of a `tools/list` answer (a client's: before the client gets
+    /// it, so a call it sends after reading it is checked). Returns the next page's cursor.
+    fn learn(&mut self, answer: &[u8]) -> Option<String> {
+        let learned = params::learn(&mut self.params, answer);
+        for bad in learned.invalid {
+            debug!(
+                user = %self.user,
+                "tool `{}` has invalid x-mcp-header annotations ({}): its calls' Mcp-Param-* headers are not checked",
+                shared::log_safe_max(&bad.name, 128),
+                bad.why
+            );
+        }
+        learned.next_cursor
     }
 
     fn deliver(&mut self, key: Key, bytes: Bytes, last: bool) {
@@ -309,7 +376,7 @@ impl ModernCarrier {
 
     /// When [`Self::on_timer`] is due.
     pub(crate) fn deadline(&self) -> Instant {
-        if self.era.is_none() {
+        if self.era.is_none() || !self.listed {
             self.next_check.min(self.probe_deadline)
         } else {
             self.next_check
@@ -326,6 +393,10 @@ impl ModernCarrier {
                 self.tool,
                 shared::human_duration(PROBE_WITHIN)
             ));
+        }
+        if self.era.is_some() && !self.listed && now >= self.probe_deadline {
+            debug!(user = %self.user, "tool `{}` did not answer the relay's tools/list in time: calls go on, their Mcp-Param-* headers checked once a tools/list answer is seen", self.tool);
+            self.listed = true;
         }
         if now < self.next_check {
             return Ok(());

@@ -1,4 +1,5 @@
 use super::*;
+use crate::session::modern::params::ParamHeaders;
 use serde_json::Value;
 
 fn message(io: Io) -> Value {
@@ -13,8 +14,15 @@ fn to_client(c: &mut ModernCarrier, msg: String) -> Result<(), String> {
     c.send(Transmit::Text(Bytes::from(msg)))
 }
 
-/// A carrier whose tool has answered the probe as a 2026-07-28 server, and its inlet.
+/// A carrier whose tool has answered the probe as a 2026-07-28 server and listed no tools,
+/// and its inlet.
 async fn modern() -> (ModernCarrier, mpsc::Sender<Call>, Arc<Pool>) {
+    modern_listing(r#"{"tools":[]}"#).await
+}
+
+/// A carrier whose tool has answered the probe as a 2026-07-28 server and the relay's
+/// `tools/list` with `result`, and its inlet.
+async fn modern_listing(result: &str) -> (ModernCarrier, mpsc::Sender<Call>, Arc<Pool>) {
     let (tx, rx) = mpsc::channel(8);
     let pool = Arc::new(Pool::default());
     let mut c = ModernCarrier::new(
@@ -33,12 +41,57 @@ async fn modern() -> (ModernCarrier, mpsc::Sender<Call>, Arc<Pool>) {
         probe["id"]
     );
     to_client(&mut c, answer).expect("modern");
+    let list = message(c.io(true, false).await);
+    assert_eq!(list["method"], "tools/list");
+    to_client(
+        &mut c,
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{},"result":{result}}}"#,
+            list["id"]
+        ),
+    )
+    .expect("listed");
     (c, tx, pool)
 }
 
 /// Sends a call and takes it: its id at the tool and its events.
 async fn call(c: &mut ModernCarrier, tx: &mpsc::Sender<Call>, sse: bool) -> (Value, Events) {
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","_meta":{"progressToken":1}}}"#;
+    call_with(c, tx, body, sse).await
+}
+
+/// Puts the call `body` (with `params`) in the inlet; what the handler gets back.
+async fn send_call(
+    c: &mut ModernCarrier,
+    tx: &mpsc::Sender<Call>,
+    body: &'static str,
+    params: Option<ParamHeaders>,
+) -> (Option<Io>, Reply) {
+    let (reply, answer) = oneshot::channel();
+    let request = super::super::wire::fields(body.as_bytes())
+        .expect("fields")
+        .request_spans();
+    let call = Call {
+        body: Bytes::from_static(body.as_bytes()),
+        request,
+        sse: false,
+        params,
+        reply,
+    };
+    tx.send(call).await.expect("sent");
+    let to_tool = tokio::time::timeout(Duration::from_millis(200), c.io(true, false))
+        .await
+        .ok();
+    (to_tool, answer.await.expect("a reply"))
+}
+
+/// Sends the call `body` and takes it: its id at the tool and its events.
+async fn call_with(
+    c: &mut ModernCarrier,
+    tx: &mpsc::Sender<Call>,
+    body: &'static str,
+    sse: bool,
+) -> (Value, Events) {
     let (reply, answer) = oneshot::channel();
     let request = super::super::wire::fields(body.as_bytes())
         .expect("fields")
@@ -47,6 +100,7 @@ async fn call(c: &mut ModernCarrier, tx: &mpsc::Sender<Call>, sse: bool) -> (Val
         body: Bytes::from_static(body.as_bytes()),
         request,
         sse,
+        params: None,
         reply,
     })
     .await
@@ -157,4 +211,165 @@ async fn a_handshake_era_tool_ends_the_process_and_is_remembered() {
     );
     assert!(to_client(&mut c, refused).is_err());
     assert!(pool.is_handshake("demo", Instant::now()));
+}
+
+const REGION: &str = r#"{"tools":[{"name":"sql","inputSchema":{"type":"object","properties":{"region":{"type":"string","x-mcp-header":"Region"}}}},{"name":"bad","inputSchema":{"type":"object","properties":{"f":{"type":"number","x-mcp-header":"F"}}}}]}"#;
+
+const SQL_CALL: &str = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"sql","arguments":{"region":"us-west1"}}}"#;
+
+fn region_header(value: &str) -> Option<ParamHeaders> {
+    Some(ParamHeaders {
+        tool: "sql".into(),
+        headers: vec![("mcp-param-region".into(), value.as_bytes().to_vec())],
+    })
+}
+
+#[tokio::test]
+async fn calls_wait_for_the_relays_tools_list_and_are_checked_against_it() {
+    let (tx, rx) = mpsc::channel(8);
+    let mut c = ModernCarrier::new(
+        rx,
+        Arc::new(Pool::default()),
+        "u".into(),
+        "t".into(),
+        CancellationToken::new(),
+        Duration::from_secs(60),
+        Instant::now(),
+    );
+    let probe = message(c.io(true, false).await);
+    to_client(
+        &mut c,
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{},"result":{{"supportedVersions":["2026-07-28"]}}}}"#,
+            probe["id"]
+        ),
+    )
+    .expect("modern");
+    let list = message(c.io(true, false).await);
+    assert_eq!(list["method"], "tools/list");
+    // A call queued meanwhile is not taken before the list is answered.
+    let (reply, mut answer) = oneshot::channel();
+    let request = super::super::wire::fields(SQL_CALL.as_bytes())
+        .expect("fields")
+        .request_spans();
+    tx.send(Call {
+        body: Bytes::from_static(SQL_CALL.as_bytes()),
+        request,
+        sse: false,
+        params: region_header("eu-west1"),
+        reply,
+    })
+    .await
+    .expect("sent");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), c.io(true, false))
+            .await
+            .is_err(),
+        "nothing for the tool before the list is answered"
+    );
+    // Two pages: the cursor is followed.
+    to_client(
+        &mut c,
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{},"result":{{"tools":[],"nextCursor":"p2"}}}}"#,
+            list["id"]
+        ),
+    )
+    .expect("page 1");
+    let page2 = message(c.io(true, false).await);
+    assert_eq!(page2["params"]["cursor"], "p2");
+    to_client(
+        &mut c,
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{},"result":{REGION}}}"#,
+            page2["id"]
+        ),
+    )
+    .expect("page 2");
+    // Now the call is taken, and refused: its header does not match the body.
+    let to_tool = tokio::time::timeout(Duration::from_millis(200), c.io(true, false))
+        .await
+        .ok();
+    assert!(to_tool.is_none(), "a refused call never reaches the tool");
+    match answer.try_recv() {
+        Ok(Reply::Refused(r)) => {
+            assert_eq!((r.status, r.code), (400, -32020));
+            assert!(
+                r.message
+                    .contains("Mcp-Param-Region header value `eu-west1`"),
+                "{}",
+                r.message
+            );
+        }
+        _ => panic!("no refusal"),
+    }
+    // The matching header goes to the tool.
+    let (to_tool, reply) = send_call(&mut c, &tx, SQL_CALL, region_header("us-west1")).await;
+    assert!(matches!(reply, Reply::Stream(_)));
+    assert_eq!(message(to_tool.expect("taken"))["method"], "tools/call");
+}
+
+#[tokio::test]
+async fn a_clients_tools_list_answer_teaches_the_annotations_and_passes_unchanged() {
+    let (mut c, tx, _pool) = modern().await;
+    // A tools/call answer that looks like a list teaches nothing.
+    let (at_tool, _events) = call(&mut c, &tx, false).await;
+    let other = format!(
+        r#"{{"jsonrpc":"2.0","id":{},"result":{REGION}}}"#,
+        at_tool["id"]
+    );
+    to_client(&mut c, other).expect("delivered");
+    assert!(c.params.of("sql").is_empty());
+    let list = r#"{"jsonrpc":"2.0","id":"l","method":"tools/list","params":{}}"#;
+    let (at_tool, mut events) = call_with(&mut c, &tx, list, false).await;
+    let answer = format!(
+        r#"{{"jsonrpc":"2.0","id":{},"result":{REGION}}}"#,
+        at_tool["id"]
+    );
+    to_client(&mut c, answer.clone()).expect("delivered");
+    let got: Value =
+        serde_json::from_slice(&events.recv().await.expect("answer").bytes).expect("json");
+    let sent: Value = serde_json::from_str(&answer).expect("json");
+    assert_eq!(
+        got["result"], sent["result"],
+        "the invalid tool is not left out"
+    );
+    assert_eq!(got["id"], "l");
+    assert_eq!(c.params.of("sql").len(), 1);
+    assert!(c.params.of("bad").is_empty());
+    let (_, reply) = send_call(&mut c, &tx, SQL_CALL, region_header("x")).await;
+    assert!(matches!(reply, Reply::Refused(_)));
+}
+
+#[tokio::test]
+async fn a_tool_that_lists_no_tools_in_time_still_serves_calls() {
+    let (tx, rx) = mpsc::channel(8);
+    let start = Instant::now();
+    let mut c = ModernCarrier::new(
+        rx,
+        Arc::new(Pool::default()),
+        "u".into(),
+        "t".into(),
+        CancellationToken::new(),
+        Duration::from_secs(600),
+        start,
+    );
+    let probe = message(c.io(true, false).await);
+    to_client(
+        &mut c,
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{},"result":{{"supportedVersions":["2026-07-28"]}}}}"#,
+            probe["id"]
+        ),
+    )
+    .expect("modern");
+    assert_eq!(message(c.io(true, false).await)["method"], "tools/list");
+    assert!(c.deadline() <= Instant::now() + PROBE_WITHIN);
+    c.on_timer(Instant::now() + PROBE_WITHIN).expect("goes on");
+    let (to_tool, reply) = send_call(&mut c, &tx, SQL_CALL, region_header("any")).await;
+    assert!(
+        matches!(reply, Reply::Stream(_)),
+        "unchecked: nothing is known"
+    );
+    assert!(to_tool.is_some());
 }

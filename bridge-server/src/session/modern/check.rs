@@ -4,7 +4,6 @@
 //! supported list otherwise). Sans-IO: header values and body bytes in, a verdict out. Which
 //! tool process serves the request is the pool's business.
 
-use base64::Engine;
 use serde_json::{json, Value};
 
 use shared::jsonrpc;
@@ -117,8 +116,6 @@ pub(crate) fn check<'a>(h: &Headers<'_>, body: &'a [u8]) -> Result<Checked<'a>, 
     if f.id.is_none() {
         return Ok(Checked::Notification);
     }
-    let mismatch =
-        |what: String| Refusal::new(400, HEADER_MISMATCH, format!("Header mismatch: {what}"));
     if h.duplicated {
         return Err(mismatch(
             "MCP-Protocol-Version, Mcp-Method and Mcp-Name may each be given once".into(),
@@ -153,7 +150,7 @@ pub(crate) fn check<'a>(h: &Headers<'_>, body: &'a [u8]) -> Result<Checked<'a>, 
     if NAMED.contains(&body_method) {
         if let Some(body_name) = f.name.as_deref() {
             let name = header_text(h.name, "Mcp-Name").map_err(mismatch)?;
-            let decoded = decode(name).ok_or_else(|| {
+            let decoded = shared::mcp_params::decoded_value(name).ok_or_else(|| {
                 mismatch("Mcp-Name is not valid `=?base64?…?=` (UTF-8 inside)".into())
             })?;
             if decoded != body_name {
@@ -172,6 +169,11 @@ pub(crate) fn check<'a>(h: &Headers<'_>, body: &'a [u8]) -> Result<Checked<'a>, 
     Ok(Checked::Request(f))
 }
 
+/// The `-32020` refusal (400): a header does not match the body, or is missing or malformed.
+pub(crate) fn mismatch(what: String) -> Refusal {
+    Refusal::new(400, HEADER_MISMATCH, format!("Header mismatch: {what}"))
+}
+
 /// A header's value as text: present, visible ASCII (and space or tab) only.
 fn header_text<'h>(v: Option<&'h [u8]>, name: &str) -> Result<&'h str, String> {
     let v = v.ok_or_else(|| format!("the {name} header is required"))?;
@@ -181,20 +183,6 @@ fn header_text<'h>(v: Option<&'h [u8]>, name: &str) -> Result<&'h str, String> {
         ));
     }
     Ok(std::str::from_utf8(v).unwrap_or_default().trim())
-}
-
-/// A header value with the `=?base64?…?=` sentinel undone; `None` for bad base64 or UTF-8.
-fn decode(v: &str) -> Option<String> {
-    match v
-        .strip_prefix("=?base64?")
-        .and_then(|r| r.strip_suffix("?="))
-    {
-        Some(b64) => {
-            let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
-            String::from_utf8(bytes).ok()
-        }
-        None => Some(v.to_owned()),
-    }
 }
 
 #[cfg(test)]

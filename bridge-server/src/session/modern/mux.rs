@@ -5,7 +5,9 @@
 //! token, a subscription's notifications by `subscriptionId` to its `subscriptions/listen`
 //! stream. A stream closed before its answer becomes `notifications/cancelled` for the tool,
 //! and the answer, if it still comes, is dropped. It also asks the tool, once, which era it
-//! speaks (`server/discover`). No channels, HTTP or clocks: the carrier does those.
+//! speaks (`server/discover`), and lists its tools (`tools/list`, page by page) so their
+//! `Mcp-Param-*` annotations are known before the first call. No channels, HTTP or clocks:
+//! the carrier does those.
 
 use std::collections::HashMap;
 
@@ -39,6 +41,8 @@ pub(crate) enum FromTool {
     /// The answer to the relay's own `server/discover`: the tool's era, or `None` when the
     /// relay answered it (the tool exited, or could not be reached): no verdict.
     Probe(Option<Era>),
+    /// The answer to the relay's own `tools/list` (a result or an error, as it came).
+    Listed(Bytes),
     /// A request from the tool: this revision has none over HTTP (server-to-client input goes
     /// in results, MRTR), so the tool is answered with this error.
     AnswerTool(Bytes),
@@ -70,6 +74,7 @@ pub(crate) struct Mux {
     inflight: HashMap<Key, Entry>,
     max_inflight: usize,
     probe: Option<Key>,
+    listing: Option<Key>,
 }
 
 impl Mux {
@@ -80,6 +85,7 @@ impl Mux {
             inflight: HashMap::new(),
             max_inflight,
             probe: None,
+            listing: None,
         }
     }
 
@@ -96,12 +102,20 @@ impl Mux {
             "jsonrpc": "2.0",
             "id": key,
             "method": "server/discover",
-            "params": {"_meta": {
-                wire::META_VERSION: MODERN_VERSIONS[0],
-                "io.modelcontextprotocol/clientCapabilities": {},
-                "io.modelcontextprotocol/clientInfo": {"name": "mcp-bridge-relay", "version": env!("CARGO_PKG_VERSION")},
-            }}
+            "params": {"_meta": relay_meta()}
         });
+        Bytes::from(msg.to_string())
+    }
+
+    /// The relay's own `tools/list` (the page after `cursor`), to learn the tools' annotations.
+    pub(crate) fn list_tools(&mut self, cursor: Option<&str>) -> Bytes {
+        let key = self.key();
+        self.listing = Some(key);
+        let mut params = json!({"_meta": relay_meta()});
+        if let Some(c) = cursor {
+            params["cursor"] = json!(c);
+        }
+        let msg = json!({"jsonrpc": "2.0", "id": key, "method": "tools/list", "params": params});
         Bytes::from(msg.to_string())
     }
 
@@ -269,6 +283,10 @@ impl Mux {
             self.probe = None;
             return FromTool::Probe(era_of(msg));
         }
+        if self.listing == Some(key) {
+            self.listing = None;
+            return FromTool::Listed(Bytes::copy_from_slice(msg));
+        }
         let Some(e) = self.inflight.remove(&key) else {
             return FromTool::Drop("the answer to a cancelled request");
         };
@@ -282,6 +300,15 @@ impl Mux {
             last: true,
         }
     }
+}
+
+/// The `_meta` of the relay's own requests: the version, no capabilities, who asks.
+fn relay_meta() -> serde_json::Value {
+    json!({
+        wire::META_VERSION: MODERN_VERSIONS[0],
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "mcp-bridge-relay", "version": env!("CARGO_PKG_VERSION")},
+    })
 }
 
 /// The era a `server/discover` answer shows: modern when it lists a version the relay serves;

@@ -201,6 +201,30 @@ fn a_log_message_goes_to_the_only_call_or_nowhere() {
 }
 
 #[test]
+fn the_relays_own_tools_list_is_answered_to_the_relay() {
+    let mut m = Mux::new(8);
+    let list = json_of(&m.list_tools(None));
+    assert_eq!(list["method"], "tools/list");
+    assert_eq!(list["params"]["_meta"][wire::META_VERSION], "2026-07-28");
+    assert!(list["params"].get("cursor").is_none());
+    let key = list["id"].as_u64().expect("id");
+    let page =
+        format!(r#"{{"jsonrpc":"2.0","id":{key},"result":{{"tools":[],"nextCursor":"c2"}}}}"#);
+    assert_eq!(
+        m.on_tool_message(page.as_bytes()),
+        FromTool::Listed(Bytes::from(page.clone()))
+    );
+    assert_eq!(m.len(), 0, "no client request in flight");
+    let next = json_of(&m.list_tools(Some("c2")));
+    assert_eq!(next["params"]["cursor"], "c2");
+    // An answer for the old page is no longer the relay's.
+    assert!(matches!(
+        m.on_tool_message(page.as_bytes()),
+        FromTool::Drop(_)
+    ));
+}
+
+#[test]
 fn the_probe_learns_the_era() {
     let mut m = Mux::new(8);
     let probe = json_of(&m.probe());

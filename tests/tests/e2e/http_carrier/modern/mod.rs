@@ -2,11 +2,13 @@
 //! `auto` mode against mcp-server-time (modern era, no `initialize`) and in `legacy` mode, raw
 //! HTTP for the header checks (-32020), an unsupported version (-32022 with the list),
 //! GET/DELETE (405), the same id from two clients at once, per-user processes and their limit,
-//! a handshake-era tool (modern clients are told to fall back); [`streams`] — a stream closed
+//! a handshake-era tool (modern clients are told to fall back); [`params`] — `Mcp-Param-*`
+//! headers checked against the body (raw HTTP and the Python SDK); [`streams`] — a stream closed
 //! before its answer (the tool gets `notifications/cancelled`), `subscriptions/listen`, a
 //! drain, the idle end. Shared here: the request helpers.
 
 mod calls;
+mod params;
 mod streams;
 
 use std::io::{Read, Write};
