@@ -26,6 +26,30 @@ impl Resp {
     }
 }
 
+/// A connection to `addr` whose reads give up after 20 s (a test never hangs on a silent peer).
+fn connect(addr: SocketAddr) -> Result<std::net::TcpStream> {
+    let s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    Ok(s)
+}
+
+/// Writes one HTTP/1.1 request: `Host: test`, `headers`, and `body` with its length.
+fn send_request(
+    s: &mut std::net::TcpStream,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<()> {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    s.write_all(req.as_bytes())?;
+    Ok(())
+}
+
 /// One HTTP/1.1 request on its own connection; reads the answer to its end (bounded in time).
 pub fn raw(
     addr: SocketAddr,
@@ -34,14 +58,10 @@ pub fn raw(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Result<Resp> {
-    let mut s = std::net::TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(20)))?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    s.write_all(req.as_bytes())?;
+    let mut s = connect(addr)?;
+    let mut with_close = headers.to_vec();
+    with_close.push(("Connection", "close"));
+    send_request(&mut s, method, path, &with_close, body)?;
     let mut bytes = Vec::new();
     s.read_to_end(&mut bytes)?;
     let text = String::from_utf8(bytes)?;
@@ -133,10 +153,8 @@ pub struct Conn {
 
 impl Conn {
     pub fn open(addr: SocketAddr) -> Result<Conn> {
-        let stream = std::net::TcpStream::connect(addr)?;
-        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
         Ok(Conn {
-            stream,
+            stream: connect(addr)?,
             buf: Vec::new(),
         })
     }
@@ -150,12 +168,7 @@ impl Conn {
         headers: &[(&str, &str)],
         body: &str,
     ) -> Result<Resp> {
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-        self.stream.write_all(req.as_bytes())?;
+        send_request(&mut self.stream, method, path, headers, body)?;
         loop {
             if let Some((resp, used)) = complete(&self.buf)? {
                 self.buf.drain(..used);
@@ -266,14 +279,8 @@ impl SseStream {
         headers: &[(&str, &str)],
         body: &str,
     ) -> Result<SseStream> {
-        let mut stream = std::net::TcpStream::connect(addr)?;
-        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-        stream.write_all(req.as_bytes())?;
+        let mut stream = connect(addr)?;
+        send_request(&mut stream, method, path, headers, body)?;
         let mut s = SseStream {
             stream,
             raw: Vec::new(),
