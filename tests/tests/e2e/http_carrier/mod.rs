@@ -18,7 +18,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use mcp_bridge_tests::http_raw::{raw, sse_events};
+use mcp_bridge_tests::http_raw::{raw, sse_events, Resp};
 use mcp_bridge_tests::{
     assert_checks, demo_tool, relay_config, run_driver, token_auth, tool_table, Peers, Relay,
 };
@@ -32,7 +32,7 @@ const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"p
 /// A Streamable HTTP session with the demo tool, initialized (`initialize`, then
 /// `notifications/initialized`): its id.
 fn open_session(relay: &Relay) -> Result<String> {
-    let r = raw(relay.addr, "POST", "/mcp/demo", &[ACCEPT_BOTH, JSON], INIT)?;
+    let r = post(relay, &[ACCEPT_BOTH, JSON], INIT)?;
     ensure!(r.status == 200, "initialize: {r:?}");
     let sid = r
         .header("mcp-session-id")
@@ -52,6 +52,11 @@ fn open_session(relay: &Relay) -> Result<String> {
     )?;
     ensure!(r.status == 202, "initialized: {r:?}");
     Ok(sid)
+}
+
+/// A POST to the demo tool's endpoint, on its own connection.
+fn post(relay: &Relay, headers: &[(&str, &str)], body: &str) -> Result<Resp> {
+    raw(relay.addr, "POST", "/mcp/demo", headers, body)
 }
 
 fn http_url(relay: &Relay, tool: &str) -> String {
@@ -142,7 +147,7 @@ fn refusals_come_before_any_session_with_their_status() -> Result<()> {
     let relay = Relay::start_config(&relay_config("", &config), &[])?;
     let bearer = ("Authorization", "Bearer alice-token");
 
-    let r = raw(relay.addr, "POST", "/mcp/demo", &[ACCEPT_BOTH, JSON], INIT)?;
+    let r = post(&relay, &[ACCEPT_BOTH, JSON], INIT)?;
     assert_eq!(r.status, 401, "{r:?}");
     assert!(
         r.header("www-authenticate")
@@ -151,41 +156,17 @@ fn refusals_come_before_any_session_with_their_status() -> Result<()> {
     );
 
     let evil = ("Origin", "https://evil.example");
-    let r = raw(
-        relay.addr,
-        "POST",
-        "/mcp/demo",
-        &[ACCEPT_BOTH, JSON, bearer, evil],
-        INIT,
-    )?;
+    let r = post(&relay, &[ACCEPT_BOTH, JSON, bearer, evil], INIT)?;
     assert_eq!(r.status, 403, "{r:?}");
 
-    let r = raw(
-        relay.addr,
-        "POST",
-        "/mcp/demo",
-        &[("Accept", "text/html"), JSON, bearer],
-        INIT,
-    )?;
+    let r = post(&relay, &[("Accept", "text/html"), JSON, bearer], INIT)?;
     assert_eq!(r.status, 406, "{r:?}");
 
     let unknown = ("Mcp-Session-Id", "00000000000000000000000000000000");
     let ping = r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#;
-    let r = raw(
-        relay.addr,
-        "POST",
-        "/mcp/demo",
-        &[ACCEPT_BOTH, JSON, bearer, unknown],
-        ping,
-    )?;
+    let r = post(&relay, &[ACCEPT_BOTH, JSON, bearer, unknown], ping)?;
     assert_eq!(r.status, 404, "{r:?}");
-    let r = raw(
-        relay.addr,
-        "POST",
-        "/mcp/demo",
-        &[ACCEPT_BOTH, JSON, bearer],
-        ping,
-    )?;
+    let r = post(&relay, &[ACCEPT_BOTH, JSON, bearer], ping)?;
     assert_eq!(
         r.status, 400,
         "a request other than initialize needs a session: {r:?}"
@@ -195,13 +176,7 @@ fn refusals_come_before_any_session_with_their_status() -> Result<()> {
         r#"{{"jsonrpc":"2.0","id":3,"method":"initialize","params":{{"pad":"{}"}}}}"#,
         "x".repeat(8192)
     );
-    let r = raw(
-        relay.addr,
-        "POST",
-        "/mcp/demo",
-        &[ACCEPT_BOTH, JSON, bearer],
-        &big,
-    )?;
+    let r = post(&relay, &[ACCEPT_BOTH, JSON, bearer], &big)?;
     assert_eq!(r.status, 413, "{r:?}");
     let body: Value = serde_json::from_str(&r.body).context("413 body is JSON-RPC")?;
     assert!(body["error"]["code"].is_i64(), "{body}");
@@ -222,7 +197,7 @@ fn refusals_come_before_any_session_with_their_status() -> Result<()> {
 #[test]
 fn a_session_lives_from_initialize_to_delete() -> Result<()> {
     let relay = Relay::start(&demo_tool("demo", ""))?;
-    let r = raw(relay.addr, "POST", "/mcp/demo", &[ACCEPT_BOTH, JSON], INIT)?;
+    let r = post(&relay, &[ACCEPT_BOTH, JSON], INIT)?;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.header("content-type"), Some("text/event-stream"), "{r:?}");
     assert_eq!(r.header("x-accel-buffering"), Some("no"), "{r:?}");
@@ -240,23 +215,11 @@ fn a_session_lives_from_initialize_to_delete() -> Result<()> {
     let session = ("Mcp-Session-Id", sid.as_str());
     let version = ("MCP-Protocol-Version", "2025-11-25");
     let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
-    let r = raw(
-        relay.addr,
-        "POST",
-        "/mcp/demo",
-        &[ACCEPT_BOTH, JSON, session, version],
-        initialized,
-    )?;
+    let r = post(&relay, &[ACCEPT_BOTH, JSON, session, version], initialized)?;
     assert_eq!(r.status, 202, "{r:?}");
 
     let call = r#"{"jsonrpc":"2.0","id":"c1","method":"tools/call","params":{"name":"echo","arguments":{"text":"hi over http"}}}"#;
-    let r = raw(
-        relay.addr,
-        "POST",
-        "/mcp/demo",
-        &[ACCEPT_BOTH, JSON, session, version],
-        call,
-    )?;
+    let r = post(&relay, &[ACCEPT_BOTH, JSON, session, version], call)?;
     assert_eq!(r.status, 200, "{r:?}");
     let events = sse_events(&r.body);
     let answer = &events.last().context("an answer")?.1;
@@ -264,25 +227,13 @@ fn a_session_lives_from_initialize_to_delete() -> Result<()> {
     assert!(answer["result"].is_object(), "{r:?}");
 
     let bad = ("MCP-Protocol-Version", "1999-01-01");
-    let r = raw(
-        relay.addr,
-        "POST",
-        "/mcp/demo",
-        &[ACCEPT_BOTH, JSON, session, bad],
-        call,
-    )?;
+    let r = post(&relay, &[ACCEPT_BOTH, JSON, session, bad], call)?;
     assert_eq!(r.status, 400, "{r:?}");
 
     let r = raw(relay.addr, "DELETE", "/mcp/demo", &[session], "")?;
     assert_eq!(r.status, 200, "{r:?}");
     relay.wait_idle("demo", Duration::from_secs(10))?;
-    let r = raw(
-        relay.addr,
-        "POST",
-        "/mcp/demo",
-        &[ACCEPT_BOTH, JSON, session, version],
-        call,
-    )?;
+    let r = post(&relay, &[ACCEPT_BOTH, JSON, session, version], call)?;
     assert_eq!(r.status, 404, "an ended session is unknown: {r:?}");
     Ok(())
 }
@@ -298,13 +249,7 @@ fn a_session_is_its_users_alone_and_counts_against_the_same_limits() -> Result<(
     let alice = ("Authorization", "Bearer alice-token");
     let bob = ("Authorization", "Bearer bob-token");
 
-    let r = raw(
-        relay.addr,
-        "POST",
-        "/mcp/demo",
-        &[ACCEPT_BOTH, JSON, alice],
-        INIT,
-    )?;
+    let r = post(&relay, &[ACCEPT_BOTH, JSON, alice], INIT)?;
     assert_eq!(r.status, 200, "{r:?}");
     let sid = r
         .header("mcp-session-id")
@@ -320,26 +265,14 @@ fn a_session_is_its_users_alone_and_counts_against_the_same_limits() -> Result<(
 
     // Someone else's session is as unknown as one that never existed.
     let ping = r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#;
-    let r = raw(
-        relay.addr,
-        "POST",
-        "/mcp/demo",
-        &[ACCEPT_BOTH, JSON, bob, session],
-        ping,
-    )?;
+    let r = post(&relay, &[ACCEPT_BOTH, JSON, bob, session], ping)?;
     assert_eq!(r.status, 404, "{r:?}");
     let r = raw(relay.addr, "DELETE", "/mcp/demo", &[bob, session], "")?;
     assert_eq!(r.status, 404, "{r:?}");
     assert_eq!(relay.sessions_active("demo")?, 1.0);
 
     // The per-user limit covers HTTP sessions as it does WebSocket ones.
-    let r = raw(
-        relay.addr,
-        "POST",
-        "/mcp/demo",
-        &[ACCEPT_BOTH, JSON, alice],
-        INIT,
-    )?;
+    let r = post(&relay, &[ACCEPT_BOTH, JSON, alice], INIT)?;
     assert_eq!(r.status, 429, "{r:?}");
     // A GET without the event-stream Accept is not Streamable HTTP: the WebSocket path's 426.
     let r = raw(relay.addr, "GET", "/mcp/demo", &[alice, session], "")?;
@@ -347,13 +280,7 @@ fn a_session_is_its_users_alone_and_counts_against_the_same_limits() -> Result<(
     let r = raw(relay.addr, "DELETE", "/mcp/demo", &[alice, session], "")?;
     assert_eq!(r.status, 200, "{r:?}");
     relay.wait_idle("demo", Duration::from_secs(10))?;
-    let r = raw(
-        relay.addr,
-        "POST",
-        "/mcp/demo",
-        &[ACCEPT_BOTH, JSON, bob],
-        INIT,
-    )?;
+    let r = post(&relay, &[ACCEPT_BOTH, JSON, bob], INIT)?;
     assert_eq!(r.status, 200, "the slot was freed: {r:?}");
     Ok(())
 }
