@@ -14,6 +14,27 @@ fn to_client(c: &mut ModernCarrier, msg: String) -> Result<(), String> {
     c.send(Transmit::Text(Bytes::from(msg)))
 }
 
+/// A new carrier for user `u`'s process of `tool` (idle after `idle`, its clock starting at
+/// `start`), its inlet and its pool.
+fn fresh(
+    tool: &str,
+    idle: Duration,
+    start: Instant,
+) -> (ModernCarrier, mpsc::Sender<Call>, Arc<Pool>) {
+    let (tx, rx) = mpsc::channel(8);
+    let pool = Arc::new(Pool::default());
+    let c = ModernCarrier::new(
+        rx,
+        pool.clone(),
+        "u".into(),
+        tool.into(),
+        CancellationToken::new(),
+        idle,
+        start,
+    );
+    (c, tx, pool)
+}
+
 /// A carrier whose tool has answered the probe as a 2026-07-28 server and listed no tools,
 /// and its inlet.
 async fn modern() -> (ModernCarrier, mpsc::Sender<Call>, Arc<Pool>) {
@@ -23,17 +44,7 @@ async fn modern() -> (ModernCarrier, mpsc::Sender<Call>, Arc<Pool>) {
 /// A carrier whose tool has answered the probe as a 2026-07-28 server and the relay's
 /// `tools/list` with `result`, and its inlet.
 async fn modern_listing(result: &str) -> (ModernCarrier, mpsc::Sender<Call>, Arc<Pool>) {
-    let (tx, rx) = mpsc::channel(8);
-    let pool = Arc::new(Pool::default());
-    let mut c = ModernCarrier::new(
-        rx,
-        pool.clone(),
-        "u".into(),
-        "t".into(),
-        CancellationToken::new(),
-        Duration::from_secs(60),
-        Instant::now(),
-    );
+    let (mut c, tx, pool) = fresh("t", Duration::from_secs(60), Instant::now());
     let probe = message(c.io(true, false).await);
     assert_eq!(probe["method"], "server/discover");
     let answer = format!(
@@ -193,17 +204,7 @@ async fn a_json_client_gets_its_answer_alone() {
 
 #[tokio::test]
 async fn a_handshake_era_tool_ends_the_process_and_is_remembered() {
-    let (_tx, rx) = mpsc::channel(8);
-    let pool = Arc::new(Pool::default());
-    let mut c = ModernCarrier::new(
-        rx,
-        pool.clone(),
-        "u".into(),
-        "demo".into(),
-        CancellationToken::new(),
-        Duration::from_secs(60),
-        Instant::now(),
-    );
+    let (mut c, _tx, pool) = fresh("demo", Duration::from_secs(60), Instant::now());
     let probe = message(c.io(true, false).await);
     let refused = format!(
         r#"{{"jsonrpc":"2.0","id":{},"error":{{"code":-32601,"message":"method not found"}}}}"#,
@@ -226,16 +227,7 @@ fn region_header(value: &str) -> Option<ParamHeaders> {
 
 #[tokio::test]
 async fn calls_wait_for_the_relays_tools_list_and_are_checked_against_it() {
-    let (tx, rx) = mpsc::channel(8);
-    let mut c = ModernCarrier::new(
-        rx,
-        Arc::new(Pool::default()),
-        "u".into(),
-        "t".into(),
-        CancellationToken::new(),
-        Duration::from_secs(60),
-        Instant::now(),
-    );
+    let (mut c, tx, _pool) = fresh("t", Duration::from_secs(60), Instant::now());
     let probe = message(c.io(true, false).await);
     to_client(
         &mut c,
@@ -343,17 +335,8 @@ async fn a_clients_tools_list_answer_teaches_the_annotations_and_passes_unchange
 
 #[tokio::test]
 async fn a_tool_that_lists_no_tools_in_time_still_serves_calls() {
-    let (tx, rx) = mpsc::channel(8);
     let start = Instant::now();
-    let mut c = ModernCarrier::new(
-        rx,
-        Arc::new(Pool::default()),
-        "u".into(),
-        "t".into(),
-        CancellationToken::new(),
-        Duration::from_secs(600),
-        start,
-    );
+    let (mut c, tx, _pool) = fresh("t", Duration::from_secs(600), start);
     let probe = message(c.io(true, false).await);
     to_client(
         &mut c,
