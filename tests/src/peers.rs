@@ -58,6 +58,11 @@ impl Peers {
         self.node_modules.join(".bin/mcp-server-everything")
     }
 
+    /// server-everything over stdio as a relay `[[tool]]` table named `everything`.
+    pub fn everything_table(&self) -> String {
+        crate::tool_table("everything", &self.server_everything(), &["stdio"], "")
+    }
+
     /// A driver script in tests/peers.
     pub fn script(&self, name: &str) -> PathBuf {
         repo_root().join("tests/peers").join(name)

@@ -20,7 +20,7 @@ const DRIVER_LIMIT: Duration = Duration::from_secs(90);
 fn config(peers: &Peers) -> String {
     [
         demo_tool("demo", ""),
-        tool_table("everything", &peers.server_everything(), &["stdio"], ""),
+        peers.everything_table(),
         tool_table("time", &peers.venv_bin.join("mcp-server-time"), &[], ""),
     ]
     .join("\n")

@@ -145,12 +145,7 @@ fn every_scenario_passes_against_the_fixture_hosted_by_the_relay() -> Result<()>
 #[test]
 fn the_generic_scenarios_pass_against_server_everything_hosted_by_the_relay() -> Result<()> {
     let peers = Peers::require();
-    let relay = Relay::start(&tool_table(
-        "everything",
-        &peers.server_everything(),
-        &["stdio"],
-        "",
-    ))?;
+    let relay = Relay::start(&peers.everything_table())?;
     let report = suite::run(
         &peers,
         &http_url(&relay, "everything"),

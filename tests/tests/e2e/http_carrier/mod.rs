@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use mcp_bridge_tests::http_raw::{raw, sse_events, Resp};
 use mcp_bridge_tests::{
-    assert_checks, demo_tool, relay_config, run_driver, token_auth, tool_table, Peers, Relay,
+    assert_checks, demo_tool, relay_config, run_driver, token_auth, Peers, Relay,
 };
 use serde_json::Value;
 
@@ -66,12 +66,7 @@ fn http_url(relay: &Relay, tool: &str) -> String {
 #[test]
 fn python_sdk_over_streamable_http_with_server_everything() -> Result<()> {
     let peers = Peers::require();
-    let relay = Relay::start(&tool_table(
-        "everything",
-        &peers.server_everything(),
-        &["stdio"],
-        "",
-    ))?;
+    let relay = Relay::start(&peers.everything_table())?;
     let mut cmd = Command::new(&peers.python);
     cmd.arg(peers.script("py_client.py"))
         .args(["--scenario", "everything", "--mode", "legacy", "--url"])
@@ -105,12 +100,7 @@ fn python_sdk_over_streamable_http_with_server_everything() -> Result<()> {
 #[test]
 fn typescript_sdk_over_streamable_http_with_server_everything() -> Result<()> {
     let peers = Peers::require();
-    let relay = Relay::start(&tool_table(
-        "everything",
-        &peers.server_everything(),
-        &["stdio"],
-        "",
-    ))?;
+    let relay = Relay::start(&peers.everything_table())?;
     let mut cmd = Command::new("node");
     cmd.arg(peers.script("ts_client.mjs"))
         .args(["--transport", "http", "--scenario", "everything", "--url"])

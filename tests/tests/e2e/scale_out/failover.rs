@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use mcp_bridge_tests::{
-    alive, bin, demo_tool, run_driver, run_driver_interactive, tool_table, wait_until, Peers,
+    alive, bin, demo_tool, run_driver, run_driver_interactive, wait_until, Peers,
 };
 use serde_json::{json, Value};
 
@@ -146,11 +146,7 @@ fn a_draining_node_hands_its_clients_over_without_errors() -> Result<()> {
 #[test]
 fn python_sdk_through_nginx_survives_losing_its_node() -> Result<()> {
     let peers = Peers::require();
-    let config = [
-        demo_tool("demo", ""),
-        tool_table("everything", &peers.server_everything(), &["stdio"], ""),
-    ]
-    .join("\n");
+    let config = [demo_tool("demo", ""), peers.everything_table()].join("\n");
     let (r1, r2) = two_relays("", &config)?;
     let nginx = Nginx::start(&[r1.addr, r2.addr])?;
 
