@@ -79,3 +79,33 @@ fn mtls_needs_a_client_ca_and_a_name_to_match() {
     .join("\n");
     assert!(all.contains("client_ca"), "{all}");
 }
+
+#[test]
+fn on_revoke_is_end_or_next_call() {
+    let hash = crate::auth::hash_token("alice-secret");
+    let cfg = |v: &str| {
+        format!(
+            "[auth]\nmode = \"tokens\"\non_revoke = \"{v}\"\n[[auth.token]]\nuser = \"alice\"\n\
+             sha256 = \"{hash}\"\ntools = [\"*\"]\n{SH_TOOL}"
+        )
+    };
+    assert_eq!(
+        parse(SH_TOOL).expect("valid").config.on_revoke,
+        OnRevoke::End
+    );
+    assert_eq!(
+        parse(&cfg("end")).expect("valid").config.on_revoke,
+        OnRevoke::End
+    );
+    assert_eq!(
+        parse(&cfg("next_call")).expect("valid").config.on_revoke,
+        OnRevoke::NextCall
+    );
+    let found = problems(&cfg("later"));
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("auth.on_revoke") && p.contains("\"next_call\"")),
+        "{found:?}"
+    );
+}
