@@ -24,6 +24,21 @@ impl Resp {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+
+    /// The messages of a POST's answer, either form: a JSON body (one message, no event id)
+    /// or an SSE stream's events (see [`sse_events`]).
+    pub fn messages(&self) -> Vec<(Option<String>, Value)> {
+        if self
+            .header("content-type")
+            .is_some_and(|v| v.starts_with("application/json"))
+        {
+            serde_json::from_str(&self.body)
+                .map(|v| vec![(None, v)])
+                .unwrap_or_default()
+        } else {
+            sse_events(&self.body)
+        }
+    }
 }
 
 /// A connection to `addr` whose reads give up after 20 s (a test never hangs on a silent peer).

@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Either, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -130,6 +130,12 @@ async fn post(
             r
         }
         PostReply::Stream(events) => sse(events),
+        PostReply::Json(answer) => {
+            let mut r = Response::new(Either::Left(Full::new(answer)));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r
+        }
         PostReply::DuplicateId => {
             return Err(error(
                 StatusCode::BAD_REQUEST,

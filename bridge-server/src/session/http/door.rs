@@ -26,6 +26,9 @@ pub(crate) enum PostReply {
     Accepted,
     /// A request: its answer (and what relates to it) comes on this stream.
     Stream(Events),
+    /// A request answered before anything else came for it, and soon: the answer, as the
+    /// whole body (`application/json`).
+    Json(Bytes),
     /// A request whose id is already waiting for its answer on this session.
     DuplicateId,
 }
@@ -57,7 +60,7 @@ pub(crate) struct Inlet {
 
 /// A door and its inlet. Four POSTs may queue for a busy session; further handlers wait.
 pub(crate) fn door() -> (HttpDoor, Inlet) {
-    let (posts_tx, posts) = mpsc::channel(4);
+    let (posts_tx, posts) = mpsc::channel(64);
     let (ctl_tx, ctl) = mpsc::channel(4);
     (
         HttpDoor {

@@ -4,9 +4,12 @@
 //! The HTTP handlers reach the session's driver task through its [`HttpDoor`] (two bounded
 //! channels: POST bodies, and GET/DELETE); the carrier, owned by the driver, hands each POST
 //! body to the core as one client message (only while the core takes client messages: the
-//! bounded channel is the backpressure) and gives the POST back its answer stream. What the
-//! core sends to the client is routed by [`route::Router`] to the open SSE streams and written
-//! as SSE events with session-wide increasing ids. Deciding about messages is the core's job;
+//! bounded channel is the backpressure) and gives the POST back its answer: the answer alone
+//! as a JSON body when it is the first thing for the request and comes within
+//! [`JSON_WITHIN`], else an SSE stream (opened with its priming event at the first other
+//! message for the request, or when that time is up). What the core sends to the client is
+//! routed by [`route::Router`] to the open streams and written as SSE events with
+//! session-wide increasing ids. Deciding about messages is the core's job;
 //! HTTP headers, auth and limits are the HTTP layer's.
 //!
 //! Bounds: messages no stream can take yet wait here (256 messages, max(1 MiB, M) bytes, and
@@ -47,6 +50,16 @@ const PARKED: usize = 4;
 const DETACHED_FOR: Duration = Duration::from_secs(10);
 /// How often closed streams are noticed and the away timer checked.
 const CHECK_EVERY: Duration = Duration::from_secs(5);
+/// How long a request's answer may take to be sent as one JSON body. A call answered sooner
+/// (most are) costs one response write and no stream; a slower one, or one whose tool sends
+/// progress or a request first, gets an SSE stream whose priming event lets the client resume
+/// it after a cut.
+pub(crate) const JSON_WITHIN: Duration = Duration::from_millis(50);
+
+/// A POST request whose answer has not begun: its handler still waits for [`PostReply`].
+struct Head {
+    reply: oneshot::Sender<PostReply>,
+}
 
 /// One SSE event on its way to a connection, holding its share of the session's budget until
 /// the connection takes it.
@@ -83,6 +96,10 @@ pub(crate) struct HttpCarrier {
     inlet: Inlet,
     router: Router,
     streams: HashMap<StreamId, mpsc::Sender<Chunk>>,
+    /// POST streams not begun yet (see [`JSON_WITHIN`]).
+    heads: HashMap<StreamId, Head>,
+    /// When each head's time is up, oldest first (entries of heads since begun are skipped).
+    head_deadlines: VecDeque<(StreamId, Instant)>,
     waiting: VecDeque<(Out, Bytes)>,
     waiting_bytes: usize,
     wait_bytes: usize,
@@ -117,6 +134,8 @@ impl HttpCarrier {
             inlet,
             router: Router::default(),
             streams: HashMap::new(),
+            heads: HashMap::new(),
+            head_deadlines: VecDeque::new(),
             waiting: VecDeque::new(),
             waiting_bytes: 0,
             wait_bytes: max_message.max(1 << 20),
@@ -235,11 +254,17 @@ impl HttpCarrier {
         }
     }
 
-    /// Opens the POST's stream (for a request) and answers the handler; the body is for the
-    /// core unless the request's id is already waiting for an answer.
+    /// Opens the POST's stream (for a request; its answer begins later) or answers the
+    /// handler; the body is for the core unless the request's id is already waiting for an
+    /// answer.
     fn take_post(&mut self, p: Post) -> Option<Bytes> {
-        self.last_activity = Instant::now();
+        let now = Instant::now();
+        self.last_activity = now;
         if let Some(s) = p.cancels.and_then(|id| self.router.post_for(&id)) {
+            // Its handler gets an empty stream (the client has stopped reading it anyway).
+            if let Some(head) = self.heads.remove(&s) {
+                self.begin_stream(s, head);
+            }
             self.close_stream(s);
         }
         let Some(id) = p.request else {
@@ -250,21 +275,36 @@ impl HttpCarrier {
             let _ = p.reply.send(PostReply::DuplicateId);
             return None;
         };
+        self.heads.insert(s, Head { reply: p.reply });
+        // Deadlines of heads begun since are dropped as they reach the front.
+        while let Some((old, _)) = self.head_deadlines.front() {
+            if self.heads.contains_key(old) {
+                break;
+            }
+            self.head_deadlines.pop_front();
+        }
+        self.head_deadlines.push_back((s, now + JSON_WITHIN));
+        self.pump();
+        Some(p.body)
+    }
+
+    /// Begins POST stream `s` as an SSE stream: its priming event (an id and no data, for the
+    /// client to resume after), then whatever is routed to it. `false` if the client left
+    /// before: the request still goes to the tool (leaving is not cancelling), and what is for
+    /// its stream goes elsewhere (the answer waits for a GET stream).
+    fn begin_stream(&mut self, s: StreamId, head: Head) -> bool {
         let (tx, rx) = mpsc::channel(STREAM_EVENTS);
-        // The priming event: an id (and no data) the client can resume after.
         self.next_event += 1;
         let priming = sse_event(Some(self.next_event), b"");
         self.replay.push(self.next_event, s, priming.clone());
         let _ = tx.try_send(self.free_chunk(priming));
-        if p.reply.send(PostReply::Stream(rx)).is_ok() {
+        if head.reply.send(PostReply::Stream(rx)).is_ok() {
             self.streams.insert(s, tx);
+            true
         } else {
-            // The client left before its stream opened: the request still goes to the tool
-            // (leaving is not cancelling), and its answer waits for a GET stream.
             self.router.closed(s);
+            false
         }
-        self.pump();
-        Some(p.body)
     }
 
     /// A new stream `s` for a GET, answered over `reply`; `None` if the client left already.
@@ -334,6 +374,25 @@ impl HttpCarrier {
                 i += 1;
                 continue;
             };
+            if let Some(head) = self.heads.remove(&id) {
+                if last {
+                    // The answer comes first: it is the whole response.
+                    let msg = self.waiting[i].1.clone();
+                    if head.reply.send(PostReply::Json(msg)).is_ok() {
+                        if let Some((_, msg)) = self.waiting.remove(i) {
+                            self.waiting_bytes -= msg.len();
+                        }
+                        self.close_stream(id);
+                    } else {
+                        // The client left before: the answer is routed again (to a GET).
+                        self.router.closed(id);
+                    }
+                    continue;
+                }
+                if !self.begin_stream(id, head) {
+                    continue;
+                }
+            }
             let Some(tx) = self.streams.get(&id) else {
                 self.lost(id);
                 continue;
@@ -383,6 +442,7 @@ impl HttpCarrier {
 
     fn close_stream(&mut self, s: StreamId) {
         self.streams.remove(&s);
+        self.heads.remove(&s);
         self.router.closed(s);
         if self.router.is_idle() {
             self.last_activity = Instant::now();
@@ -391,12 +451,25 @@ impl HttpCarrier {
 
     /// When to call [`Self::on_timer`].
     pub(crate) fn deadline(&self) -> Instant {
-        self.next_check
+        match self.head_deadlines.front() {
+            Some((_, at)) => self.next_check.min(*at),
+            None => self.next_check,
+        }
     }
 
-    /// Notices streams whose client left; `Err` once the session has had no request and no
-    /// open stream for its away time.
+    /// Begins as SSE streams the POST streams whose [`JSON_WITHIN`] is up; notices streams
+    /// whose client left; `Err` once the session has had no request and no open stream for
+    /// its away time.
     pub(crate) fn on_timer(&mut self, now: Instant) -> Result<(), String> {
+        while let Some(&(s, at)) = self.head_deadlines.front() {
+            if at > now && self.heads.contains_key(&s) {
+                break;
+            }
+            self.head_deadlines.pop_front();
+            if let Some(head) = self.heads.remove(&s) {
+                self.begin_stream(s, head);
+            }
+        }
         if now < self.next_check {
             return Ok(());
         }

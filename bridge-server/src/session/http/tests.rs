@@ -13,7 +13,13 @@ fn text(s: &str) -> Transmit {
     Transmit::Text(Bytes::from(s.to_owned()))
 }
 
-async fn post(door: &HttpDoor, c: &mut HttpCarrier, body: &str, id: Option<u32>) -> PostReply {
+/// POSTs `body`; the handler's answer is pending until the carrier begins it.
+async fn post(
+    door: &HttpDoor,
+    c: &mut HttpCarrier,
+    body: &str,
+    id: Option<u32>,
+) -> oneshot::Receiver<PostReply> {
     let (reply, answer) = oneshot::channel();
     let post = Post {
         body: Bytes::from(body.to_owned()),
@@ -26,7 +32,19 @@ async fn post(door: &HttpDoor, c: &mut HttpCarrier, body: &str, id: Option<u32>)
         Io::Message(m) => assert_eq!(m, body.as_bytes()),
         _ => panic!("expected the body for the core"),
     }
-    answer.await.unwrap()
+    answer
+}
+
+/// The handler's answer, begun already.
+fn begun(answer: &mut oneshot::Receiver<PostReply>) -> PostReply {
+    answer.try_recv().expect("the answer has begun")
+}
+
+fn stream(answer: &mut oneshot::Receiver<PostReply>) -> Events {
+    let PostReply::Stream(s) = begun(answer) else {
+        panic!("expected a stream")
+    };
+    s
 }
 
 fn next(events: &mut Events) -> String {
@@ -36,12 +54,12 @@ fn next(events: &mut Events) -> String {
 #[tokio::test]
 async fn a_request_gets_related_messages_then_its_answer_and_the_stream_ends() {
     let (door, mut c) = carrier();
-    let PostReply::Stream(mut s) = post(&door, &mut c, r#"{"id":1,"method":"x"}"#, Some(1)).await
-    else {
-        panic!("expected a stream")
-    };
+    let mut answer = post(&door, &mut c, r#"{"id":1,"method":"x"}"#, Some(1)).await;
+    assert!(answer.try_recv().is_err(), "nothing begun yet");
+    // Something for the request before its answer: it gets a stream.
     c.send(text(r#"{"method":"notifications/progress"}"#))
         .unwrap();
+    let mut s = stream(&mut answer);
     c.send(text(r#"{"id":1,"result":{}}"#)).unwrap();
     assert_eq!(next(&mut s), "id: 1\ndata: \n\n", "the priming event");
     assert_eq!(
@@ -58,16 +76,14 @@ async fn a_request_gets_related_messages_then_its_answer_and_the_stream_ends() {
 #[tokio::test]
 async fn notifications_are_accepted_and_unrouted_messages_wait_for_a_get() {
     let (door, mut c) = carrier();
-    assert!(matches!(
-        post(
-            &door,
-            &mut c,
-            r#"{"method":"notifications/initialized"}"#,
-            None
-        )
-        .await,
-        PostReply::Accepted
-    ));
+    let mut answer = post(
+        &door,
+        &mut c,
+        r#"{"method":"notifications/initialized"}"#,
+        None,
+    )
+    .await;
+    assert!(matches!(begun(&mut answer), PostReply::Accepted));
     c.send(text(r#"{"id":0,"method":"roots/list"}"#)).unwrap();
     assert_eq!(c.waiting.len(), 1);
     let (reply, stream) = oneshot::channel();
@@ -107,14 +123,12 @@ async fn a_full_budget_holds_messages_in_order_until_the_stream_is_read() {
     let (door, inlet) = door();
     // A 4 MiB budget: five 1 MiB messages do not all fit.
     let mut c = HttpCarrier::new(inlet, 1 << 20, Duration::from_secs(60), Instant::now());
-    let PostReply::Stream(mut s) = post(&door, &mut c, r#"{"id":1,"method":"x"}"#, Some(1)).await
-    else {
-        panic!("expected a stream")
-    };
+    let mut answer = post(&door, &mut c, r#"{"id":1,"method":"x"}"#, Some(1)).await;
     let big = format!(r#"{{"method":"n","params":"{}"}}"#, "x".repeat(1 << 20));
     for _ in 0..5 {
         c.send(text(&big)).unwrap();
     }
+    let mut s = stream(&mut answer);
     assert!(!c.waiting.is_empty(), "past the budget, messages wait");
     assert!(c.blocked.is_some());
     while s.try_recv().is_ok() {}
@@ -138,12 +152,10 @@ async fn get(door: &HttpDoor, c: &mut HttpCarrier, last_event_id: Option<u64>) -
 #[tokio::test]
 async fn a_broken_post_stream_is_resumed_with_last_event_id_and_nothing_is_lost() {
     let (door, mut c) = carrier();
-    let PostReply::Stream(mut s) = post(&door, &mut c, r#"{"id":1,"method":"x"}"#, Some(1)).await
-    else {
-        panic!("expected a stream")
-    };
-    assert_eq!(next(&mut s), "id: 1\ndata: \n\n");
+    let mut answer = post(&door, &mut c, r#"{"id":1,"method":"x"}"#, Some(1)).await;
     c.send(text(r#"{"method":"p1"}"#)).unwrap();
+    let mut s = stream(&mut answer);
+    assert_eq!(next(&mut s), "id: 1\ndata: \n\n");
     // The connection breaks with `p1` unread; the next message finds the stream gone.
     drop(s);
     c.send(text(r#"{"method":"p2"}"#)).unwrap();
@@ -171,4 +183,50 @@ async fn a_broken_post_stream_is_resumed_with_last_event_id_and_nothing_is_lost(
         again.try_recv(),
         Err(mpsc::error::TryRecvError::Empty)
     ));
+}
+
+#[tokio::test]
+async fn an_answer_that_comes_first_and_soon_is_the_whole_json_body() {
+    let (door, mut c) = carrier();
+    let mut answer = post(&door, &mut c, r#"{"id":1,"method":"x"}"#, Some(1)).await;
+    c.send(text(r#"{"id":1,"result":{}}"#)).unwrap();
+    let PostReply::Json(body) = begun(&mut answer) else {
+        panic!("expected a JSON answer")
+    };
+    assert_eq!(&body[..], br#"{"id":1,"result":{}}"#);
+    assert!(c.router.is_idle() && c.heads.is_empty() && c.waiting.is_empty());
+    // No event id was spent on it: a GET's priming event is the session's first.
+    let mut g = get(&door, &mut c, None).await;
+    assert_eq!(next(&mut g), "id: 1\ndata: \n\n");
+}
+
+#[tokio::test]
+async fn an_answer_not_begun_in_time_becomes_a_stream_with_its_priming_event() {
+    let t0 = Instant::now();
+    let (door, mut c) = carrier();
+    let mut answer = post(&door, &mut c, r#"{"id":1,"method":"x"}"#, Some(1)).await;
+    assert!(c.deadline() <= Instant::now() + JSON_WITHIN, "the timer is set");
+    c.on_timer(t0 + JSON_WITHIN / 2).unwrap();
+    assert!(answer.try_recv().is_err(), "not yet");
+    c.on_timer(Instant::now() + JSON_WITHIN).unwrap();
+    let mut s = stream(&mut answer);
+    assert_eq!(next(&mut s), "id: 1\ndata: \n\n", "the priming event");
+    c.send(text(r#"{"id":1,"result":{}}"#)).unwrap();
+    assert_eq!(next(&mut s), "id: 2\ndata: {\"id\":1,\"result\":{}}\n\n");
+    assert!(matches!(
+        s.try_recv(),
+        Err(mpsc::error::TryRecvError::Disconnected)
+    ));
+}
+
+#[tokio::test]
+async fn an_answer_whose_client_left_before_it_began_waits_for_a_get() {
+    let (door, mut c) = carrier();
+    let answer = post(&door, &mut c, r#"{"id":1,"method":"x"}"#, Some(1)).await;
+    drop(answer);
+    c.send(text(r#"{"id":1,"result":{}}"#)).unwrap();
+    assert_eq!(c.waiting.len(), 1, "kept, not lost");
+    let mut g = get(&door, &mut c, None).await;
+    assert_eq!(next(&mut g), "id: 1\ndata: \n\n");
+    assert_eq!(next(&mut g), "id: 2\ndata: {\"id\":1,\"result\":{}}\n\n");
 }

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::target::{live_children, CpuMark, CpuPerOp, Procs};
 use anyhow::{ensure, Context, Result};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -40,7 +41,14 @@ async fn post(
 }
 
 /// Calls per second with `window` calls in flight in one session, on one HTTP/2 connection.
-pub(crate) fn pipelined(addr: SocketAddr, tool: &str, total: usize, window: usize) -> Result<f64> {
+pub(crate) fn pipelined(
+    addr: SocketAddr,
+    relay: u32,
+    tool: &str,
+    total: usize,
+    window: usize,
+) -> Result<(f64, CpuPerOp)> {
+    let tools_before = live_children(relay);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -64,7 +72,8 @@ pub(crate) fn pipelined(addr: SocketAddr, tool: &str, total: usize, window: usiz
         let (status, _, _) = post(&mut sender, &path, Some(&sid), note.to_string()).await?;
         ensure!(status == 202, "initialized over HTTP/2: {status}");
         let per = total / window;
-        let start = Instant::now();
+        let cpu = CpuMark::now(Procs::relay_session(relay, &tools_before));
+    let start = Instant::now();
         let mut tasks = Vec::with_capacity(window);
         for w in 0..window {
             let (mut sender, path, sid) = (sender.clone(), path.clone(), sid.clone());
@@ -88,11 +97,49 @@ pub(crate) fn pipelined(addr: SocketAddr, tool: &str, total: usize, window: usiz
             t.await??;
         }
         let rate = (per * window) as f64 / start.elapsed().as_secs_f64();
+    let cpu = cpu.per_op(per * window);
         let bye = hyper::Request::delete(path.as_str())
             .header("mcp-session-id", sid.as_str())
             .header("mcp-protocol-version", "2025-11-25")
             .body(Full::new(Bytes::new()))?;
         let _ = sender.send_request(bye).await;
-        Ok(rate)
+        Ok((rate, cpu))
+    })
+}
+
+/// The floor under [`pipelined`]: requests per second for `GET /healthz` (no session, no tool)
+/// with `window` in flight on one HTTP/2 connection — what the HTTP stack alone costs on this
+/// machine, the bench's client included.
+pub(crate) fn healthz(addr: SocketAddr, total: usize, window: usize) -> Result<f64> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .handshake(TokioIo::new(stream))
+            .await?;
+        tokio::spawn(conn);
+        let per = total / window;
+        let start = Instant::now();
+        let mut tasks = Vec::with_capacity(window);
+        for _ in 0..window {
+            let mut sender = sender.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..per {
+                    let req = hyper::Request::get("/healthz").body(Full::new(Bytes::new()))?;
+                    let resp = sender.send_request(req).await?;
+                    ensure!(resp.status() == 200, "/healthz: {}", resp.status());
+                    resp.into_body().collect().await?;
+                }
+                Ok::<_, anyhow::Error>(())
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        Ok((per * window) as f64 / start.elapsed().as_secs_f64())
     })
 }

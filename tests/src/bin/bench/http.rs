@@ -7,8 +7,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::target::{live_children, CpuMark, CpuPerOp, Procs};
 use anyhow::{ensure, Context, Result};
-use mcp_bridge_tests::http_raw::{sse_events, Conn};
+use mcp_bridge_tests::http_raw::Conn;
 use serde_json::json;
 
 const ACCEPT: (&str, &str) = ("Accept", "application/json, text/event-stream");
@@ -93,7 +94,8 @@ impl HttpSession {
             &call.to_string(),
         )?;
         let elapsed = t.elapsed();
-        let answered = sse_events(&r.body)
+        let answered = r
+            .messages()
             .iter()
             .any(|(_, m)| m["id"] == id && m.get("result").is_some());
         ensure!(
@@ -129,7 +131,14 @@ pub(crate) fn sequential(addr: SocketAddr, tool: &str, n: usize) -> Result<[Dura
 /// Calls per second with `window` calls in flight in one session: `window` kept-alive
 /// HTTP/1.1 connections (a host's connection pool), each sending its share of `total` small
 /// `tools/call`s one after another.
-pub(crate) fn pipelined(addr: SocketAddr, tool: &str, total: usize, window: usize) -> Result<f64> {
+pub(crate) fn pipelined(
+    addr: SocketAddr,
+    relay: u32,
+    tool: &str,
+    total: usize,
+    window: usize,
+) -> Result<(f64, CpuPerOp)> {
+    let tools_before = live_children(relay);
     let path = format!("/mcp/{tool}");
     let (mut first, sid) = open_session(addr, &path)?;
     let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
@@ -144,6 +153,7 @@ pub(crate) fn pipelined(addr: SocketAddr, tool: &str, total: usize, window: usiz
     let mut conns = (0..window)
         .map(|_| Conn::open(addr))
         .collect::<Result<Vec<_>>>()?;
+    let cpu = CpuMark::now(Procs::relay_session(relay, &tools_before));
     let start = Instant::now();
     std::thread::scope(|s| {
         let handles: Vec<_> = conns
@@ -174,11 +184,12 @@ pub(crate) fn pipelined(addr: SocketAddr, tool: &str, total: usize, window: usiz
         })
     })?;
     let rate = (per * window) as f64 / start.elapsed().as_secs_f64();
+    let cpu = cpu.per_op(per * window);
     let _ = first.send(
         "DELETE",
         &path,
         &[("Mcp-Session-Id", sid.as_str()), VERSION],
         "",
     );
-    Ok(rate)
+    Ok((rate, cpu))
 }

@@ -98,6 +98,47 @@ fn cpu_rows(what: &str, d: &CpuPerOp, c: &CpuPerOp, t: &CpuPerOp) {
     );
 }
 
+/// Table rows: the relay's Streamable HTTP carrier with 64 calls in flight in one session
+/// (HTTP/1.1 over 64 connections, HTTP/2 on one), next to the direct rate `direct`, with the
+/// CPU time the relay and the session's tool spent per call.
+fn http_pipelined_rows(relay: &Relay, direct: f64, total: usize) -> Result<()> {
+    type Run = fn(std::net::SocketAddr, u32, &str, usize, usize) -> Result<(f64, CpuPerOp)>;
+    let runs: [(&str, Run); 2] = [
+        (
+            "Streamable HTTP, 1 session, 64 in flight over 64 connections",
+            http::pipelined,
+        ),
+        (
+            "Streamable HTTP/2, 1 session, 64 in flight on 1 connection",
+            h2::pipelined,
+        ),
+    ];
+    let total = std::env::var("BENCH_HTTP_TOTAL").ok().and_then(|v| v.parse().ok()).unwrap_or(total);
+    let floor = h2::healthz(relay.addr, total, 64)?;
+    println!(
+        "| HTTP/2 floor: GET /healthz, 64 in flight on 1 connection, no session (req/s) | {direct:.0} | {floor:.0} | {:.2} × direct | – | – |",
+        floor / direct
+    );
+    let pick = std::env::var("BENCH_HTTP").unwrap_or_default();
+    for (label, run) in runs {
+        if (pick == "h1" && label.contains("HTTP/2")) || (pick == "h2" && !label.contains("HTTP/2")) {
+            continue;
+        }
+        let (rate, cpu) = run(relay.addr, relay.pid(), "demo", total, 64)?;
+        println!(
+            "| {label} (msg/s) | {direct:.0} | {rate:.0} | {:.2} × direct | – | – |",
+            rate / direct
+        );
+        let cell = |x: Option<Duration>| x.map_or("–".to_owned(), us);
+        println!(
+            "| {label}: CPU per call, relay / tool (µs) | | {} / {} | | | |",
+            cell(cpu.0[1]),
+            cell(cpu.0[2])
+        );
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     raise_fd_limit();
     let s = scale();
@@ -112,12 +153,17 @@ fn main() -> Result<()> {
     let start = |tls: &str| {
         Relay::start_config(
             &format!("listen = \"127.0.0.1:0\"\n{limits}{tls}\n{tools}"),
-            &[("RUST_LOG", relay_log.as_str())],
+            &[("RUST_LOG", relay_log.as_str()), ("TOKIO_WORKER_THREADS", &std::env::var("BENCH_RELAY_THREADS").unwrap_or("2".into()))],
         )
     };
     let plain = start("")?;
-    if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "http-shims") {
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    if only == "http-shims" {
         return remote::table(&plain, s.seq, s.starts);
+    }
+    if only == "http-pipelined" {
+        let (d, _) = one_session_throughput(&Target::Direct, s.pipelined, 64)?;
+        return http_pipelined_rows(&plain, d, s.pipelined / 5);
     }
     let tls = start(&format!(
         "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
@@ -214,17 +260,7 @@ fn main() -> Result<()> {
         }
     }
     if let Some(d) = direct_pipelined_64 {
-        // Fewer calls than the stdio rows: each is a whole HTTP request and SSE answer.
-        let h = http::pipelined(plain.addr, "demo", s.pipelined / 5, 64)?;
-        println!(
-            "| Streamable HTTP, 1 session, 64 in flight over 64 connections (msg/s) | {d:.0} | {h:.0} | {:.2} × direct | – | – |",
-            h / d
-        );
-        let h = h2::pipelined(plain.addr, "demo", s.pipelined / 5, 64)?;
-        println!(
-            "| Streamable HTTP/2, 1 session, 64 in flight on 1 connection (msg/s) | {d:.0} | {h:.0} | {:.2} × direct | – | – |",
-            h / d
-        );
+        http_pipelined_rows(&plain, d, s.pipelined / 5)?;
     }
     if let Some((d, c, t)) = cpu_small {
         cpu_rows("small round trip", &d, &c, &t);

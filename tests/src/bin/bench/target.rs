@@ -111,8 +111,19 @@ impl Target {
     }
 }
 
+impl Procs {
+    /// The relay and the tool it started for a session opened after `tools_before` was taken
+    /// (its live children then); `None` for a tool not found.
+    pub(crate) fn relay_session(relay: u32, tools_before: &[u32]) -> Procs {
+        let tool = live_children(relay)
+            .into_iter()
+            .find(|pid| !tools_before.contains(pid));
+        Procs([None, Some(relay), tool])
+    }
+}
+
 /// A process's children that are not zombies.
-fn live_children(pid: u32) -> Vec<u32> {
+pub(crate) fn live_children(pid: u32) -> Vec<u32> {
     children_of(pid)
         .into_iter()
         .filter(|c| c.1 != 'Z')

@@ -10,7 +10,7 @@ use mcp_bridge_tests::{fixture_tool, relay_config, Relay};
 use serde_json::Value;
 
 use super::{ACCEPT_BOTH, INIT, JSON};
-use mcp_bridge_tests::http_raw::{raw, sse_events};
+use mcp_bridge_tests::http_raw::raw;
 
 /// The JSON-RPC error code for "the tool exited" (`shared::jsonrpc::TOOL_EXITED`).
 const TOOL_EXITED: i64 = -32010;
@@ -45,7 +45,7 @@ fn a_tool_that_dies_mid_answer_ends_its_stream_with_an_error_and_its_session() -
         &call(7, "crash", "{}"),
     )?;
     assert_eq!(r.status, 200, "{r:?}");
-    let events = sse_events(&r.body);
+    let events = r.messages();
     let answer = &events.last().context("an answer on the stream")?.1;
     assert_eq!(answer["id"], 7, "{r:?}");
     assert_eq!(answer["error"]["code"], TOOL_EXITED, "{r:?}");

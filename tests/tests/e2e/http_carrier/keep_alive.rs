@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use mcp_bridge_tests::{demo_tool, relay_config, Relay};
 
 use super::{ACCEPT_BOTH, INIT, JSON};
-use mcp_bridge_tests::http_raw::{sse_events, Conn};
+use mcp_bridge_tests::http_raw::Conn;
 
 #[test]
 fn posts_of_a_session_share_one_connection_until_it_idles() -> Result<()> {
@@ -35,7 +35,7 @@ fn posts_of_a_session_share_one_connection_until_it_idles() -> Result<()> {
     let call = r#"{"jsonrpc":"2.0","id":"k","method":"tools/call","params":{"name":"echo","arguments":{"text":"same connection"}}}"#;
     let r = conn.send("POST", "/mcp/demo", &[ACCEPT_BOTH, JSON, session], call)?;
     assert_eq!(r.status, 200, "{r:?}");
-    let events = sse_events(&r.body);
+    let events = r.messages();
     let answer = &events.last().context("an answer")?.1;
     assert_eq!(answer["id"], "k", "{r:?}");
     assert!(answer["result"].is_object(), "{r:?}");

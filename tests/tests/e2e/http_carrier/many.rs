@@ -6,7 +6,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use mcp_bridge_tests::http_raw::{raw, sse_events};
+use mcp_bridge_tests::http_raw::raw;
 use mcp_bridge_tests::{demo_tool, mib, relay_config, wait_until, Relay};
 use serde_json::Value;
 
@@ -27,7 +27,8 @@ fn echo(relay: &Relay, sid: &str, text: &str) -> Result<()> {
         &[ACCEPT_BOTH, JSON, VERSION, ("Mcp-Session-Id", sid)],
         &body,
     )?;
-    let answer = sse_events(&r.body)
+    let answer = r
+        .messages()
         .into_iter()
         .map(|(_, v)| v)
         .find(|v| v["id"] == 2)

@@ -189,17 +189,15 @@ fn a_session_lives_from_initialize_to_delete() -> Result<()> {
     let relay = Relay::start(&demo_tool("demo", ""))?;
     let r = post(&relay, &[ACCEPT_BOTH, JSON], INIT)?;
     assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(r.header("content-type"), Some("text/event-stream"), "{r:?}");
-    assert_eq!(r.header("x-accel-buffering"), Some("no"), "{r:?}");
+    // Answered at once, before anything else for it: the answer is the whole JSON body.
+    assert_eq!(r.header("content-type"), Some("application/json"), "{r:?}");
     let sid = r
         .header("mcp-session-id")
         .context("Mcp-Session-Id")?
         .to_owned();
-    let events = sse_events(&r.body);
-    assert_eq!(events.len(), 1, "{r:?}");
-    assert!(events[0].0.is_some(), "events carry ids: {r:?}");
-    assert_eq!(events[0].1["id"], 1);
-    assert!(events[0].1["result"]["serverInfo"].is_object(), "{r:?}");
+    let answer: Value = serde_json::from_str(&r.body).context("a JSON answer")?;
+    assert_eq!(answer["id"], 1);
+    assert!(answer["result"]["serverInfo"].is_object(), "{r:?}");
     assert_eq!(relay.sessions_active("demo")?, 1.0);
 
     let session = ("Mcp-Session-Id", sid.as_str());
@@ -211,10 +209,28 @@ fn a_session_lives_from_initialize_to_delete() -> Result<()> {
     let call = r#"{"jsonrpc":"2.0","id":"c1","method":"tools/call","params":{"name":"echo","arguments":{"text":"hi over http"}}}"#;
     let r = post(&relay, &[ACCEPT_BOTH, JSON, session, version], call)?;
     assert_eq!(r.status, 200, "{r:?}");
-    let events = sse_events(&r.body);
+    assert_eq!(r.header("content-type"), Some("application/json"), "{r:?}");
+    let events = r.messages();
     let answer = &events.last().context("an answer")?.1;
     assert_eq!(answer["id"], "c1", "{r:?}");
     assert!(answer["result"].is_object(), "{r:?}");
+
+    // A call slower than the JSON window (and with no progress): an SSE stream, its priming
+    // event (an id, no data) first so a cut can be resumed, then the answer, then its end.
+    let slow = r#"{"jsonrpc":"2.0","id":"c2","method":"tools/call","params":{"name":"slow","arguments":{"steps":2,"delay_ms":150}}}"#;
+    let r = post(&relay, &[ACCEPT_BOTH, JSON, session, version], slow)?;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("content-type"), Some("text/event-stream"), "{r:?}");
+    assert_eq!(r.header("x-accel-buffering"), Some("no"), "{r:?}");
+    assert!(
+        r.body.starts_with("id: ") && r.body.contains("\ndata: \n\n"),
+        "the priming event comes first: {r:?}"
+    );
+    let events = r.messages();
+    assert_eq!(events.len(), 1, "one message, the answer: {r:?}");
+    assert!(events[0].0.is_some(), "events carry ids: {r:?}");
+    assert_eq!(events[0].1["id"], "c2", "{r:?}");
+    assert!(events[0].1["result"].is_object(), "{r:?}");
 
     let bad = ("MCP-Protocol-Version", "1999-01-01");
     let r = post(&relay, &[ACCEPT_BOTH, JSON, session, bad], call)?;

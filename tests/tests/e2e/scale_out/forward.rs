@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use mcp_bridge_tests::http_raw::{raw, sse_events, Resp, SseStream};
+use mcp_bridge_tests::http_raw::{raw, Resp, SseStream};
 use mcp_bridge_tests::{demo_tool, relay_config, Relay};
 use serde_json::Value;
 
@@ -48,11 +48,10 @@ fn echo_body(id: u64, text: &str) -> String {
 }
 
 fn answer_of(r: &Resp, id: u64) -> Value {
-    sse_events(&r.body)
+    r.messages()
         .into_iter()
         .map(|(_, v)| v)
         .find(|v| v["id"] == id)
-        .or_else(|| serde_json::from_str(&r.body).ok())
         .unwrap_or(Value::Null)
 }
 

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use mcp_bridge_tests::http_raw::{raw, sse_events, Resp};
+use mcp_bridge_tests::http_raw::{raw, Resp};
 use mcp_bridge_tests::{
     assert_checks, demo_tool, relay_config, run_driver, wait_until, Peers, Relay,
 };
@@ -63,11 +63,11 @@ fn echo(nginx: &Nginx, session: &str, id: u64, text: &str) -> Result<(u16, Value
         r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"{text}"}}}}}}"#
     );
     let r = post(nginx, session, &body)?;
-    let answer = sse_events(&r.body)
+    let answer = r
+        .messages()
         .into_iter()
         .map(|(_, v)| v)
         .find(|v| v.get("id").is_some())
-        .or_else(|| serde_json::from_str(&r.body).ok())
         .unwrap_or(Value::Null);
     Ok((r.status, answer))
 }
