@@ -205,7 +205,10 @@ async fn an_answer_not_begun_in_time_becomes_a_stream_with_its_priming_event() {
     let t0 = Instant::now();
     let (door, mut c) = carrier();
     let mut answer = post(&door, &mut c, r#"{"id":1,"method":"x"}"#, Some(1)).await;
-    assert!(c.deadline() <= Instant::now() + JSON_WITHIN, "the timer is set");
+    assert!(
+        c.deadline() <= Instant::now() + JSON_WITHIN,
+        "the timer is set"
+    );
     c.on_timer(t0 + JSON_WITHIN / 2).unwrap();
     assert!(answer.try_recv().is_err(), "not yet");
     c.on_timer(Instant::now() + JSON_WITHIN).unwrap();

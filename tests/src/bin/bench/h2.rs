@@ -73,7 +73,7 @@ pub(crate) fn pipelined(
         ensure!(status == 202, "initialized over HTTP/2: {status}");
         let per = total / window;
         let cpu = CpuMark::now(Procs::relay_session(relay, &tools_before));
-    let start = Instant::now();
+        let start = Instant::now();
         let mut tasks = Vec::with_capacity(window);
         for w in 0..window {
             let (mut sender, path, sid) = (sender.clone(), path.clone(), sid.clone());
@@ -97,7 +97,7 @@ pub(crate) fn pipelined(
             t.await??;
         }
         let rate = (per * window) as f64 / start.elapsed().as_secs_f64();
-    let cpu = cpu.per_op(per * window);
+        let cpu = cpu.per_op(per * window);
         let bye = hyper::Request::delete(path.as_str())
             .header("mcp-session-id", sid.as_str())
             .header("mcp-protocol-version", "2025-11-25")

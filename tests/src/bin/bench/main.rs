@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use mcp_bridge_tests::pki::Pki;
-use mcp_bridge_tests::{demo_tool, tool_table, Relay};
+use mcp_bridge_tests::{cpu_time, demo_tool, tool_table, Relay};
 
 use measure::{aggregate, one_session_throughput, sequential, startup};
 use target::{CpuPerOp, Target, PROCESSES};
@@ -113,7 +113,10 @@ fn http_pipelined_rows(relay: &Relay, direct: f64, total: usize) -> Result<()> {
             h2::pipelined,
         ),
     ];
-    let total = std::env::var("BENCH_HTTP_TOTAL").ok().and_then(|v| v.parse().ok()).unwrap_or(total);
+    let total = std::env::var("BENCH_HTTP_TOTAL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(total);
     let floor = h2::healthz(relay.addr, total, 64)?;
     println!(
         "| HTTP/2 floor: GET /healthz, 64 in flight on 1 connection, no session (req/s) | {direct:.0} | {floor:.0} | {:.2} × direct | – | – |",
@@ -121,17 +124,24 @@ fn http_pipelined_rows(relay: &Relay, direct: f64, total: usize) -> Result<()> {
     );
     let pick = std::env::var("BENCH_HTTP").unwrap_or_default();
     for (label, run) in runs {
-        if (pick == "h1" && label.contains("HTTP/2")) || (pick == "h2" && !label.contains("HTTP/2")) {
+        if (pick == "h1" && label.contains("HTTP/2")) || (pick == "h2" && !label.contains("HTTP/2"))
+        {
             continue;
         }
+        let me = cpu_time(std::process::id());
         let (rate, cpu) = run(relay.addr, relay.pid(), "demo", total, 64)?;
+        // The bench's own CPU: its HTTP client (start-up and the session's opening included).
+        let client = cpu_time(std::process::id())
+            .zip(me)
+            .map(|(b, a)| b.saturating_sub(a) / u32::try_from(total).unwrap_or(u32::MAX));
         println!(
             "| {label} (msg/s) | {direct:.0} | {rate:.0} | {:.2} × direct | – | – |",
             rate / direct
         );
         let cell = |x: Option<Duration>| x.map_or("–".to_owned(), us);
         println!(
-            "| {label}: CPU per call, relay / tool (µs) | | {} / {} | | | |",
+            "| {label}: CPU per call, HTTP client / relay / tool (µs) | | {} / {} / {} | | | |",
+            cell(client),
             cell(cpu.0[1]),
             cell(cpu.0[2])
         );
@@ -153,7 +163,13 @@ fn main() -> Result<()> {
     let start = |tls: &str| {
         Relay::start_config(
             &format!("listen = \"127.0.0.1:0\"\n{limits}{tls}\n{tools}"),
-            &[("RUST_LOG", relay_log.as_str()), ("TOKIO_WORKER_THREADS", &std::env::var("BENCH_RELAY_THREADS").unwrap_or("2".into()))],
+            &[
+                ("RUST_LOG", relay_log.as_str()),
+                (
+                    "TOKIO_WORKER_THREADS",
+                    &std::env::var("BENCH_RELAY_THREADS").unwrap_or("2".into()),
+                ),
+            ],
         )
     };
     let plain = start("")?;

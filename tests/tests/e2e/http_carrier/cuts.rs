@@ -1,7 +1,9 @@
-//! 1,000 calls over Streamable HTTP, three of every four with their answer stream broken and
-//! resumed with `Last-Event-ID`: at the priming event (before anything else came), after the
-//! first progress notification, or with the answer possibly already in flight. Every call gets
-//! its answer exactly once, and every progress notification comes exactly once, in order.
+//! 1,000 calls over Streamable HTTP, three of every four (calls with progress, so answered on
+//! an SSE stream) with their answer stream broken and resumed with `Last-Event-ID`: at the
+//! priming event (before anything else came), after the first progress notification, or after
+//! the last, with the answer possibly already in flight; the fourth a quick call, answered as
+//! a JSON body. Every call gets its answer exactly once, and every progress notification comes
+//! exactly once, in order.
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +25,8 @@ enum Cut {
     AtPriming,
     /// Broken after the first progress notification.
     AfterProgress,
+    /// Broken after the last progress notification (the answer may be on its way).
+    AfterAllProgress,
 }
 
 /// What one call's streams delivered, before and after the break.
@@ -54,21 +58,44 @@ fn a_thousand_calls_with_broken_streams_each_answered_once() -> Result<()> {
     let mut resumes = 0;
     for i in 0..CALLS {
         let id = 1_000 + i;
-        let slow = i % 2 == 0;
         let cut = match i % 4 {
             0 => Cut::None,
-            1 | 2 => Cut::AtPriming,
-            _ => Cut::AfterProgress,
+            1 => Cut::AtPriming,
+            2 => Cut::AfterProgress,
+            _ => Cut::AfterAllProgress,
         };
-        let body = if slow {
-            format!(
-                r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"slow","arguments":{{"steps":3,"delay_ms":2}},"_meta":{{"progressToken":"p{id}"}}}}}}"#
-            )
-        } else {
-            format!(
+        if matches!(cut, Cut::None) {
+            // A quick call: its answer is the whole body (JSON; SSE if it was slow to come).
+            let body = format!(
                 r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"c{id}"}}}}}}"#
-            )
-        };
+            );
+            let r = raw(
+                relay.addr,
+                "POST",
+                "/mcp/demo",
+                &[ACCEPT_BOTH, JSON, version, session],
+                &body,
+            )?;
+            anyhow::ensure!(r.status == 200, "call {id}: {r:?}");
+            let answers: Vec<Value> = r
+                .messages()
+                .into_iter()
+                .map(|(_, m)| m)
+                .filter(|m| m["id"] == id)
+                .collect();
+            assert_eq!(answers.len(), 1, "call {id}: {r:?}");
+            assert_eq!(
+                answers[0]
+                    .pointer("/result/content/0/text")
+                    .and_then(Value::as_str),
+                Some(format!("c{id}").as_str()),
+                "call {id}: {r:?}"
+            );
+            continue;
+        }
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"slow","arguments":{{"steps":3,"delay_ms":2}},"_meta":{{"progressToken":"p{id}"}}}}}}"#
+        );
         let mut stream = SseStream::open(
             relay.addr,
             "POST",
@@ -90,7 +117,8 @@ fn a_thousand_calls_with_broken_streams_each_answered_once() -> Result<()> {
             let at_cut = match cut {
                 Cut::None => false,
                 Cut::AtPriming => true,
-                Cut::AfterProgress => !seen.progress.is_empty() || !slow,
+                Cut::AfterProgress => !seen.progress.is_empty(),
+                Cut::AfterAllProgress => seen.progress.len() == 3,
             };
             if at_cut && seen.answers.is_empty() {
                 break true;
@@ -135,17 +163,7 @@ fn a_thousand_calls_with_broken_streams_each_answered_once() -> Result<()> {
         );
         let answer = &seen.answers[0];
         assert!(answer["result"].is_object(), "call {id}: {answer}");
-        if slow {
-            assert_eq!(seen.progress, [1, 2, 3], "call {id} ({cut:?}): progress");
-        } else {
-            assert_eq!(
-                answer
-                    .pointer("/result/content/0/text")
-                    .and_then(Value::as_str),
-                Some(format!("c{id}").as_str()),
-                "call {id}: {answer}"
-            );
-        }
+        assert_eq!(seen.progress, [1, 2, 3], "call {id} ({cut:?}): progress");
     }
     let elapsed = started.elapsed();
     let r = raw(relay.addr, "DELETE", "/mcp/demo", &[session, version], "")?;
