@@ -295,7 +295,7 @@ impl HttpCarrier {
     fn begin_stream(&mut self, s: StreamId, head: Head) -> bool {
         let (tx, rx) = mpsc::channel(STREAM_EVENTS);
         self.next_event += 1;
-        let priming = sse_event(Some(self.next_event), b"");
+        let priming = priming_event(self.next_event);
         self.replay.push(self.next_event, s, priming.clone());
         let _ = tx.try_send(self.free_chunk(priming));
         if head.reply.send(PostReply::Stream(rx)).is_ok() {
@@ -315,7 +315,7 @@ impl HttpCarrier {
     ) -> Option<mpsc::Sender<Chunk>> {
         let (tx, rx) = mpsc::channel(STREAM_EVENTS);
         self.next_event += 1;
-        let priming = sse_event(Some(self.next_event), b"");
+        let priming = priming_event(self.next_event);
         self.replay.push(self.next_event, s, priming.clone());
         let _ = tx.try_send(self.free_chunk(priming));
         reply.send(rx).ok().map(|()| tx)
@@ -502,6 +502,16 @@ impl HttpCarrier {
         }
         Ok(())
     }
+}
+
+/// How long a client waits before it reconnects a broken stream (the priming event's
+/// `retry:`, in ms): soon, since the answer waits for it (10 s at most, see [`DETACHED_FOR`]).
+const RETRY_MS: u32 = 1000;
+
+/// A stream's first event: an id and no data, for the client to resume after, and
+/// [`RETRY_MS`].
+fn priming_event(id: u64) -> Bytes {
+    Bytes::from(format!("id: {id}\nretry: {RETRY_MS}\ndata: \n\n"))
 }
 
 /// One SSE event: `id` (when the stream resumes), then the message as `data` lines (a message

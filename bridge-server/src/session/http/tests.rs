@@ -61,7 +61,7 @@ async fn a_request_gets_related_messages_then_its_answer_and_the_stream_ends() {
         .unwrap();
     let mut s = stream(&mut answer);
     c.send(text(r#"{"id":1,"result":{}}"#)).unwrap();
-    assert_eq!(next(&mut s), "id: 1\ndata: \n\n", "the priming event");
+    assert_eq!(next(&mut s), "id: 1\nretry: 1000\ndata: \n\n", "the priming event");
     assert_eq!(
         next(&mut s),
         "id: 2\ndata: {\"method\":\"notifications/progress\"}\n\n"
@@ -97,7 +97,7 @@ async fn notifications_are_accepted_and_unrouted_messages_wait_for_a_get() {
     // The GET is taken while the carrier waits for anything else.
     assert!(matches!(c.io(false, true).await, Io::Ready));
     let mut s = stream.await.unwrap();
-    assert_eq!(next(&mut s), "id: 1\ndata: \n\n", "the priming event");
+    assert_eq!(next(&mut s), "id: 1\nretry: 1000\ndata: \n\n", "the priming event");
     assert_eq!(
         next(&mut s),
         "id: 2\ndata: {\"id\":0,\"method\":\"roots/list\"}\n\n"
@@ -155,7 +155,7 @@ async fn a_broken_post_stream_is_resumed_with_last_event_id_and_nothing_is_lost(
     let mut answer = post(&door, &mut c, r#"{"id":1,"method":"x"}"#, Some(1)).await;
     c.send(text(r#"{"method":"p1"}"#)).unwrap();
     let mut s = stream(&mut answer);
-    assert_eq!(next(&mut s), "id: 1\ndata: \n\n");
+    assert_eq!(next(&mut s), "id: 1\nretry: 1000\ndata: \n\n");
     // The connection breaks with `p1` unread; the next message finds the stream gone.
     drop(s);
     c.send(text(r#"{"method":"p2"}"#)).unwrap();
@@ -197,7 +197,7 @@ async fn an_answer_that_comes_first_and_soon_is_the_whole_json_body() {
     assert!(c.router.is_idle() && c.heads.is_empty() && c.waiting.is_empty());
     // No event id was spent on it: a GET's priming event is the session's first.
     let mut g = get(&door, &mut c, None).await;
-    assert_eq!(next(&mut g), "id: 1\ndata: \n\n");
+    assert_eq!(next(&mut g), "id: 1\nretry: 1000\ndata: \n\n");
 }
 
 #[tokio::test]
@@ -213,7 +213,7 @@ async fn an_answer_not_begun_in_time_becomes_a_stream_with_its_priming_event() {
     assert!(answer.try_recv().is_err(), "not yet");
     c.on_timer(Instant::now() + JSON_WITHIN).unwrap();
     let mut s = stream(&mut answer);
-    assert_eq!(next(&mut s), "id: 1\ndata: \n\n", "the priming event");
+    assert_eq!(next(&mut s), "id: 1\nretry: 1000\ndata: \n\n", "the priming event");
     c.send(text(r#"{"id":1,"result":{}}"#)).unwrap();
     assert_eq!(next(&mut s), "id: 2\ndata: {\"id\":1,\"result\":{}}\n\n");
     assert!(matches!(
@@ -230,6 +230,6 @@ async fn an_answer_whose_client_left_before_it_began_waits_for_a_get() {
     c.send(text(r#"{"id":1,"result":{}}"#)).unwrap();
     assert_eq!(c.waiting.len(), 1, "kept, not lost");
     let mut g = get(&door, &mut c, None).await;
-    assert_eq!(next(&mut g), "id: 1\ndata: \n\n");
+    assert_eq!(next(&mut g), "id: 1\nretry: 1000\ndata: \n\n");
     assert_eq!(next(&mut g), "id: 2\ndata: {\"id\":1,\"result\":{}}\n\n");
 }

@@ -36,14 +36,7 @@ const GENERIC: &[&str] = &[
 
 /// Warnings (SHOULDs the suite notes without failing) that are known and accepted, by scenario
 /// and check id. Any other warning fails the test, so a new one gets looked at.
-const KNOWN_WARNINGS: &[(&str, &str, &str)] = &[(
-    "server-sse-polling",
-    "server-sse-retry-field",
-    // SEP-1699: the priming event of an answer stream MAY carry `retry:` to pace a client's
-    // reconnection; the relay sends the priming event (with an id, so the stream can resume)
-    // but no `retry:` field.
-    "the relay's priming event has no retry: field (a SHOULD)",
-)];
+const KNOWN_WARNINGS: &[(&str, &str, &str)] = &[];
 
 /// The conformance fixture as a `[[tool]]` table named `conformance` (run by the peers' Node).
 fn conformance_tool(peers: &Peers) -> String {
