@@ -294,7 +294,9 @@ fn tool_crash_mid_call_answers_everything_in_flight() -> Result<()> {
     seen.sort();
     assert_eq!(seen, [1, 2, 3]);
     println!("tool crash: 3 calls in flight answered within {took:?}");
-    assert!(took < Duration::from_secs(1), "answers took {took:?}");
+    // Answered by the crash, not by the slow calls finishing (10 s each): a bound well under
+    // that, loose enough for a loaded CI machine.
+    assert!(took < Duration::from_secs(5), "answers took {took:?}");
     relay.wait_no_children(T)?;
     let echo = ide.request(
         json!(4),
