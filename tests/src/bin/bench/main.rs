@@ -117,10 +117,22 @@ fn http_pipelined_rows(relay: &Relay, direct: f64, total: usize) -> Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(total);
+    let per_call = |before: Option<Duration>, after: Option<Duration>| {
+        after
+            .zip(before)
+            .map(|(b, a)| b.saturating_sub(a) / u32::try_from(total).unwrap_or(u32::MAX))
+    };
+    let cell = |x: Option<Duration>| x.map_or("–".to_owned(), us);
+    let (me, relay_cpu) = (cpu_time(std::process::id()), cpu_time(relay.pid()));
     let floor = h2::healthz(relay.addr, total, 64)?;
     println!(
         "| HTTP/2 floor: GET /healthz, 64 in flight on 1 connection, no session (req/s) | {direct:.0} | {floor:.0} | {:.2} × direct | – | – |",
         floor / direct
+    );
+    println!(
+        "| HTTP/2 floor: CPU per request, HTTP client / relay (µs) | | {} / {} | | | |",
+        cell(per_call(me, cpu_time(std::process::id()))),
+        cell(per_call(relay_cpu, cpu_time(relay.pid())))
     );
     let pick = std::env::var("BENCH_HTTP").unwrap_or_default();
     for (label, run) in runs {
@@ -131,14 +143,11 @@ fn http_pipelined_rows(relay: &Relay, direct: f64, total: usize) -> Result<()> {
         let me = cpu_time(std::process::id());
         let (rate, cpu) = run(relay.addr, relay.pid(), "demo", total, 64)?;
         // The bench's own CPU: its HTTP client (start-up and the session's opening included).
-        let client = cpu_time(std::process::id())
-            .zip(me)
-            .map(|(b, a)| b.saturating_sub(a) / u32::try_from(total).unwrap_or(u32::MAX));
+        let client = per_call(me, cpu_time(std::process::id()));
         println!(
             "| {label} (msg/s) | {direct:.0} | {rate:.0} | {:.2} × direct | – | – |",
             rate / direct
         );
-        let cell = |x: Option<Duration>| x.map_or("–".to_owned(), us);
         println!(
             "| {label}: CPU per call, HTTP client / relay / tool (µs) | | {} / {} / {} | | | |",
             cell(client),
