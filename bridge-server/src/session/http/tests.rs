@@ -61,7 +61,11 @@ async fn a_request_gets_related_messages_then_its_answer_and_the_stream_ends() {
         .unwrap();
     let mut s = stream(&mut answer);
     c.send(text(r#"{"id":1,"result":{}}"#)).unwrap();
-    assert_eq!(next(&mut s), "id: 1\nretry: 1000\ndata: \n\n", "the priming event");
+    assert_eq!(
+        next(&mut s),
+        "id: 1\nretry: 1000\ndata: \n\n",
+        "the priming event"
+    );
     assert_eq!(
         next(&mut s),
         "id: 2\ndata: {\"method\":\"notifications/progress\"}\n\n"
@@ -97,7 +101,11 @@ async fn notifications_are_accepted_and_unrouted_messages_wait_for_a_get() {
     // The GET is taken while the carrier waits for anything else.
     assert!(matches!(c.io(false, true).await, Io::Ready));
     let mut s = stream.await.unwrap();
-    assert_eq!(next(&mut s), "id: 1\nretry: 1000\ndata: \n\n", "the priming event");
+    assert_eq!(
+        next(&mut s),
+        "id: 1\nretry: 1000\ndata: \n\n",
+        "the priming event"
+    );
     assert_eq!(
         next(&mut s),
         "id: 2\ndata: {\"id\":0,\"method\":\"roots/list\"}\n\n"
@@ -213,7 +221,11 @@ async fn an_answer_not_begun_in_time_becomes_a_stream_with_its_priming_event() {
     assert!(answer.try_recv().is_err(), "not yet");
     c.on_timer(Instant::now() + JSON_WITHIN).unwrap();
     let mut s = stream(&mut answer);
-    assert_eq!(next(&mut s), "id: 1\nretry: 1000\ndata: \n\n", "the priming event");
+    assert_eq!(
+        next(&mut s),
+        "id: 1\nretry: 1000\ndata: \n\n",
+        "the priming event"
+    );
     c.send(text(r#"{"id":1,"result":{}}"#)).unwrap();
     assert_eq!(next(&mut s), "id: 2\ndata: {\"id\":1,\"result\":{}}\n\n");
     assert!(matches!(

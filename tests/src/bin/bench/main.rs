@@ -4,8 +4,13 @@
 //!
 //! Run: `cargo build --release --workspace --bins && target/release/bench` (or `scripts/bench.sh`).
 //! `BENCH_QUICK=1` shrinks every count for a smoke run; `BENCH_ONLY=http-shims` runs only the
-//! table of shims before a Streamable HTTP server (bridge-client vs mcp-remote, remote.rs). Besides latency, throughput, start-up
-//! and memory it prints the CPU time each process (bridge-client, relay, tool) spends per message.
+//! table of shims before a Streamable HTTP server (bridge-client vs mcp-remote, remote.rs);
+//! `BENCH_ONLY=http-pipelined` only the direct rate and the relay's Streamable HTTP rows with
+//! 64 calls in flight (with `BENCH_HTTP=h1` or `h2` for one of them, `BENCH_HTTP_TOTAL=N`
+//! calls, e.g. to profile the relay meanwhile). `BENCH_RELAY_LOG` is the relays' `RUST_LOG`
+//! (default `info`: audit lines on), `BENCH_RELAY_THREADS` their worker threads (default 2).
+//! Besides latency, throughput, start-up and memory it prints the CPU time each process
+//! (bridge-client or the bench's HTTP client, relay, tool) spends per message.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, unreachable_pub)]
 
@@ -169,6 +174,7 @@ fn main() -> Result<()> {
     ]
     .join("\n");
     let relay_log = std::env::var("BENCH_RELAY_LOG").unwrap_or("info".into());
+    let relay_threads = std::env::var("BENCH_RELAY_THREADS").unwrap_or("2".into());
     let start = |tls: &str| {
         Relay::start_config(
             &format!("listen = \"127.0.0.1:0\"\n{limits}{tls}\n{tools}"),
