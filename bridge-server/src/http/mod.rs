@@ -36,10 +36,10 @@ use crate::live::Live;
 use crate::metrics::ReasonLabel;
 use crate::Relay;
 
-pub(crate) use sse::SseBody;
+pub(crate) use sse::StreamBody;
 
 /// Every answer's body: a whole one, an SSE stream, or another node's answer passed back.
-pub(crate) type Body = Either<Full<Bytes>, Either<SseBody, Incoming>>;
+pub(crate) type Body = Either<Full<Bytes>, Either<StreamBody, Incoming>>;
 
 /// Serves one HTTP request.
 pub(crate) async fn handle(

@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Either, Full, Limited};
+use http_body_util::{BodyExt, Either, Limited};
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -24,7 +24,7 @@ use tracing::Instrument;
 use shared::endpoint::Framing;
 use shared::jsonrpc::{self, ClassifyError, Kind};
 
-use super::sse::SseBody;
+use super::sse::StreamBody;
 use super::start::{start, Opening, Started};
 use super::{empty, json, Body};
 use crate::auth::Principal;
@@ -131,7 +131,7 @@ async fn post(
         }
         PostReply::Stream(events) => sse(events),
         PostReply::Json(answer) => {
-            let mut r = Response::new(Either::Left(Full::new(answer)));
+            let mut r = Response::new(Either::Right(Either::Left(StreamBody::whole(answer))));
             r.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             r
@@ -297,7 +297,7 @@ pub(super) async fn read_body(req: Request<Incoming>, limit: usize) -> Result<By
 
 /// An SSE answer.
 pub(super) fn sse(events: Events) -> Response<Body> {
-    let mut resp = Response::new(Either::Right(Either::Left(SseBody::new(events))));
+    let mut resp = Response::new(Either::Right(Either::Left(StreamBody::sse(events))));
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));

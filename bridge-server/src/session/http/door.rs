@@ -7,7 +7,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use shared::jsonrpc::Id;
 
-use super::Events;
+use super::{Chunk, Events};
 
 /// A POST body for the session.
 pub(crate) struct Post {
@@ -27,8 +27,8 @@ pub(crate) enum PostReply {
     /// A request: its answer (and what relates to it) comes on this stream.
     Stream(Events),
     /// A request answered before anything else came for it, and soon: the answer, as the
-    /// whole body (`application/json`).
-    Json(Bytes),
+    /// whole body (`application/json`), holding its share of the session's budget.
+    Json(Chunk),
     /// A request whose id is already waiting for its answer on this session.
     DuplicateId,
 }

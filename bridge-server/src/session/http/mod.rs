@@ -374,11 +374,22 @@ impl HttpCarrier {
                 i += 1;
                 continue;
             };
-            if let Some(head) = self.heads.remove(&id) {
+            if self.heads.contains_key(&id) {
                 if last {
-                    // The answer comes first: it is the whole response.
+                    // The answer comes first: it is the whole response, within the budget
+                    // as an event would be.
                     let msg = self.waiting[i].1.clone();
-                    if head.reply.send(PostReply::Json(msg)).is_ok() {
+                    let need = u32::try_from(msg.len().min(self.budget_bytes)).unwrap_or(u32::MAX);
+                    let Ok(permit) = self.budget.clone().try_acquire_many_owned(need) else {
+                        self.blocked = Some(Blocked::Budget(need));
+                        return;
+                    };
+                    let answered = self.heads.remove(&id).is_some_and(|head| {
+                        head.reply
+                            .send(PostReply::Json(Chunk::new(msg, Some(permit))))
+                            .is_ok()
+                    });
+                    if answered {
                         if let Some((_, msg)) = self.waiting.remove(i) {
                             self.waiting_bytes -= msg.len();
                         }
@@ -389,8 +400,10 @@ impl HttpCarrier {
                     }
                     continue;
                 }
-                if !self.begin_stream(id, head) {
-                    continue;
+                if let Some(head) = self.heads.remove(&id) {
+                    if !self.begin_stream(id, head) {
+                        continue;
+                    }
                 }
             }
             let Some(tx) = self.streams.get(&id) else {

@@ -201,7 +201,13 @@ async fn an_answer_that_comes_first_and_soon_is_the_whole_json_body() {
     let PostReply::Json(body) = begun(&mut answer) else {
         panic!("expected a JSON answer")
     };
-    assert_eq!(&body[..], br#"{"id":1,"result":{}}"#);
+    assert_eq!(&body.bytes[..], br#"{"id":1,"result":{}}"#);
+    assert!(
+        c.budget.available_permits() < c.budget_bytes,
+        "it holds its share of the budget until the connection takes it"
+    );
+    drop(body);
+    assert_eq!(c.budget.available_permits(), c.budget_bytes);
     assert!(c.router.is_idle() && c.heads.is_empty() && c.waiting.is_empty());
     // No event id was spent on it: a GET's priming event is the session's first.
     let mut g = get(&door, &mut c, None).await;
@@ -244,4 +250,36 @@ async fn an_answer_whose_client_left_before_it_began_waits_for_a_get() {
     let mut g = get(&door, &mut c, None).await;
     assert_eq!(next(&mut g), "id: 1\nretry: 1000\ndata: \n\n");
     assert_eq!(next(&mut g), "id: 2\ndata: {\"id\":1,\"result\":{}}\n\n");
+}
+
+#[tokio::test]
+async fn json_answers_nobody_takes_are_held_to_the_budget_too() {
+    let (door, inlet) = door();
+    // A 4 MiB budget: four answers of just under 1 MiB fit, the fifth does not.
+    let mut c = HttpCarrier::new(inlet, 1 << 20, Duration::from_secs(60), Instant::now());
+    let mut answers = Vec::new();
+    for id in 1..=5 {
+        answers.push(
+            post(
+                &door,
+                &mut c,
+                &format!(r#"{{"id":{id},"method":"x"}}"#),
+                Some(id),
+            )
+            .await,
+        );
+    }
+    let big = "x".repeat((1 << 20) - 64);
+    for id in 1..=5 {
+        c.send(text(&format!(r#"{{"id":{id},"result":"{big}"}}"#)))
+            .unwrap();
+    }
+    let mut taken: Vec<PostReply> = answers[..4].iter_mut().map(begun).collect();
+    assert!(answers[4].try_recv().is_err(), "the fifth waits for budget");
+    assert_eq!(c.waiting.len(), 1);
+    // A connection takes one answer: the fifth is handed over.
+    taken.pop();
+    c.pump();
+    assert!(matches!(begun(&mut answers[4]), PostReply::Json(_)));
+    assert!(c.waiting.is_empty());
 }

@@ -180,10 +180,7 @@ fn main() -> Result<()> {
             &format!("listen = \"127.0.0.1:0\"\n{limits}{tls}\n{tools}"),
             &[
                 ("RUST_LOG", relay_log.as_str()),
-                (
-                    "TOKIO_WORKER_THREADS",
-                    &std::env::var("BENCH_RELAY_THREADS").unwrap_or("2".into()),
-                ),
+                ("TOKIO_WORKER_THREADS", relay_threads.as_str()),
             ],
         )
     };
