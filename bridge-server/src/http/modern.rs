@@ -179,7 +179,13 @@ async fn post(
             continue;
         };
         return match reply {
-            Reply::Stream(events) if want_sse => Ok(sse(events)),
+            // The carrier begins the answer: the whole answer (JSON) when it is the first
+            // thing for the request and soon, else an SSE stream.
+            Reply::Stream(mut events) if want_sse => match events.recv().await {
+                Some(first) if first.whole => Ok(json_answer(first.bytes)),
+                Some(first) => Ok(sse(Some(first), events)),
+                None => Err(unavailable(id.as_ref(), "the tool's process ended before it answered")),
+            },
             Reply::Stream(mut events) => match events.recv().await {
                 Some(chunk) => Ok(json_answer(chunk.bytes)),
                 None => Err(unavailable(id.as_ref(), "the tool's process ended before it answered")),

@@ -24,6 +24,8 @@ pub(crate) struct StreamBody(Kind);
 
 enum Kind {
     Sse {
+        /// An event taken before the body began (sent first).
+        first: Option<Chunk>,
         events: Events,
         keep_alive: Interval,
     },
@@ -32,11 +34,16 @@ enum Kind {
 }
 
 impl StreamBody {
-    /// An SSE stream of `events`.
-    pub(crate) fn sse(events: Events) -> StreamBody {
+    /// An SSE stream: `first` (an event already taken from it, if any), then `events`.
+    pub(crate) fn sse(first: Option<Chunk>, events: Events) -> StreamBody {
         let mut keep_alive = interval_at(Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
         keep_alive.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        StreamBody(Kind::Sse { events, keep_alive })
+        let first = first.filter(|c| !c.bytes.is_empty());
+        StreamBody(Kind::Sse {
+            first,
+            events,
+            keep_alive,
+        })
     }
 
     /// One whole answer (its length is known: `Content-Length` on HTTP/1.1).
@@ -58,7 +65,16 @@ impl hyper::body::Body for StreamBody {
                 // The chunk's budget goes with it here.
                 return Poll::Ready(chunk.take().map(|c| Ok(Frame::data(c.bytes))));
             }
-            Kind::Sse { events, keep_alive } => (events, keep_alive),
+            Kind::Sse {
+                first,
+                events,
+                keep_alive,
+            } => {
+                if let Some(c) = first.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(c.bytes))));
+                }
+                (events, keep_alive)
+            }
         };
         match events.poll_recv(cx) {
             Poll::Ready(Some(chunk)) => {

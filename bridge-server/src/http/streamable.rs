@@ -29,7 +29,7 @@ use super::start::{start, Opening, Started};
 use super::{empty, json, Body};
 use crate::auth::Principal;
 use crate::config::ToolConfig;
-use crate::session::http::{self as carrier, Ctl, Events, HttpCarrier, Post, PostReply};
+use crate::session::http::{self as carrier, Chunk, Ctl, Events, HttpCarrier, Post, PostReply};
 use crate::session::{self, Carrier, Door, HttpDoor};
 use crate::Relay;
 
@@ -129,7 +129,7 @@ async fn post(
             *r.status_mut() = StatusCode::ACCEPTED;
             r
         }
-        PostReply::Stream(events) => sse(events),
+        PostReply::Stream(events) => sse(None, events),
         PostReply::Json(answer) => {
             let mut r = Response::new(Either::Right(Either::Left(StreamBody::whole(answer))));
             r.headers_mut()
@@ -210,7 +210,7 @@ async fn get(
         return Err(gone());
     }
     let events = stream.await.map_err(|_| gone())?;
-    Ok(sse(events))
+    Ok(sse(None, events))
 }
 
 /// DELETE: ends the session (its tool's stdin closed, the tool reaped, its slot freed).
@@ -296,8 +296,8 @@ pub(super) async fn read_body(req: Request<Incoming>, limit: usize) -> Result<By
 }
 
 /// An SSE answer.
-pub(super) fn sse(events: Events) -> Response<Body> {
-    let mut resp = Response::new(Either::Right(Either::Left(StreamBody::sse(events))));
+pub(super) fn sse(first: Option<Chunk>, events: Events) -> Response<Body> {
+    let mut resp = Response::new(Either::Right(Either::Left(StreamBody::sse(first, events))));
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));

@@ -62,9 +62,11 @@ struct Head {
 }
 
 /// One SSE event on its way to a connection, holding its share of the session's budget until
-/// the connection takes it.
+/// the connection takes it; or a whole answer (see [`Chunk::whole`]).
 pub(crate) struct Chunk {
     pub(crate) bytes: Bytes,
+    /// The answer alone, to be the whole response body (JSON), not an SSE event.
+    pub(crate) whole: bool,
     /// `None` for events held elsewhere already (priming, replayed).
     _budget: Option<OwnedSemaphorePermit>,
 }
@@ -74,6 +76,16 @@ impl Chunk {
     pub(crate) fn new(bytes: Bytes, budget: Option<OwnedSemaphorePermit>) -> Chunk {
         Chunk {
             bytes,
+            whole: false,
+            _budget: budget,
+        }
+    }
+
+    /// A whole answer (a JSON message, not an SSE event), holding `budget`.
+    pub(crate) fn whole(bytes: Bytes, budget: Option<OwnedSemaphorePermit>) -> Chunk {
+        Chunk {
+            bytes,
+            whole: true,
             _budget: budget,
         }
     }
@@ -348,10 +360,7 @@ impl HttpCarrier {
 
     /// A chunk that takes none of the budget (a priming event, a replayed one).
     fn free_chunk(&self, bytes: Bytes) -> Chunk {
-        Chunk {
-            bytes,
-            _budget: None,
-        }
+        Chunk::new(bytes, None)
     }
 
     /// Takes a message for the client (call only with [`Self::has_room`]).
@@ -386,7 +395,7 @@ impl HttpCarrier {
                     };
                     let answered = self.heads.remove(&id).is_some_and(|head| {
                         head.reply
-                            .send(PostReply::Json(Chunk::new(msg, Some(permit))))
+                            .send(PostReply::Json(Chunk::whole(msg, Some(permit))))
                             .is_ok()
                     });
                     if answered {
@@ -417,10 +426,7 @@ impl HttpCarrier {
                 self.blocked = Some(Blocked::Budget(need));
                 return;
             };
-            match tx.try_send(Chunk {
-                bytes: event,
-                _budget: Some(permit),
-            }) {
+            match tx.try_send(Chunk::new(event, Some(permit))) {
                 Ok(()) => {
                     self.next_event += 1;
                     self.replay.push(self.next_event, id, event_copy);

@@ -28,7 +28,7 @@ use super::mux::{Era, FromTool, Key, Mux};
 use super::params::{self, ParamHeaders};
 use super::pool::Pool;
 use super::wire::RequestSpans;
-use crate::session::http::{sse_event, Chunk, Events};
+use crate::session::http::{sse_event, Chunk, Events, JSON_WITHIN};
 
 /// Requests one pooled process serves at once.
 pub(crate) const MAX_INFLIGHT: usize = 64;
@@ -71,6 +71,9 @@ pub(crate) enum Reply {
 struct Stream {
     tx: mpsc::Sender<Chunk>,
     sse: bool,
+    /// The handler knows the answer's form (an SSE stream whose first chunk it has, or the
+    /// whole answer); until then it waits, having written nothing.
+    begun: bool,
     listen: bool,
     /// A `tools/list`: its answer teaches the process's `Mcp-Param-*` annotations.
     lists_tools: bool,
@@ -82,6 +85,9 @@ pub(crate) struct ModernCarrier {
     calls: mpsc::Receiver<Call>,
     mux: Mux,
     streams: HashMap<Key, Stream>,
+    /// When the SSE streams not begun yet must begin, oldest first (entries of streams begun
+    /// or gone since are skipped).
+    head_deadlines: VecDeque<(Key, Instant)>,
     /// Messages for the tool the carrier makes itself (the probe, cancels, errors for the
     /// tool's requests), handed to the core as client messages.
     to_tool: VecDeque<Bytes>,
@@ -123,6 +129,7 @@ impl ModernCarrier {
             calls,
             mux,
             streams: HashMap::new(),
+            head_deadlines: VecDeque::new(),
             to_tool: VecDeque::from([probe]),
             era: None,
             params: ToolParams::default(),
@@ -230,11 +237,27 @@ impl ModernCarrier {
             self.mux.forget(key);
             return None;
         }
+        // A subscription's stream begins at once (its first event may be long in coming);
+        // a call's waits for its answer up to JSON_WITHIN (see `deliver`).
+        let begun = !c.sse || listen;
+        if listen {
+            let _ = tx.try_send(Chunk::new(Bytes::new(), None));
+        } else if !begun {
+            let now = Instant::now();
+            while let Some((old, _)) = self.head_deadlines.front() {
+                if self.streams.get(old).is_some_and(|s| !s.begun) {
+                    break;
+                }
+                self.head_deadlines.pop_front();
+            }
+            self.head_deadlines.push_back((key, now + JSON_WITHIN));
+        }
         self.streams.insert(
             key,
             Stream {
                 tx,
                 sse: c.sse,
+                begun,
                 listen,
                 lists_tools,
                 budget: Arc::new(Semaphore::new(STREAM_BUDGET)),
@@ -331,10 +354,18 @@ impl ModernCarrier {
     }
 
     fn deliver(&mut self, key: Key, bytes: Bytes, last: bool) {
-        let Some(s) = self.streams.get(&key) else {
+        let Some(s) = self.streams.get_mut(&key) else {
             return;
         };
         if !s.sse && !last {
+            return;
+        }
+        if !s.begun && last {
+            // The answer comes first, and soon: it is the whole response (the slot kept for
+            // the last chunk takes it).
+            let _ = s.tx.try_send(Chunk::whole(bytes, None));
+            self.streams.remove(&key);
+            self.last_activity = Instant::now();
             return;
         }
         let chunk = if last {
@@ -367,6 +398,7 @@ impl ModernCarrier {
                 }
             }
         };
+        s.begun = true;
         let _ = s.tx.try_send(chunk);
         if last {
             self.streams.remove(&key);
@@ -376,16 +408,33 @@ impl ModernCarrier {
 
     /// When [`Self::on_timer`] is due.
     pub(crate) fn deadline(&self) -> Instant {
+        let next = match self.head_deadlines.front() {
+            Some((_, at)) => self.next_check.min(*at),
+            None => self.next_check,
+        };
         if self.era.is_none() || !self.listed {
-            self.next_check.min(self.probe_deadline)
+            next.min(self.probe_deadline)
         } else {
-            self.next_check
+            next
         }
     }
 
     /// A tool that never answers the probe is taken as handshake-era; `Err` once the process
     /// has served nothing for its idle time.
     pub(crate) fn on_timer(&mut self, now: Instant) -> Result<(), String> {
+        // Calls not answered within JSON_WITHIN: their SSE streams begin (an empty chunk
+        // tells the handler; nothing is written for it).
+        while let Some(&(key, at)) = self.head_deadlines.front() {
+            let waiting = self.streams.get(&key).is_some_and(|s| !s.begun);
+            if waiting && at > now {
+                break;
+            }
+            self.head_deadlines.pop_front();
+            if let Some(s) = self.streams.get_mut(&key).filter(|s| !s.begun) {
+                s.begun = true;
+                let _ = s.tx.try_send(Chunk::new(Bytes::new(), None));
+            }
+        }
         if self.era.is_none() && now >= self.probe_deadline {
             self.pool.verdict(&self.tool, Era::Handshake, now);
             return Err(format!(

@@ -356,3 +356,40 @@ async fn a_tool_that_lists_no_tools_in_time_still_serves_calls() {
     );
     assert!(to_tool.is_some());
 }
+
+#[tokio::test]
+async fn an_sse_clients_answer_is_whole_when_first_and_soon_else_a_stream() {
+    let (mut c, tx, _pool) = modern().await;
+    let answer = |id: &Value| format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{}}}}"#);
+    // Answered before anything else for it: the whole answer, plain JSON.
+    let (a, mut a_events) = call(&mut c, &tx, true).await;
+    assert!(a_events.try_recv().is_err(), "nothing before the answer");
+    to_client(&mut c, answer(&a["id"])).expect("answer");
+    let only = a_events.recv().await.expect("answer");
+    assert!(only.whole);
+    let v: Value = serde_json::from_slice(&only.bytes).expect("plain JSON");
+    assert_eq!(v["id"], 1);
+    assert!(a_events.recv().await.is_none());
+    // Progress first: an SSE stream, the progress its first event, then the answer.
+    let (b, mut b_events) = call(&mut c, &tx, true).await;
+    let progress = format!(
+        r#"{{"jsonrpc":"2.0","method":"notifications/progress","params":{{"progressToken":{},"progress":1}}}}"#,
+        b["id"]
+    );
+    to_client(&mut c, progress).expect("progress");
+    to_client(&mut c, answer(&b["id"])).expect("answer");
+    let first = b_events.recv().await.expect("progress");
+    assert!(!first.whole && first.bytes.starts_with(b"data: "));
+    let last = b_events.recv().await.expect("answer");
+    assert!(!last.whole && last.bytes.starts_with(b"data: "));
+    assert!(b_events.recv().await.is_none());
+    // No answer within JSON_WITHIN: the stream begins (an empty chunk tells the handler).
+    let (d, mut d_events) = call(&mut c, &tx, true).await;
+    assert!(c.deadline() <= Instant::now() + JSON_WITHIN);
+    c.on_timer(Instant::now() + JSON_WITHIN).expect("on time");
+    let begin = d_events.try_recv().expect("begun");
+    assert!(!begin.whole && begin.bytes.is_empty());
+    to_client(&mut c, answer(&d["id"])).expect("answer");
+    let last = d_events.recv().await.expect("answer");
+    assert!(!last.whole && last.bytes.starts_with(b"data: "));
+}
