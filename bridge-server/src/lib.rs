@@ -24,6 +24,7 @@ pub mod demo_tool;
 mod handshake;
 mod http;
 mod live;
+pub mod log_batch;
 mod metrics;
 pub mod policy;
 pub mod reload;

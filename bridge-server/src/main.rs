@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
+use bridge_server::log_batch::BatchedStderr;
 use bridge_server::{Config, ConfigError, Severity, ShutdownHandle};
 
 /// Exit status for a config the relay refuses (EX_USAGE-like; systemd does not restart on it).
@@ -128,7 +129,7 @@ bridge-server check-config -c relay.toml (the same)")]
 fn main() -> ExitCode {
     let mut args = Args::parse();
     reject_unused_options(&mut args);
-    init_logging(args.verbose, args.log_format);
+    let log = init_logging(args.verbose, args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -139,7 +140,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(real_main(args)) {
+    let result = runtime.block_on(real_main(args));
+    // Log lines still waiting go out before anything else is said.
+    log.flush();
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("bridge-server: {e:#}");
@@ -438,8 +442,17 @@ async fn on_signals(shutdown: ShutdownHandle) {
     shutdown.force();
 }
 
-fn init_logging(verbose: u8, format: LogFormat) {
+/// Logs to stderr in batches (see `log_batch`); returns the writer, to flush at exit. A panic
+/// flushes what waits before it is reported.
+fn init_logging(verbose: u8, format: LogFormat) -> BatchedStderr {
     use tracing_subscriber::prelude::*;
+    let writer = BatchedStderr::start();
+    let on_panic = writer.clone();
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        on_panic.flush();
+        report(info);
+    }));
     // The same levels as bridge-client's -v and -vv; the default is one step louder here
     // (a relay's operator wants its start-up and audit lines).
     let default = match verbose {
@@ -448,7 +461,7 @@ fn init_logging(verbose: u8, format: LogFormat) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let base = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let base = tracing_subscriber::fmt::layer().with_writer(writer.clone());
     let layer = match format {
         LogFormat::Json => base
             .json()
@@ -468,6 +481,7 @@ fn init_logging(verbose: u8, format: LogFormat) {
                 .with_filter(shared::no_secret_traces()),
         )
         .init();
+    writer
 }
 
 /// `--node-id`: checked as the config's `node_id` is.
