@@ -97,15 +97,27 @@ impl BatchedStderr {
         let started = std::thread::Builder::new()
             .name("log-flusher".into())
             .spawn(move || flusher.flush_forever());
-        BatchedStderr {
+        let writer = BatchedStderr {
             shared,
             unbatched: started.is_err(),
-        }
+        };
+        let _ = STARTED.set(writer.clone());
+        writer
     }
 
     /// Writes every line waiting now.
     pub fn flush(&self) {
         self.shared.write_now(b"");
+    }
+}
+
+/// The process's batched stderr, once started.
+static STARTED: std::sync::OnceLock<BatchedStderr> = std::sync::OnceLock::new();
+
+/// Writes the log lines waiting now (before writing to stderr directly, to keep the order).
+pub fn flush() {
+    if let Some(w) = STARTED.get() {
+        w.flush();
     }
 }
 

@@ -141,7 +141,9 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(real_main(args));
-    // Log lines still waiting go out before anything else is said.
+    // What its tasks log as they are dropped is logged too; then the lines still waiting go
+    // out before anything else is said.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     log.flush();
     match result {
         Ok(code) => code,
@@ -273,6 +275,7 @@ async fn real_main(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     if let Err(why) = bridge_server::preflight(&config) {
+        bridge_server::log_batch::flush();
         eprintln!("bridge-server: {why}; the relay did not start");
         return Ok(ExitCode::from(EXIT_INVALID_CONFIG));
     }
@@ -283,6 +286,7 @@ async fn real_main(args: Args) -> anyhow::Result<ExitCode> {
     let tools: Vec<String> = config.tools.iter().map(|t| t.name.clone()).collect();
     tracing::info!(tools = %tools.join(","), "bridge-server listening on {addr}");
     if args.config.is_none() {
+        bridge_server::log_batch::flush();
         eprintln!(
             "bridge-server: built-in demo config; connect with: bridge-client ws://{addr}/mcp/demo"
         );

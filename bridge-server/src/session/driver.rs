@@ -124,10 +124,13 @@ pub(crate) async fn run(
             p.info.set_state(state);
         }
         let now = Instant::now();
-        let deadline = [core.poll_timeout(), carrier.as_ref().map(Carrier::deadline)]
-            .into_iter()
-            .flatten()
-            .min();
+        let mut deadline = next_deadline(&core, carrier.as_ref());
+        if deadline.is_some_and(|d| d <= now) {
+            // A busy session's select may not reach its timer branch (it comes last): the
+            // timers fire here too.
+            fire_timers(&mut core, &mut carrier, now);
+            deadline = next_deadline(&core, carrier.as_ref());
+        }
         let want_client = core.wants_client();
         let want_send = core.wants_client_transmit(now);
         tokio::select! {
@@ -239,16 +242,7 @@ pub(crate) async fn run(
                     core.on_tool_stdout_closed(Instant::now());
                 }
             },
-            () = sleep_until(deadline) => {
-                let now = Instant::now();
-                core.on_timeout(now);
-                if let Some(c) = carrier.as_mut() {
-                    if let Err(why) = c.on_timer(now) {
-                        carrier = None;
-                        core.on_client_gone(&why, now);
-                    }
-                }
-            }
+            () = sleep_until(deadline) => fire_timers(&mut core, &mut carrier, Instant::now()),
         }
         if stdin.is_some() && stdin_buf.len() < STDIN_BATCH {
             while let Some(msg) = core.poll_tool_transmit() {
@@ -304,6 +298,7 @@ pub(crate) async fn run(
                     None => break,
                 }
             }
+            c.end_heads();
         }
         Some(Carrier::Modern(mut c)) => {
             let now = Instant::now();
@@ -360,6 +355,25 @@ pub(crate) async fn run(
         duration_ms = started.elapsed().as_millis() as u64,
         "session ended"
     );
+}
+
+/// When the core's or the carrier's timers are next due.
+fn next_deadline(core: &Core, carrier: Option<&Carrier>) -> Option<Instant> {
+    [core.poll_timeout(), carrier.map(Carrier::deadline)]
+        .into_iter()
+        .flatten()
+        .min()
+}
+
+/// The core's and the carrier's timers (heartbeats, an away client, answers to begin).
+fn fire_timers(core: &mut Core, carrier: &mut Option<Carrier>, now: Instant) {
+    core.on_timeout(now);
+    if let Some(c) = carrier.as_mut() {
+        if let Err(why) = c.on_timer(now) {
+            *carrier = None;
+            core.on_client_gone(&why, now);
+        }
+    }
 }
 
 /// Sends what the client has not been sent yet (answers, errors), then the end notice and a

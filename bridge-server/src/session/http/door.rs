@@ -58,9 +58,10 @@ pub(crate) struct Inlet {
     pub(super) ctl: mpsc::Receiver<Ctl>,
 }
 
-/// A door and its inlet. Four POSTs may queue for a busy session; further handlers wait.
+/// A door and its inlet. 16 POSTs may queue for a busy session (a burst is taken in one
+/// wake-up and reaches the tool in one write); further handlers wait.
 pub(crate) fn door() -> (HttpDoor, Inlet) {
-    let (posts_tx, posts) = mpsc::channel(64);
+    let (posts_tx, posts) = mpsc::channel(16);
     let (ctl_tx, ctl) = mpsc::channel(4);
     (
         HttpDoor {

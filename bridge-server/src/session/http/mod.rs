@@ -314,7 +314,7 @@ impl HttpCarrier {
             self.streams.insert(s, tx);
             true
         } else {
-            self.router.closed(s);
+            self.close_stream(s);
             false
         }
     }
@@ -405,7 +405,7 @@ impl HttpCarrier {
                         self.close_stream(id);
                     } else {
                         // The client left before: the answer is routed again (to a GET).
-                        self.router.closed(id);
+                        self.close_stream(id);
                     }
                     continue;
                 }
@@ -465,6 +465,17 @@ impl HttpCarrier {
         self.router.closed(s);
         if self.router.is_idle() {
             self.last_activity = Instant::now();
+        }
+    }
+
+    /// The session ends: answers not begun yet begin as SSE streams, which end with the
+    /// carrier (as every open stream does), so no handler is left with a 404.
+    pub(crate) fn end_heads(&mut self) {
+        let heads: Vec<StreamId> = self.heads.keys().copied().collect();
+        for s in heads {
+            if let Some(head) = self.heads.remove(&s) {
+                self.begin_stream(s, head);
+            }
         }
     }
 

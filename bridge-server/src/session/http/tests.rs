@@ -283,3 +283,17 @@ async fn json_answers_nobody_takes_are_held_to_the_budget_too() {
     assert!(matches!(begun(&mut answers[4]), PostReply::Json(_)));
     assert!(c.waiting.is_empty());
 }
+
+#[tokio::test]
+async fn answers_not_begun_when_the_session_ends_end_as_streams() {
+    let (door, mut c) = carrier();
+    let mut answer = post(&door, &mut c, r#"{"id":1,"method":"x"}"#, Some(1)).await;
+    c.end_heads();
+    let mut s = stream(&mut answer);
+    assert_eq!(next(&mut s), "id: 1\nretry: 1000\ndata: \n\n");
+    drop(c);
+    assert!(matches!(
+        s.try_recv(),
+        Err(mpsc::error::TryRecvError::Disconnected)
+    ));
+}

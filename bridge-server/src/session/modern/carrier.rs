@@ -240,7 +240,7 @@ impl ModernCarrier {
         // A subscription's stream begins at once (its first event may be long in coming);
         // a call's waits for its answer up to JSON_WITHIN (see `deliver`).
         let begun = !c.sse || listen;
-        if listen {
+        if listen && c.sse {
             let _ = tx.try_send(Chunk::new(Bytes::new(), None));
         } else if !begun {
             let now = Instant::now();

@@ -393,3 +393,15 @@ async fn an_sse_clients_answer_is_whole_when_first_and_soon_else_a_stream() {
     let last = d_events.recv().await.expect("answer");
     assert!(!last.whole && last.bytes.starts_with(b"data: "));
 }
+
+#[tokio::test]
+async fn a_subscription_begins_at_once_for_sse_clients_only() {
+    let (mut c, tx, _pool) = modern().await;
+    let listen = r#"{"jsonrpc":"2.0","id":5,"method":"subscriptions/listen","params":{}}"#;
+    let (_, mut sse) = call_with(&mut c, &tx, listen, true).await;
+    let begin = sse.try_recv().expect("begun at once");
+    assert!(!begin.whole && begin.bytes.is_empty());
+    // A JSON-only client waits for the subscription's one answer: nothing comes before it.
+    let (_, mut json) = call_with(&mut c, &tx, listen, false).await;
+    assert!(json.try_recv().is_err());
+}
