@@ -4,8 +4,9 @@
 //! faster in the benchmark).
 //!
 //! Lines at `WARN` and `ERROR` are written at once, after whatever waits before them; other
-//! lines wait at most [`FLUSH_AFTER`], and never more than [`MAX_BATCH`] bytes of them (the
-//! line that crosses it writes the batch itself). Lines keep their order. A flusher thread
+//! lines wait at most [`FLUSH_AFTER`] (or `MCP_BRIDGE_LOG_FLUSH_MS`; `0` writes every line at
+//! once), and never more than [`MAX_BATCH`] bytes of them (the line that crosses it writes the
+//! batch itself). Lines keep their order. A flusher thread
 //! sleeps on a condition variable while nothing waits: an idle relay does not wake up for its
 //! log. [`BatchedStderr::flush`] writes what waits (at exit, and from the panic hook).
 
@@ -16,8 +17,10 @@ use std::time::Duration;
 use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
 
-/// How long a line may wait to be written.
+/// How long a line may wait to be written, unless `MCP_BRIDGE_LOG_FLUSH_MS` says otherwise.
 pub const FLUSH_AFTER: Duration = Duration::from_millis(50);
+/// The environment variable that sets it (milliseconds; `0`: every line at once).
+pub const FLUSH_ENV: &str = "MCP_BRIDGE_LOG_FLUSH_MS";
 /// Most bytes of lines waiting at once.
 pub const MAX_BATCH: usize = 256 * 1024;
 
@@ -29,6 +32,8 @@ struct Shared {
     wake: Condvar,
     /// Where batches go (stderr; a buffer in tests).
     sink: Sink,
+    /// How long a line may wait.
+    flush_after: Duration,
 }
 
 /// Where a batch of lines goes.
@@ -62,7 +67,7 @@ impl Shared {
                 }
             }
             // Let the batch gather, then write it.
-            std::thread::sleep(FLUSH_AFTER);
+            std::thread::sleep(self.flush_after);
             self.write_now(b"");
         }
     }
@@ -85,22 +90,28 @@ pub struct BatchedStderr {
 }
 
 impl BatchedStderr {
-    /// Starts the flusher thread (if it cannot be started, every line is written at once).
+    /// Starts the flusher thread (if it cannot be started, or `MCP_BRIDGE_LOG_FLUSH_MS` is
+    /// `0`, every line is written at once; a value that is not a number is the default).
     pub fn start() -> BatchedStderr {
+        let flush_after = std::env::var(FLUSH_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(FLUSH_AFTER, Duration::from_millis);
         let shared = Arc::new(Shared {
             waiting: Mutex::new(Vec::new()),
             out: Mutex::new(()),
             wake: Condvar::new(),
             sink: Box::new(to_stderr),
+            flush_after,
         });
-        let flusher = shared.clone();
-        let started = std::thread::Builder::new()
-            .name("log-flusher".into())
-            .spawn(move || flusher.flush_forever());
-        let writer = BatchedStderr {
-            shared,
-            unbatched: started.is_err(),
+        let unbatched = flush_after.is_zero() || {
+            let flusher = shared.clone();
+            std::thread::Builder::new()
+                .name("log-flusher".into())
+                .spawn(move || flusher.flush_forever())
+                .is_err()
         };
+        let writer = BatchedStderr { shared, unbatched };
         let _ = STARTED.set(writer.clone());
         writer
     }
@@ -181,6 +192,7 @@ mod tests {
                 out: Mutex::new(()),
                 wake: Condvar::new(),
                 sink: Box::new(move |batch| lock(&into).extend_from_slice(batch)),
+                flush_after: FLUSH_AFTER,
             }),
             unbatched: false,
         };

@@ -56,6 +56,9 @@ impl Relay {
             .arg(&config)
             .args(args)
             .env("RUST_LOG", "debug,hyper=info")
+            // Each log line at once, for tests that read the log right after an action (the
+            // default batching is exercised by observability::logs_are_batched_in_order).
+            .env("MCP_BRIDGE_LOG_FLUSH_MS", "0")
             .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -287,3 +287,63 @@ fn check_config_names_the_file_key_and_line() -> Result<()> {
     assert!(String::from_utf8_lossy(&out.stderr).contains("dup.toml:5:8: `tool[1].name`"));
     Ok(())
 }
+
+/// The relay's default log output is batched: audit lines wait (up to 50 ms) and go out
+/// together, and a warning takes every line waiting before it along, in order. (The other
+/// tests run their relays with `MCP_BRIDGE_LOG_FLUSH_MS=0`, each line at once.)
+#[test]
+fn logs_are_batched_and_a_warning_takes_what_waits_along_in_order() -> Result<()> {
+    let relay = Relay::start_full(
+        &format!(
+            "listen = \"127.0.0.1:0\"\n[limits]\nkill_grace_ms = 500\n\n{}",
+            demo_tool("demo", "")
+        ),
+        &[("MCP_BRIDGE_LOG_FLUSH_MS", "3000"), ("RUST_LOG", "info")],
+        &[],
+    )?;
+    let mut ide = Ide::connect(&relay.url("demo"), &[])?;
+    ide.initialize()?;
+    let started = std::time::Instant::now();
+    for i in 0..20 {
+        ide.request(
+            json!(i + 1),
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "batched"}}),
+        )?;
+    }
+    // Flushed 3 s after a batch's first line (the session's start): the audit lines still
+    // wait, unless this machine took seconds for the calls (then there is nothing to see).
+    let calls = |log: &str| log.matches("event=\"call\"").count();
+    std::thread::sleep(Duration::from_millis(200));
+    if started.elapsed() < Duration::from_secs(2) {
+        assert_eq!(
+            calls(&relay.log.text()),
+            0,
+            "the audit lines wait for their batch"
+        );
+    }
+    // A refused Origin is a warning: written at once, after everything that waited.
+    let refused = mcp_bridge_tests::http_raw::raw(
+        relay.addr,
+        "POST",
+        "/mcp/demo",
+        &[
+            ("Origin", "http://evil.example"),
+            ("Accept", "application/json, text/event-stream"),
+            ("Content-Type", "application/json"),
+        ],
+        "{}",
+    )?;
+    assert_eq!(refused.status, 403, "{refused:?}");
+    relay.log.wait_for("origin not allowed", Duration::from_secs(2))?;
+    let log = relay.log.text();
+    let warning_at = log.find("origin not allowed").context("the warning")?;
+    assert_eq!(
+        calls(&log[..warning_at]),
+        21,
+        "initialize and the 20 calls, before the warning: {log}"
+    );
+    ide.close_stdin();
+    assert!(ide.wait(T)?.success());
+    Ok(())
+}
