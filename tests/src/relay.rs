@@ -57,7 +57,7 @@ impl Relay {
             .args(args)
             .env("RUST_LOG", "debug,hyper=info")
             // Each log line at once, for tests that read the log right after an action (the
-            // default batching is exercised by observability::logs_are_batched_in_order).
+            // default batching has its own test: operations::logs_are_batched_and_…).
             .env("MCP_BRIDGE_LOG_FLUSH_MS", "0")
             .envs(envs.iter().copied())
             .stdin(Stdio::null())

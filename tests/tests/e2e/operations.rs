@@ -335,7 +335,9 @@ fn logs_are_batched_and_a_warning_takes_what_waits_along_in_order() -> Result<()
         "{}",
     )?;
     assert_eq!(refused.status, 403, "{refused:?}");
-    relay.log.wait_for("origin not allowed", Duration::from_secs(2))?;
+    relay
+        .log
+        .wait_for("origin not allowed", Duration::from_secs(2))?;
     let log = relay.log.text();
     let warning_at = log.find("origin not allowed").context("the warning")?;
     assert_eq!(
