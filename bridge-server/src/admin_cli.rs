@@ -104,7 +104,9 @@ pub fn request_uri(base: &str, action: &Action) -> Result<Uri, AdminCliError> {
     let path = match action {
         Action::List => format!("{prefix}/admin/sessions"),
         Action::Show(id) | Action::End(id) => {
-            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            // `node.hex` with a node id (letters, digits, `.`, `-`, `_`), or a prefix of either.
+            let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_');
+            if id.is_empty() || id.starts_with('.') || !id.bytes().all(allowed) {
                 return Err(AdminCliError::Usage(format!(
                     "`{id}` is not a session id: give the id `bridge-server sessions` lists"
                 )));
@@ -225,7 +227,7 @@ pub fn render_list(answer: &Value) -> String {
         .iter()
         .map(|s| {
             vec![
-                short(&text(s, "id")),
+                crate::session::short_id(&text(s, "id")).to_owned(),
                 text(s, "user"),
                 text(s, "tool"),
                 format!("{}/{}", text(s, "carrier"), text(s, "wire")),
@@ -301,10 +303,6 @@ fn text(s: &Value, key: &str) -> String {
     shared::log_safe_max(s[key].as_str().unwrap_or("-"), 64).into_owned()
 }
 
-fn short(id: &str) -> String {
-    id.chars().take(8).collect()
-}
-
 fn bytes(s: &Value, key: &str) -> String {
     let n = s[key].as_u64().unwrap_or(0);
     shared::human_bytes(usize::try_from(n).unwrap_or(usize::MAX))
@@ -339,10 +337,17 @@ mod tests {
                 Err(AdminCliError::Usage(_))
             ));
         }
-        assert!(matches!(
-            request_uri(DEFAULT_ADMIN_URL, &Action::Show("../x".into())),
-            Err(AdminCliError::Usage(_))
-        ));
+        for bad in ["../x", "..", "a b", ""] {
+            assert!(matches!(
+                request_uri(DEFAULT_ADMIN_URL, &Action::Show(bad.into())),
+                Err(AdminCliError::Usage(_))
+            ));
+        }
+        // A session id with a node id, whole or by the part the listing shows.
+        for id in ["relay-2.0123456789abcdef", "relay_2.01234567", "01234567"] {
+            let show = request_uri(DEFAULT_ADMIN_URL, &Action::Show(id.into())).unwrap();
+            assert!(show.to_string().ends_with(&format!("/admin/sessions/{id}")));
+        }
     }
 
     #[test]
@@ -368,7 +373,7 @@ mod tests {
     fn a_listing_reads_as_a_table() {
         assert_eq!(render_list(&json!({"sessions": []})), "no live sessions\n");
         let answer = json!({"sessions": [{
-            "id": "0123456789abcdef0123456789abcdef", "user": "alice", "tool": "demo",
+            "id": "relay-1.0123456789abcdef0123456789abcdef", "user": "alice", "tool": "demo",
             "carrier": "ws", "wire": "v1", "state": "attached", "age_s": 75, "idle_s": 3700,
             "calls": 3, "bytes_to_tool": 2048, "bytes_to_client": 10, "tool_pid": 4242
         }, {
