@@ -89,14 +89,16 @@ pub(crate) async fn watch(relay: Arc<Relay>, reload: Reload, mut running: Config
             None
         }
     };
-    let mut seen = watched(&reload.path, &running);
+    // Reading and hashing files, and building a config (its key files, CA bundles, HTTP
+    // clients), is blocking work: it runs on the blocking pool, not on a runtime worker.
+    let mut seen = watched_off_runtime(&reload, &running).await;
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let trigger = tokio::select! {
             Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => None } } => "signal",
             _ = tick.tick() => {
-                let now = watched(&reload.path, &running);
+                let now = watched_off_runtime(&reload, &running).await;
                 if now == seen || now.is_none() {
                     continue;
                 }
@@ -104,9 +106,30 @@ pub(crate) async fn watch(relay: Arc<Relay>, reload: Reload, mut running: Config
             }
             () = relay.shutdown.drain.cancelled() => return,
         };
-        apply(&relay, &reload, &mut running, trigger);
-        seen = watched(&reload.path, &running);
+        let (r, rl) = (relay.clone(), reload.clone());
+        let applied = tokio::task::spawn_blocking(move || {
+            apply(&r, &rl, &mut running, trigger);
+            running
+        })
+        .await;
+        running = match applied {
+            Ok(config) => config,
+            Err(e) => {
+                error!("config reloading stopped: {e}; restart the relay to reload its config");
+                return;
+            }
+        };
+        seen = watched_off_runtime(&reload, &running).await;
     }
+}
+
+/// [`watched`] on the blocking pool.
+async fn watched_off_runtime(reload: &Reload, running: &Config) -> Option<Vec<Option<String>>> {
+    let (path, config) = (reload.path.clone(), running.clone());
+    tokio::task::spawn_blocking(move || watched(&path, &config))
+        .await
+        .ok()
+        .flatten()
 }
 
 /// A refused reload: the hash of the file (when it could be read), and what the log line says
