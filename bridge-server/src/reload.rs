@@ -225,6 +225,7 @@ fn try_apply(
     relay
         .live
         .set(Live::of(&config, tls, resource, hash.clone()));
+    relay.host.hide_also(&config);
     let revoked = revoke(relay);
     relay.metrics.config_reload("ok");
     relay.metrics.config_loaded(Some(&old.hash), &hash);

@@ -3,14 +3,14 @@
 //! relay has one to delegate, rlimits otherwise), and an optional bubblewrap sandbox.
 //!
 //! [`Host`] is found once at start-up (which cgroups there are, what must be hidden from
-//! sandboxes); [`Host::prepare`] turns a tool's config and a user into the command to start.
+//! sandboxes: a reload adds to that, [`Host::hide_also`]); [`Host::prepare`] turns a tool's config and a user into the command to start.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use tracing::{info, warn};
 
@@ -96,8 +96,9 @@ impl PrepareError {
 #[derive(Debug)]
 pub(crate) struct Host {
     cgroups: Option<Cgroups>,
-    /// Paths hidden from every sandbox (TLS key, secret folders).
-    hidden: Vec<PathBuf>,
+    /// Paths hidden from every sandbox (TLS key, secret folders): those of every config in
+    /// force since start-up (a reload adds the new config's; a folder once hidden stays so).
+    hidden: std::sync::RwLock<Vec<PathBuf>>,
     is_root: bool,
     /// The current hard `RLIMIT_NOFILE`: a tool's limit cannot go above it unless root.
     nofile_hard: u64,
@@ -150,40 +151,27 @@ impl Host {
                 );
             }
         }
-        let mut hidden = Vec::new();
-        if let Some(tls) = &config.tls {
-            hidden.extend(tls.key.parent().map(Path::to_path_buf));
-        }
-        for t in &config.tools {
-            for path in t.env_files.values() {
-                let text = path.to_string_lossy();
-                match template::users_root(&text) {
-                    Some(root) => hidden.push(PathBuf::from(root)),
-                    None => hidden.extend(path.parent().map(Path::to_path_buf)),
-                }
-            }
-            if let Some(root) = t
-                .cwd
-                .as_ref()
-                .and_then(|c| template::users_root(&c.to_string_lossy()))
-            {
-                hidden.push(PathBuf::from(root));
-            }
-        }
-        hidden.sort();
-        hidden.dedup();
         let nofile_at_start = rlimit::raise_open_files();
         let nofile_hard =
             nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
                 .map_or(u64::MAX, |(_, hard)| hard);
         Host {
             cgroups,
-            hidden,
+            hidden: std::sync::RwLock::new(hidden_paths(config)),
             is_root,
             nofile_hard,
             nofile_at_start,
             next: AtomicU64::new(0),
         }
+    }
+
+    /// A reloaded config is in force: what it names as secret is hidden from sandboxes started
+    /// from now on, as well as what was hidden before.
+    pub(crate) fn hide_also(&self, config: &Config) {
+        let mut hidden = self.hidden.write().unwrap_or_else(PoisonError::into_inner);
+        hidden.extend(hidden_paths(config));
+        hidden.sort();
+        hidden.dedup();
     }
 
     /// The command for one session of `tool` for `user`: per-user values filled in, the
@@ -235,11 +223,17 @@ impl Host {
         }
         let (program, args) = match &tool.sandbox {
             Some(sb) => {
-                let mut a = sandbox::args(sb, cwd.as_deref(), &tool.command, vars, &self.hidden)
-                    .map_err(|source| PrepareError::Sandbox {
-                        tool: tool.name.clone(),
-                        source,
-                    })?;
+                let mut a = sandbox::args(
+                    sb,
+                    cwd.as_deref(),
+                    &tool.command,
+                    vars,
+                    &self.hidden.read().unwrap_or_else(PoisonError::into_inner),
+                )
+                .map_err(|source| PrepareError::Sandbox {
+                    tool: tool.name.clone(),
+                    source,
+                })?;
                 a.push(tool.command.clone().into());
                 a.extend(args);
                 (OsString::from(sandbox::BWRAP), a)
@@ -361,5 +355,71 @@ pub(crate) fn describe_exit(
     match (signal, status.signal()) {
         (Some(sig), None) => format!("was killed by signal {sig}"),
         _ => crate::child::describe_exit(status),
+    }
+}
+
+/// What sandboxes must not see under `config`: the TLS key's folder, the folders of tools'
+/// `env_files` (the per-user root for templated ones) and per-user `cwd` roots.
+fn hidden_paths(config: &Config) -> Vec<PathBuf> {
+    let mut hidden = Vec::new();
+    if let Some(tls) = &config.tls {
+        hidden.extend(tls.key.parent().map(Path::to_path_buf));
+    }
+    for t in &config.tools {
+        for path in t.env_files.values() {
+            let text = path.to_string_lossy();
+            match template::users_root(&text) {
+                Some(root) => hidden.push(PathBuf::from(root)),
+                None => hidden.extend(path.parent().map(Path::to_path_buf)),
+            }
+        }
+        if let Some(root) = t
+            .cwd
+            .as_ref()
+            .and_then(|c| template::users_root(&c.to_string_lossy()))
+        {
+            hidden.push(PathBuf::from(root));
+        }
+    }
+    hidden.sort();
+    hidden.dedup();
+    hidden
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(body: &str) -> Config {
+        let text = format!("listen = \"127.0.0.1:0\"\n{body}");
+        match Config::parse(&text, Path::new("relay.toml")) {
+            Ok(loaded) => loaded.config,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn a_reload_hides_the_new_configs_secrets_too_and_keeps_the_old_ones() {
+        let first = config(
+            "[[tool]]\nname = \"a\"\ncommand = \"/bin/cat\"\n\
+             [tool.env_files]\nA_TOKEN = \"/etc/relay/a/token\"\n",
+        );
+        let host = Host::detect(&first);
+        let hidden = || {
+            host.hidden
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        };
+        assert_eq!(hidden(), [PathBuf::from("/etc/relay/a")]);
+        let second = config(
+            "[[tool]]\nname = \"b\"\ncommand = \"/bin/cat\"\n\
+             [tool.env_files]\nB_TOKEN = \"/srv/secrets/{user}/b\"\n",
+        );
+        host.hide_also(&second);
+        assert_eq!(
+            hidden(),
+            [PathBuf::from("/etc/relay/a"), PathBuf::from("/srv/secrets")]
+        );
     }
 }
