@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::future::select_all;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -167,27 +166,18 @@ impl ModernCarrier {
                 recv && self.era == Some(Era::Modern) && self.listed && !self.drain.is_cancelled();
             enum Wake {
                 Call(Option<Call>),
-                Closed(Key),
                 Drain,
             }
+            // Streams whose client left are noticed by `on_timer`, not waited on here: a wait
+            // over every open stream would be rebuilt at each call of this function.
+            if !take && self.drained {
+                // Nothing to wait for here: the driver's other branches (the tool, timers).
+                return std::future::pending().await;
+            }
             let wake = {
-                let streams = &self.streams;
-                let closed = async move {
-                    if streams.is_empty() {
-                        return std::future::pending().await;
-                    }
-                    let each = streams.iter().map(|(k, s)| {
-                        Box::pin(async move {
-                            s.tx.closed().await;
-                            *k
-                        })
-                    });
-                    select_all(each).await.0
-                };
                 let drain = self.drain.cancelled();
                 tokio::select! {
                     biased;
-                    k = closed => Wake::Closed(k),
                     c = self.calls.recv(), if take => Wake::Call(c),
                     () = drain, if !self.drained => Wake::Drain,
                 }
@@ -199,7 +189,6 @@ impl ModernCarrier {
                         return Io::Message(msg);
                     }
                 }
-                Wake::Closed(k) => self.on_closed(k),
                 Wake::Drain => {
                     // Subscriptions never end by themselves: they end now, gracefully, so
                     // the process can end once the calls in flight are answered.
@@ -419,8 +408,8 @@ impl ModernCarrier {
         }
     }
 
-    /// A tool that never answers the probe is taken as handshake-era; `Err` once the process
-    /// has served nothing for its idle time.
+    /// A tool that never answers the probe is taken as handshake-era; streams whose client left
+    /// are cancelled at the tool; `Err` once the process has served nothing for its idle time.
     pub(crate) fn on_timer(&mut self, now: Instant) -> Result<(), String> {
         // Calls not answered within JSON_WITHIN: their SSE streams begin (an empty chunk
         // tells the handler; nothing is written for it).
@@ -451,6 +440,16 @@ impl ModernCarrier {
             return Ok(());
         }
         self.next_check = now + CHECK_EVERY;
+        // Streams whose client left (hyper dropped the body, or a JSON client's handler went).
+        let gone: Vec<Key> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.tx.is_closed())
+            .map(|(k, _)| *k)
+            .collect();
+        for k in gone {
+            self.on_closed(k);
+        }
         let idle = self.era.is_some()
             && self.calls.is_empty()
             && self.mux.len() == 0

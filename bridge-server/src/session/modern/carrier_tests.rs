@@ -173,6 +173,8 @@ async fn a_closed_stream_becomes_a_cancel_for_the_tool() {
     let (mut c, tx, _pool) = modern().await;
     let (to_tool, events) = call(&mut c, &tx, true).await;
     drop(events);
+    // Noticed at the next check (at most CHECK_EVERY later).
+    c.on_timer(Instant::now() + CHECK_EVERY).expect("on time");
     let cancel = message(c.io(true, false).await);
     assert_eq!(cancel["method"], "notifications/cancelled");
     assert_eq!(cancel["params"]["requestId"], to_tool["id"]);
