@@ -6,7 +6,7 @@
 //! body to the core as one client message (only while the core takes client messages: the
 //! bounded channel is the backpressure) and gives the POST back its answer: the answer alone
 //! as a JSON body when it is the first thing for the request and comes within
-//! [`JSON_WITHIN`], else an SSE stream (opened with its priming event at the first other
+//! [`heads::JSON_WITHIN`], else an SSE stream (opened with its priming event at the first other
 //! message for the request, or when that time is up). What the core sends to the client is
 //! routed by [`route::Router`] to the open streams and written as SSE events with
 //! session-wide increasing ids. Deciding about messages is the core's job;
@@ -18,6 +18,7 @@
 //! max(4 MiB, M) bytes (a semaphore whose permits travel with each event).
 
 mod door;
+mod heads;
 mod replay;
 pub(crate) mod route;
 
@@ -34,6 +35,9 @@ use shared::carrier::Io;
 use shared::endpoint::Transmit;
 
 pub(crate) use door::{door, Ctl, HttpDoor, Inlet, Post, PostReply};
+pub(crate) use heads::HeadDeadlines;
+#[cfg(test)]
+pub(crate) use heads::JSON_WITHIN;
 use replay::Replay;
 use route::{Dest, Out, Router, StreamId};
 
@@ -50,11 +54,6 @@ const PARKED: usize = 4;
 const DETACHED_FOR: Duration = Duration::from_secs(10);
 /// How often closed streams are noticed and the away timer checked.
 const CHECK_EVERY: Duration = Duration::from_secs(5);
-/// How long a request's answer may take to be sent as one JSON body. A call answered sooner
-/// (most are) costs one response write and no stream; a slower one, or one whose tool sends
-/// progress or a request first, gets an SSE stream whose priming event lets the client resume
-/// it after a cut.
-pub(crate) const JSON_WITHIN: Duration = Duration::from_millis(50);
 
 /// A POST request whose answer has not begun: its handler still waits for [`PostReply`].
 struct Head {
@@ -108,10 +107,10 @@ pub(crate) struct HttpCarrier {
     inlet: Inlet,
     router: Router,
     streams: HashMap<StreamId, mpsc::Sender<Chunk>>,
-    /// POST streams not begun yet (see [`JSON_WITHIN`]).
+    /// POST streams not begun yet (see [`heads::JSON_WITHIN`]).
     heads: HashMap<StreamId, Head>,
-    /// When each head's time is up, oldest first (entries of heads since begun are skipped).
-    head_deadlines: VecDeque<(StreamId, Instant)>,
+    /// When each head's time is up.
+    head_deadlines: HeadDeadlines<StreamId>,
     waiting: VecDeque<(Out, Bytes)>,
     waiting_bytes: usize,
     wait_bytes: usize,
@@ -147,7 +146,7 @@ impl HttpCarrier {
             router: Router::default(),
             streams: HashMap::new(),
             heads: HashMap::new(),
-            head_deadlines: VecDeque::new(),
+            head_deadlines: HeadDeadlines::default(),
             waiting: VecDeque::new(),
             waiting_bytes: 0,
             wait_bytes: max_message.max(1 << 20),
@@ -288,14 +287,9 @@ impl HttpCarrier {
             return None;
         };
         self.heads.insert(s, Head { reply: p.reply });
-        // Deadlines of heads begun since are dropped as they reach the front.
-        while let Some((old, _)) = self.head_deadlines.front() {
-            if self.heads.contains_key(old) {
-                break;
-            }
-            self.head_deadlines.pop_front();
-        }
-        self.head_deadlines.push_back((s, now + JSON_WITHIN));
+        let heads = &self.heads;
+        self.head_deadlines
+            .push(s, now, |old| heads.contains_key(old));
         self.pump();
         Some(p.body)
     }
@@ -481,21 +475,20 @@ impl HttpCarrier {
 
     /// When to call [`Self::on_timer`].
     pub(crate) fn deadline(&self) -> Instant {
-        match self.head_deadlines.front() {
-            Some((_, at)) => self.next_check.min(*at),
+        match self.head_deadlines.next() {
+            Some(at) => self.next_check.min(at),
             None => self.next_check,
         }
     }
 
-    /// Begins as SSE streams the POST streams whose [`JSON_WITHIN`] is up; notices streams
+    /// Begins as SSE streams the POST streams whose [`heads::JSON_WITHIN`] is up; notices streams
     /// whose client left; `Err` once the session has had no request and no open stream for
     /// its away time.
     pub(crate) fn on_timer(&mut self, now: Instant) -> Result<(), String> {
-        while let Some(&(s, at)) = self.head_deadlines.front() {
-            if at > now && self.heads.contains_key(&s) {
-                break;
-            }
-            self.head_deadlines.pop_front();
+        while let Some(s) = {
+            let heads = &self.heads;
+            self.head_deadlines.pop_due(now, |s| heads.contains_key(s))
+        } {
             if let Some(head) = self.heads.remove(&s) {
                 self.begin_stream(s, head);
             }

@@ -27,7 +27,7 @@ use super::mux::{Era, FromTool, Key, Mux};
 use super::params::{self, ParamHeaders};
 use super::pool::Pool;
 use super::wire::RequestSpans;
-use crate::session::http::{sse_event, Chunk, Events, JSON_WITHIN};
+use crate::session::http::{sse_event, Chunk, Events, HeadDeadlines};
 
 /// Requests one pooled process serves at once.
 pub(crate) const MAX_INFLIGHT: usize = 64;
@@ -84,9 +84,8 @@ pub(crate) struct ModernCarrier {
     calls: mpsc::Receiver<Call>,
     mux: Mux,
     streams: HashMap<Key, Stream>,
-    /// When the SSE streams not begun yet must begin, oldest first (entries of streams begun
-    /// or gone since are skipped).
-    head_deadlines: VecDeque<(Key, Instant)>,
+    /// When the SSE streams not begun yet must begin.
+    head_deadlines: HeadDeadlines<Key>,
     /// Messages for the tool the carrier makes itself (the probe, cancels, errors for the
     /// tool's requests), handed to the core as client messages.
     to_tool: VecDeque<Bytes>,
@@ -128,7 +127,7 @@ impl ModernCarrier {
             calls,
             mux,
             streams: HashMap::new(),
-            head_deadlines: VecDeque::new(),
+            head_deadlines: HeadDeadlines::default(),
             to_tool: VecDeque::from([probe]),
             era: None,
             params: ToolParams::default(),
@@ -232,14 +231,10 @@ impl ModernCarrier {
         if listen && c.sse {
             let _ = tx.try_send(Chunk::new(Bytes::new(), None));
         } else if !begun {
-            let now = Instant::now();
-            while let Some((old, _)) = self.head_deadlines.front() {
-                if self.streams.get(old).is_some_and(|s| !s.begun) {
-                    break;
-                }
-                self.head_deadlines.pop_front();
-            }
-            self.head_deadlines.push_back((key, now + JSON_WITHIN));
+            let streams = &self.streams;
+            self.head_deadlines.push(key, Instant::now(), |old| {
+                streams.get(old).is_some_and(|s| !s.begun)
+            });
         }
         self.streams.insert(
             key,
@@ -397,8 +392,8 @@ impl ModernCarrier {
 
     /// When [`Self::on_timer`] is due.
     pub(crate) fn deadline(&self) -> Instant {
-        let next = match self.head_deadlines.front() {
-            Some((_, at)) => self.next_check.min(*at),
+        let next = match self.head_deadlines.next() {
+            Some(at) => self.next_check.min(at),
             None => self.next_check,
         };
         if self.era.is_none() || !self.listed {
@@ -413,13 +408,12 @@ impl ModernCarrier {
     pub(crate) fn on_timer(&mut self, now: Instant) -> Result<(), String> {
         // Calls not answered within JSON_WITHIN: their SSE streams begin (an empty chunk
         // tells the handler; nothing is written for it).
-        while let Some(&(key, at)) = self.head_deadlines.front() {
-            let waiting = self.streams.get(&key).is_some_and(|s| !s.begun);
-            if waiting && at > now {
-                break;
-            }
-            self.head_deadlines.pop_front();
-            if let Some(s) = self.streams.get_mut(&key).filter(|s| !s.begun) {
+        while let Some(key) = {
+            let streams = &self.streams;
+            self.head_deadlines
+                .pop_due(now, |k| streams.get(k).is_some_and(|s| !s.begun))
+        } {
+            if let Some(s) = self.streams.get_mut(&key) {
                 s.begun = true;
                 let _ = s.tx.try_send(Chunk::new(Bytes::new(), None));
             }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::session::http::JSON_WITHIN;
 use crate::session::modern::params::ParamHeaders;
 use serde_json::Value;
 
