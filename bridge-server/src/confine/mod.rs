@@ -3,7 +3,8 @@
 //! relay has one to delegate, rlimits otherwise), and an optional bubblewrap sandbox.
 //!
 //! [`Host`] is found once at start-up (which cgroups there are, what must be hidden from
-//! sandboxes: a reload adds to that, [`Host::hide_also`]); [`Host::prepare`] turns a tool's config and a user into the command to start.
+//! sandboxes: a reload adds to that, [`Host::hide_also`]); [`Host::prepare`] turns a tool's
+//! config and a user into the command to start.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
