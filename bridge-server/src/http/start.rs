@@ -61,7 +61,7 @@ pub(super) fn start(
         per_tool: tool.max_sessions,
     };
     let wire = match (opening.carrier, opening.framing) {
-        ("http", _) => "http",
+        ("http" | "http-modern", _) => "http",
         (_, Framing::V1) => "v1",
         (_, Framing::Plain) => "mcp",
     };
