@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use bridge_server::log_batch::BatchedStderr;
+use bridge_server::log_batch::{self, BatchedStderr};
 use bridge_server::{Config, ConfigError, Severity, ShutdownHandle};
 
 /// Exit status for a config the relay refuses (EX_USAGE-like; systemd does not restart on it).
@@ -129,7 +129,7 @@ bridge-server check-config -c relay.toml (the same)")]
 fn main() -> ExitCode {
     let mut args = Args::parse();
     reject_unused_options(&mut args);
-    let log = init_logging(args.verbose, args.log_format);
+    init_logging(args.verbose, args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -144,7 +144,7 @@ fn main() -> ExitCode {
     // What its tasks log as they are dropped is logged too; then the lines still waiting go
     // out before anything else is said.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    log.flush();
+    log_batch::flush();
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -275,7 +275,7 @@ async fn real_main(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     if let Err(why) = bridge_server::preflight(&config) {
-        bridge_server::log_batch::flush();
+        log_batch::flush();
         eprintln!("bridge-server: {why}; the relay did not start");
         return Ok(ExitCode::from(EXIT_INVALID_CONFIG));
     }
@@ -286,7 +286,7 @@ async fn real_main(args: Args) -> anyhow::Result<ExitCode> {
     let tools: Vec<String> = config.tools.iter().map(|t| t.name.clone()).collect();
     tracing::info!(tools = %tools.join(","), "bridge-server listening on {addr}");
     if args.config.is_none() {
-        bridge_server::log_batch::flush();
+        log_batch::flush();
         eprintln!(
             "bridge-server: built-in demo config; connect with: bridge-client ws://{addr}/mcp/demo"
         );
@@ -446,15 +446,14 @@ async fn on_signals(shutdown: ShutdownHandle) {
     shutdown.force();
 }
 
-/// Logs to stderr in batches (see `log_batch`); returns the writer, to flush at exit. A panic
-/// flushes what waits before it is reported.
-fn init_logging(verbose: u8, format: LogFormat) -> BatchedStderr {
+/// Logs to stderr in batches (see `log_batch`; `log_batch::flush` at exit). A panic flushes
+/// what waits before it is reported.
+fn init_logging(verbose: u8, format: LogFormat) {
     use tracing_subscriber::prelude::*;
     let writer = BatchedStderr::start();
-    let on_panic = writer.clone();
     let report = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        on_panic.flush();
+        log_batch::flush();
         report(info);
     }));
     // The same levels as bridge-client's -v and -vv; the default is one step louder here
@@ -465,7 +464,7 @@ fn init_logging(verbose: u8, format: LogFormat) -> BatchedStderr {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let base = tracing_subscriber::fmt::layer().with_writer(writer.clone());
+    let base = tracing_subscriber::fmt::layer().with_writer(writer);
     let layer = match format {
         LogFormat::Json => base
             .json()
@@ -485,7 +484,6 @@ fn init_logging(verbose: u8, format: LogFormat) -> BatchedStderr {
                 .with_filter(shared::no_secret_traces()),
         )
         .init();
-    writer
 }
 
 /// `--node-id`: checked as the config's `node_id` is.
