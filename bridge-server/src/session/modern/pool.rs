@@ -85,8 +85,18 @@ impl Pool {
             s.sweep_at = (2 * s.doors.len()).max(SWEEP_MIN);
         }
         let (tx, rx) = mpsc::channel(QUEUED_CALLS);
-        start(rx)?;
-        s.doors.insert(key, tx.clone());
+        s.doors.insert(key.clone(), tx.clone());
+        // Starting a process (a fork, perhaps a sandbox) happens outside the lock: other
+        // users' and tools' requests do not wait for it. A request that finds this door
+        // meanwhile queues its call; if the start fails, its send fails and it tries again.
+        drop(s);
+        if let Err(e) = start(rx) {
+            let mut s = self.state();
+            if s.doors.get(&key).is_some_and(|d| d.same_channel(&tx)) {
+                s.doors.remove(&key);
+            }
+            return Err(e);
+        }
         Ok(tx)
     }
 }
@@ -129,6 +139,20 @@ mod tests {
         assert!(pool
             .door_or_start("carol", "time", |_| Err("refused"))
             .is_err());
+        // A failed start leaves no door behind: the next request starts a process.
+        let mut carol = Vec::new();
+        pool.door_or_start::<()>("carol", "time", |rx| {
+            carol.push(rx);
+            Ok(())
+        })
+        .expect("carol");
+        assert_eq!(carol.len(), 1);
+        // Starting does not hold the pool: another user's door is found meanwhile.
+        pool.door_or_start::<()>("dave", "time", |_| {
+            pool.door_or_start::<()>("carol", "time", |_| panic!("carol started twice"))
+                .map(|_| ())
+        })
+        .expect("dave");
     }
 
     #[test]
