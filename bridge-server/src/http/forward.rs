@@ -18,7 +18,7 @@ use shared::jsonrpc;
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
-use super::{json, Body};
+use super::{json, Body, SESSION_ID};
 use crate::config::check_node_id;
 use crate::Relay;
 
@@ -46,7 +46,7 @@ pub(super) fn elsewhere<B>(req: &Request<B>, relay: &Relay) -> Option<Target> {
     if live.cluster.is_empty() || req.headers().contains_key(FORWARDED) {
         return None;
     }
-    let sid = req.headers().get("mcp-session-id")?.to_str().ok()?;
+    let sid = req.headers().get(SESSION_ID)?.to_str().ok()?;
     let (node, _) = sid.split_once('.')?;
     if relay.node_id.as_deref() == Some(node) || check_node_id(node).is_err() {
         return None;

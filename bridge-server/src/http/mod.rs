@@ -38,6 +38,11 @@ use crate::Relay;
 
 pub(crate) use sse::StreamBody;
 
+/// The Streamable HTTP header naming a session.
+const SESSION_ID: &str = "mcp-session-id";
+/// The Streamable HTTP header with the protocol version.
+const PROTOCOL_VERSION: &str = "mcp-protocol-version";
+
 /// Every answer's body: a whole one, an SSE stream, or another node's answer passed back.
 pub(crate) type Body = Either<Full<Bytes>, Either<StreamBody, Incoming>>;
 

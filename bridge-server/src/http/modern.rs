@@ -26,7 +26,7 @@ use shared::mcp_params;
 
 use super::start::{start, Opening, Started};
 use super::streamable::{accepts, body_is_json, read_body, sse};
-use super::{header_has_token, Body};
+use super::{header_has_token, Body, PROTOCOL_VERSION, SESSION_ID};
 use crate::auth::Principal;
 use crate::config::ToolConfig;
 use crate::session::modern::carrier::{Call, ModernCarrier, Reply};
@@ -35,9 +35,6 @@ use crate::session::modern::params::ParamHeaders;
 use crate::session::modern::wire;
 use crate::session::{self, Carrier, Door};
 use crate::Relay;
-
-const SESSION_ID: &str = "mcp-session-id";
-const PROTOCOL_VERSION: &str = "mcp-protocol-version";
 
 /// Whether a request at `/mcp/<tool>` is of the session-less revision: no `Mcp-Session-Id`,
 /// no WebSocket upgrade, and an `MCP-Protocol-Version` that names no handshake-era version.
@@ -100,7 +97,7 @@ async fn post(
     let version = h.get(PROTOCOL_VERSION).map(|v| v.as_bytes().to_vec());
     let method = h.get("mcp-method").map(|v| v.as_bytes().to_vec());
     let name = h.get("mcp-name").map(|v| v.as_bytes().to_vec());
-    let duplicated = ["mcp-protocol-version", "mcp-method", "mcp-name"]
+    let duplicated = [PROTOCOL_VERSION, "mcp-method", "mcp-name"]
         .iter()
         .any(|n| h.get_all(*n).iter().count() > 1);
     let param_headers: Vec<(String, Vec<u8>)> = h

@@ -26,17 +26,13 @@ use shared::jsonrpc::{self, ClassifyError, Kind};
 
 use super::sse::StreamBody;
 use super::start::{start, Opening, Started};
-use super::{empty, json, Body};
+use super::{empty, json, Body, PROTOCOL_VERSION, SESSION_ID};
 use crate::auth::Principal;
 use crate::config::ToolConfig;
 use crate::session::http::{self as carrier, Chunk, Ctl, Events, HttpCarrier, Post, PostReply};
 use crate::session::{self, Carrier, Door, HttpDoor};
 use crate::Relay;
 
-/// The header naming a session.
-const SESSION_ID: &str = "mcp-session-id";
-/// The header with the protocol version the client negotiated.
-const PROTOCOL_VERSION: &str = "mcp-protocol-version";
 /// The handshake-era protocol versions this carrier serves.
 use crate::session::modern::check::HANDSHAKE_VERSIONS as SUPPORTED_VERSIONS;
 /// How long a request body may take to arrive.
