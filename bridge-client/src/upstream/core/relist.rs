@@ -47,6 +47,11 @@ pub(super) fn is_relist_id(id: &Id) -> bool {
 }
 
 impl HttpCore {
+    /// Whether `id` is the re-list in flight.
+    pub(super) fn relisting(&self, id: &Id) -> bool {
+        self.relist.as_ref().is_some_and(|r| &r.id == id)
+    }
+
     /// The server answered `call` with `answer` (an error body): whether a re-list and a retry
     /// take it over (`true`: the IDE gets nothing yet).
     pub(super) fn relist_for(&mut self, call: &Post, answer: &Bytes) -> bool {
