@@ -151,6 +151,11 @@ impl Authorizer {
         })
     }
 
+    /// How long an IDE's request waits for `on_unauthorized` ([`Options::ide_wait`]).
+    pub fn ide_wait(&self) -> Duration {
+        self.opts.ide_wait()
+    }
+
     /// The HTTP client, built at first use.
     fn http(&self) -> Result<&Http, AuthError> {
         if let Some(h) = self.http.get() {

@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tracing::{info, warn};
 
@@ -53,7 +54,7 @@ fn asks_sign_in(e: &ClientError) -> Option<&str> {
 }
 
 /// Starts a connection attempt; each upgrade is bounded by the request's timeout, a sign-in by
-/// the authorizer's own.
+/// the authorizer's wait for the IDE.
 pub(crate) fn open(
     opts: Arc<Options>,
     auth: Option<Arc<Authorizer>>,
@@ -85,13 +86,29 @@ pub(crate) fn open(
             return first;
         };
         info!("the relay at {} asks for sign-in", opts.url);
-        match a.on_unauthorized(www).await {
-            Ok(token) => upgrade(&opts, Some(&token), &req).await,
-            Err(e) => Err(ClientError::SignIn {
-                url: opts.url.clone(),
-                reason: e.to_string(),
-            }),
-        }
+        let token = bounded(a.ide_wait(), &opts.url, a.on_unauthorized(www)).await?;
+        upgrade(&opts, Some(&token), &req).await
+    })
+}
+
+/// A sign-in for the relay at `url`, given up after `wait` (the IDE's `initialize` waits on it;
+/// [`Authorizer::ide_wait`], as on the HTTP upstream).
+async fn bounded(
+    wait: Duration,
+    url: &str,
+    sign_in: impl Future<Output = Result<Secret, AuthError>>,
+) -> Result<Secret, ClientError> {
+    let reason = match tokio::time::timeout(wait, sign_in).await {
+        Ok(Ok(token)) => return Ok(token),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!(
+            "not completed within {}; run `bridge-client login {url}` in a terminal, then retry",
+            shared::human_duration(wait)
+        ),
+    };
+    Err(ClientError::SignIn {
+        url: url.to_owned(),
+        reason,
     })
 }
 
@@ -188,5 +205,24 @@ mod tests {
         let (a, log) = logged(|| authorizer(&opts));
         assert!(a.is_none());
         assert!(log.is_empty(), "no warning naming a URL never typed: {log}");
+    }
+
+    #[tokio::test]
+    async fn a_sign_in_that_does_not_finish_is_given_up_after_the_wait() {
+        let url = "wss://127.0.0.1:1/mcp/t";
+        let wait = Duration::from_millis(50);
+        let e = bounded(wait, url, std::future::pending())
+            .await
+            .expect_err("given up");
+        assert!(
+            matches!(&e, ClientError::SignIn { reason, .. } if reason.contains("not completed within")),
+            "{e}"
+        );
+        let ok = bounded(wait, url, async { Ok(Secret::new("t".into())) }).await;
+        assert_eq!(ok.map(|t| t.expose().to_owned()).ok().as_deref(), Some("t"));
+        let e = bounded(wait, url, async { Err(AuthError::NotSignedIn(url.into())) })
+            .await
+            .expect_err("refused");
+        assert!(matches!(e, ClientError::SignIn { .. }), "{e}");
     }
 }
