@@ -2,7 +2,8 @@
 
 use super::*;
 
-const META: &str = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}"#;
+const META: &str =
+    r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","progressToken":"p1"}"#;
 const MISMATCH: &str = r#"{"jsonrpc":"2.0","id":2,"error":{"code":-32020,"message":"Header mismatch: Mcp-Param-Region missing"}}"#;
 const ANNOTATED: &str = r#"{"jsonrpc":"2.0","id":"mcp-bridge-relist-1","result":{"tools":[
     {"name":"sql","inputSchema":{"type":"object","properties":{"region":{"type":"string","x-mcp-header":"Region"}}}}]}}"#;
@@ -34,6 +35,10 @@ fn refused(c: &mut HttpCore, now: Instant) -> Outgoing {
     assert_eq!(
         body["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"],
         "2026-07-28"
+    );
+    assert!(
+        body["params"]["_meta"].get("progressToken").is_none(),
+        "the call's progress token stays the call's: {body}"
     );
     assert_eq!(l.headers["mcp-method"], "tools/list");
     l
