@@ -207,18 +207,19 @@ impl ConnectArgs {
             tracing::warn!("sending the token over unencrypted {scheme}:// to {host}; use a TLS URL so it cannot be read on the way");
         }
         // A static token wins; otherwise the client signs in when the server (an http(s)
-        // upstream, or the relay of the tunnel) asks.
-        let oauth = match upstream {
-            _ if token.is_none() => {
+        // upstream, or the relay of the tunnel) asks — on the tunnel only when the keyring may
+        // be used (--no-keyring: no keyring read and no sign-in state there).
+        let oauth =
+            if token.is_none() && (upstream == relay_url::Upstream::Http || !self.no_keyring) {
                 let mut o = self.oauth.resolve()?;
                 // The server's private CA is most often the authorization server's too.
                 if o.ca_file.is_none() {
                     o.ca_file.clone_from(&self.ca_file);
                 }
                 Some(o)
-            }
-            _ => None,
-        };
+            } else {
+                None
+            };
         Ok(Options {
             upstream,
             oauth,
@@ -336,5 +337,23 @@ mod tests {
             ConnectArgs::default().resolve(),
             Err(SettingsError::NoUrl)
         ));
+    }
+
+    #[test]
+    fn no_keyring_means_no_sign_in_on_the_tunnel_but_not_on_an_http_upstream() {
+        let args = |url: &str| ConnectArgs {
+            url: Some(url.into()),
+            token_env: "MCP_BRIDGE_TEST_NO_SUCH_VAR".into(),
+            no_keyring: true,
+            max_message_size: 1,
+            heartbeat_interval: 20.0,
+            heartbeat_timeout: 45.0,
+            max_backoff: 5.0,
+            ..ConnectArgs::default()
+        };
+        let tunnel = args("ws://127.0.0.1:1/mcp/demo").resolve().expect("valid");
+        assert!(tunnel.oauth.is_none(), "no authorizer, no keyring read");
+        let http = args("http://127.0.0.1:1/mcp").resolve().expect("valid");
+        assert!(http.oauth.is_some(), "an http(s) upstream still signs in");
     }
 }

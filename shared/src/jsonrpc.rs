@@ -38,6 +38,8 @@ pub const RELAY_UNAVAILABLE: i64 = -32011;
 pub const MESSAGE_TOO_LARGE: i64 = -32012;
 /// Too many requests in flight on one session; wait for answers, then send again.
 pub const TOO_MANY_REQUESTS: i64 = -32013;
+/// HeaderMismatch (MCP 2026-07-28): the HTTP headers of a request do not match its body.
+pub const HEADER_MISMATCH: i64 = -32020;
 
 /// A JSON-RPC id, normalized so that it can key a table of requests in flight.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -252,7 +254,8 @@ pub fn error_response(
 
 /// The `error.code` of an error response (of the first one, for a batch of them); `None` when
 /// the message is not an error response or its code is not an integer. For counting errors
-/// only: it parses the message, so keep it off the path of ordinary messages.
+/// and telling error answers apart only: it parses the message, so keep it off the path of
+/// ordinary messages.
 pub fn error_code(msg: &[u8]) -> Option<i64> {
     #[derive(Deserialize)]
     struct Code {

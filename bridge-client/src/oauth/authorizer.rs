@@ -123,6 +123,21 @@ pub fn parse_server(url: &str) -> Result<Url, AuthError> {
     }
 }
 
+impl State {
+    /// `Authorizer::load` with the keyring read as `read`: a failed read counts as looked too.
+    fn load_with(
+        &mut self,
+        again: bool,
+        read: impl FnOnce() -> Result<Option<Record>, AuthError>,
+    ) -> Result<(), AuthError> {
+        if self.record.is_none() && (again || !self.looked) {
+            self.looked = true;
+            self.record = read()?;
+        }
+        Ok(())
+    }
+}
+
 impl Authorizer {
     /// An authorizer for the MCP server at `server_url`.
     pub fn new(server_url: &str, opts: Options) -> Result<Authorizer, AuthError> {
@@ -134,6 +149,11 @@ impl Authorizer {
             http: OnceLock::new(),
             state: Mutex::new(State::default()),
         })
+    }
+
+    /// How long an IDE's request waits for `on_unauthorized` ([`Options::ide_wait`]).
+    pub fn ide_wait(&self) -> Duration {
+        self.opts.ide_wait()
     }
 
     /// The HTTP client, built at first use.
@@ -326,14 +346,10 @@ impl Authorizer {
     }
 
     /// Reads the stored tokens when none are held: once for `bearer` (a server that needs no
-    /// sign-in costs no keyring lookup per request), each time when `again` (after a 401:
-    /// another process may have signed in meanwhile).
+    /// sign-in costs no keyring lookup per request, and a broken keyring one warning), each time
+    /// when `again` (after a 401: another process may have signed in meanwhile).
     fn load(&self, st: &mut State, again: bool) -> Result<(), AuthError> {
-        if st.record.is_none() && (again || !st.looked) {
-            st.record = self.stored()?;
-            st.looked = true;
-        }
-        Ok(())
+        st.load_with(again, || self.stored())
     }
 
     fn current(&self, st: &State) -> Result<Secret, AuthError> {
@@ -486,5 +502,29 @@ impl Authorizer {
             resource: prm.resource,
             meta,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_keyring_read_is_not_repeated_for_bearer_only_after_a_401() {
+        let mut st = State::default();
+        let mut reads = 0;
+        let mut failing = |st: &mut State, again| {
+            st.load_with(again, || {
+                reads += 1;
+                Err(AuthError::Store("no keyring".into()))
+            })
+        };
+        assert!(
+            failing(&mut st, false).is_err(),
+            "the first failure is told"
+        );
+        assert!(failing(&mut st, false).is_ok(), "not read (nor told) again");
+        assert!(failing(&mut st, true).is_err(), "a 401 reads again");
+        assert_eq!(reads, 2);
     }
 }

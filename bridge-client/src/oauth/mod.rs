@@ -75,6 +75,6 @@ pub mod tokens;
 
 pub use authorizer::{parse_server, Authorizer, CheckReport, LoginOutcome};
 pub use error::AuthError;
-pub use options::{OAuthArgs, Options, CLIENT_SECRET_ENV};
+pub use options::{OAuthArgs, Options, CLIENT_SECRET_ENV, MAX_IDE_WAIT};
 pub use revoke::{logout, LogoutReport};
 pub use store::Binding;

@@ -11,6 +11,10 @@ use crate::Secret;
 /// The environment variable that may hold a pre-registered client's secret.
 pub const CLIENT_SECRET_ENV: &str = "MCP_BRIDGE_OAUTH_CLIENT_SECRET";
 
+/// The longest an IDE's request waits for a sign-in, on the tunnel and the HTTP upstream alike
+/// (hosts time requests out too): a longer `--oauth-timeout` still bounds `login`.
+pub const MAX_IDE_WAIT: Duration = Duration::from_secs(120);
+
 /// OAuth options on the command line.
 #[derive(clap::Args, Debug, Default, Clone)]
 pub struct OAuthArgs {
@@ -82,6 +86,14 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// How long an IDE's request waits for a sign-in: the sign-in's own bound, at most
+    /// [`MAX_IDE_WAIT`].
+    pub fn ide_wait(&self) -> Duration {
+        self.sign_in_timeout.min(MAX_IDE_WAIT)
+    }
+}
+
 impl OAuthArgs {
     /// Checks and resolves them (reads the secret file).
     pub fn resolve(&self) -> Result<Options, AuthError> {
@@ -131,5 +143,28 @@ impl OAuthArgs {
             ca_file: self.oauth_ca_file.clone(),
             interactive: true,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ide_waits_for_a_sign_in_at_most_max_ide_wait() {
+        let wait = |secs| {
+            let args = OAuthArgs {
+                oauth_timeout: secs,
+                ..OAuthArgs::default()
+            };
+            args.resolve().expect("valid").ide_wait()
+        };
+        assert_eq!(wait(300), MAX_IDE_WAIT, "the default 300 s is capped");
+        assert_eq!(
+            wait(30),
+            Duration::from_secs(30),
+            "a shorter sign-in bound wins"
+        );
+        assert_eq!(Options::default().ide_wait(), MAX_IDE_WAIT);
     }
 }

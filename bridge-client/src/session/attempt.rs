@@ -9,24 +9,27 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tracing::{info, warn};
 
 use super::{ConnectRequest, Welcome};
 use crate::connect::{self, Ws};
-use crate::oauth::{challenge::parse_bearer, Authorizer};
+use crate::oauth::{challenge::parse_bearer, AuthError, Authorizer};
 use crate::{relay_url, ClientError, Options, Secret};
 
 /// A connection attempt in progress.
 pub(crate) type Attempt = Pin<Box<dyn Future<Output = Result<(Ws, Welcome), ClientError>> + Send>>;
 
 /// The authorizer for the tunnel at `opts.url`, when sign-in is configured (no static token).
-/// The relay's WebSocket URL names the same resource as its http(s) one.
+/// The relay's WebSocket URL names the same resource as its http(s) one; plain `ws://` to a
+/// remote host is never an OAuth sign-in (tokens would travel in clear), so none, quietly.
 pub(crate) fn authorizer(opts: &Options) -> Option<Arc<Authorizer>> {
     let o = opts.oauth.as_ref()?;
     let url = relay_url::as_http(&opts.url);
     match Authorizer::new(&url, o.clone()) {
         Ok(a) => Some(Arc::new(a)),
+        Err(AuthError::BadUrl(_)) => None,
         Err(e) => {
             warn!("{e}; a relay that asks for sign-in will be refused");
             None
@@ -51,7 +54,7 @@ fn asks_sign_in(e: &ClientError) -> Option<&str> {
 }
 
 /// Starts a connection attempt; each upgrade is bounded by the request's timeout, a sign-in by
-/// the authorizer's own.
+/// the authorizer's wait for the IDE.
 pub(crate) fn open(
     opts: Arc<Options>,
     auth: Option<Arc<Authorizer>>,
@@ -83,13 +86,29 @@ pub(crate) fn open(
             return first;
         };
         info!("the relay at {} asks for sign-in", opts.url);
-        match a.on_unauthorized(www).await {
-            Ok(token) => upgrade(&opts, Some(&token), &req).await,
-            Err(e) => Err(ClientError::SignIn {
-                url: opts.url.clone(),
-                reason: e.to_string(),
-            }),
-        }
+        let token = bounded(a.ide_wait(), &opts.url, a.on_unauthorized(www)).await?;
+        upgrade(&opts, Some(&token), &req).await
+    })
+}
+
+/// A sign-in for the relay at `url`, given up after `wait` (the IDE's `initialize` waits on it;
+/// [`Authorizer::ide_wait`], as on the HTTP upstream).
+async fn bounded(
+    wait: Duration,
+    url: &str,
+    sign_in: impl Future<Output = Result<Secret, AuthError>>,
+) -> Result<Secret, ClientError> {
+    let reason = match tokio::time::timeout(wait, sign_in).await {
+        Ok(Ok(token)) => return Ok(token),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!(
+            "not completed within {}; run `bridge-client login {url}` in a terminal, then retry",
+            shared::human_duration(wait)
+        ),
+    };
+    Err(ClientError::SignIn {
+        url: url.to_owned(),
+        reason,
     })
 }
 
@@ -133,5 +152,77 @@ mod tests {
         assert!(asks_sign_in(&refused(403, Some(prm))).is_none());
         let step_up = format!("{prm}, error=\"insufficient_scope\", scope=\"a\"");
         assert!(asks_sign_in(&refused(403, Some(&step_up))).is_some());
+    }
+
+    /// Log lines written while `f` runs.
+    fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0
+                    .lock()
+                    .map_err(|_| std::io::ErrorKind::Other)?
+                    .extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let w = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_writer(move || w.clone())
+            .finish();
+        let out = tracing::subscriber::with_default(sub, f);
+        let text = buf
+            .0
+            .lock()
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        (out, text.unwrap_or_default())
+    }
+
+    #[test]
+    fn plain_ws_to_a_remote_relay_has_no_authorizer_and_says_nothing() {
+        let args = |url: &str| crate::settings::ConnectArgs {
+            url: Some(url.into()),
+            token_env: "MCP_BRIDGE_TEST_NO_SUCH_VAR".into(),
+            no_keyring: true,
+            max_message_size: 1,
+            heartbeat_interval: 20.0,
+            heartbeat_timeout: 45.0,
+            max_backoff: 5.0,
+            ..crate::settings::ConnectArgs::default()
+        };
+        // Sign-in configured (as without --no-keyring), the URL the tunnel's.
+        let mut opts = args("https://127.0.0.1:1/mcp/t").resolve().expect("valid");
+        assert!(opts.oauth.is_some());
+        opts.url = "wss://127.0.0.1:1/mcp/t".into();
+        let (a, log) = logged(|| authorizer(&opts));
+        assert!(a.is_some() && log.is_empty(), "{log}");
+        opts.url = "ws://relay.example.com:8080/mcp/t".into();
+        let (a, log) = logged(|| authorizer(&opts));
+        assert!(a.is_none());
+        assert!(log.is_empty(), "no warning naming a URL never typed: {log}");
+    }
+
+    #[tokio::test]
+    async fn a_sign_in_that_does_not_finish_is_given_up_after_the_wait() {
+        let url = "wss://127.0.0.1:1/mcp/t";
+        let wait = Duration::from_millis(50);
+        let e = bounded(wait, url, std::future::pending())
+            .await
+            .expect_err("given up");
+        assert!(
+            matches!(&e, ClientError::SignIn { reason, .. } if reason.contains("not completed within")),
+            "{e}"
+        );
+        let ok = bounded(wait, url, async { Ok(Secret::new("t".into())) }).await;
+        assert_eq!(ok.map(|t| t.expose().to_owned()).ok().as_deref(), Some("t"));
+        let e = bounded(wait, url, async { Err(AuthError::NotSignedIn(url.into())) })
+            .await
+            .expect_err("refused");
+        assert!(matches!(e, ClientError::SignIn { .. }), "{e}");
     }
 }

@@ -29,9 +29,6 @@ use crate::{ClientError, Options};
 /// How long the DELETE that ends the session may take.
 const DELETE_WAIT: Duration = Duration::from_millis(500);
 
-/// The longest the IDE's requests wait for a sign-in (hosts time requests out too).
-const MAX_AUTH_WAIT: Duration = Duration::from_secs(120);
-
 /// A refresh or sign-in under way: `on_unauthorized`, its error made text (never a token).
 type Signing = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
@@ -61,12 +58,7 @@ where
         },
         None => None,
     };
-    let auth_wait = auth.as_ref().map(|_| {
-        opts.oauth
-            .as_ref()
-            .map_or(MAX_AUTH_WAIT, |o| o.sign_in_timeout)
-            .min(MAX_AUTH_WAIT)
-    });
+    let auth_wait = auth.as_ref().map(|a| a.ide_wait());
     let opts = Arc::new(opts);
     let client = HttpClient::new(opts.clone(), auth.clone());
     let mut core = HttpCore::new(HttpConfig {

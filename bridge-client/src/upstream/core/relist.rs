@@ -11,13 +11,10 @@ use serde_json::{json, Value};
 use tracing::{debug, warn};
 
 use shared::ingress::{Msg, MsgKind};
-use shared::jsonrpc::Id;
+use shared::jsonrpc::{self, Id};
 
 use super::requests::Post;
 use super::HttpCore;
-
-/// The JSON-RPC error code a 2026-07-28 server gives for headers that do not match the body.
-pub(crate) const HEADER_MISMATCH: i64 = -32020;
 
 /// The id prefix of bridge-client's own `tools/list` requests.
 const RELIST_PREFIX: &str = "mcp-bridge-relist-";
@@ -35,10 +32,7 @@ pub(super) struct Relist {
 
 /// Whether `answer` is a JSON-RPC error with code `-32020`.
 fn is_header_mismatch(answer: &[u8]) -> bool {
-    serde_json::from_slice::<Value>(answer)
-        .ok()
-        .and_then(|v| v.get("error")?.get("code")?.as_i64())
-        == Some(HEADER_MISMATCH)
+    jsonrpc::error_code(answer) == Some(jsonrpc::HEADER_MISMATCH)
 }
 
 /// Whether `id` is one of bridge-client's own `tools/list` requests.
@@ -47,6 +41,11 @@ pub(super) fn is_relist_id(id: &Id) -> bool {
 }
 
 impl HttpCore {
+    /// Whether `id` is the re-list in flight.
+    pub(super) fn relisting(&self, id: &Id) -> bool {
+        self.relist.as_ref().is_some_and(|r| &r.id == id)
+    }
+
     /// The server answered `call` with `answer` (an error body): whether a re-list and a retry
     /// take it over (`true`: the IDE gets nothing yet).
     pub(super) fn relist_for(&mut self, call: &Post, answer: &Bytes) -> bool {
@@ -62,7 +61,12 @@ impl HttpCore {
         let id = format!("{RELIST_PREFIX}{}", self.relist_count);
         let mut params = json!({});
         if let Some(meta) = v.get("params").and_then(|p| p.get("_meta")) {
-            params["_meta"] = meta.clone();
+            let mut meta = meta.clone();
+            // Progress belongs to the IDE's call, not to our own request.
+            if let Some(m) = meta.as_object_mut() {
+                m.remove("progressToken");
+            }
+            params["_meta"] = meta;
         }
         let list = json!({"jsonrpc": "2.0", "id": id, "method": "tools/list", "params": params});
         let Some(msg) = Msg::classify(Bytes::from(list.to_string())) else {

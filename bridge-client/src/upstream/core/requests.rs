@@ -9,7 +9,6 @@ use tracing::debug;
 
 use super::timers::HEAD_TIMEOUT;
 use super::{Body, Exchange, HttpCore, Listen, Purpose, Resume};
-use crate::session::core::ide::is_reinit_id;
 use crate::upstream::exchange::{self, Outgoing};
 use shared::ingress::{Msg, MsgKind};
 use shared::jsonrpc::Id;
@@ -102,7 +101,7 @@ impl HttpCore {
     }
 
     pub(super) fn start_resume(&mut self, r: Resume, now: Instant) -> Option<Outgoing> {
-        if !self.pending.contains(&r.awaiting) && !is_reinit_id(&r.awaiting) {
+        if !self.awaits(&r.awaiting) {
             return None; // answered (or cancelled) meanwhile
         }
         let ex = self.new_ex();

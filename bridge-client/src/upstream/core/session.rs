@@ -30,7 +30,7 @@ impl HttpCore {
         let Some(id) = e.awaiting else {
             return;
         };
-        if !self.pending.contains(&id) && self.reinit.as_ref() != Some(&id) {
+        if !self.awaits(&id) {
             return;
         }
         match e.last_event_id {
@@ -61,6 +61,12 @@ impl HttpCore {
                 self.answer_pending(&id, jsonrpc::RELAY_UNAVAILABLE, &msg);
             }
         }
+    }
+
+    /// Whether an answer to `id` is still awaited: the IDE's request, the replayed initialize
+    /// or the re-list in flight (whose loss ends in `on_relist_lost`).
+    pub(super) fn awaits(&self, id: &Id) -> bool {
+        self.pending.contains(id) || self.reinit.as_ref() == Some(id) || self.relisting(id)
     }
 
     /// The standalone stream ended or failed: open it again later.

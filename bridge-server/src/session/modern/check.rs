@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 
-use shared::jsonrpc;
+use shared::jsonrpc::{self, HEADER_MISMATCH};
 
 use super::wire::{self, Fields};
 
@@ -15,8 +15,6 @@ pub(crate) const MODERN_VERSIONS: [&str; 1] = ["2026-07-28"];
 /// The handshake-era versions served with a session (`initialize`).
 pub(crate) const HANDSHAKE_VERSIONS: [&str; 4] =
     ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
-/// JSON-RPC error: the HTTP headers do not match the body (2026-07-28).
-pub(crate) const HEADER_MISMATCH: i64 = -32020;
 /// JSON-RPC error: the requested protocol version is not served (2026-07-28).
 pub(crate) const UNSUPPORTED_VERSION: i64 = -32022;
 

@@ -1,5 +1,5 @@
 use super::*;
-use crate::session::modern::check::HEADER_MISMATCH;
+use shared::jsonrpc::HEADER_MISMATCH;
 
 /// A `tools/list` answer with `sql` (Region on a string, N on a nested integer, Dry on a
 /// boolean), `plain` (no annotations) and `bad` (an annotation on a number).

@@ -2,7 +2,8 @@
 
 use super::*;
 
-const META: &str = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}"#;
+const META: &str =
+    r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","progressToken":"p1"}"#;
 const MISMATCH: &str = r#"{"jsonrpc":"2.0","id":2,"error":{"code":-32020,"message":"Header mismatch: Mcp-Param-Region missing"}}"#;
 const ANNOTATED: &str = r#"{"jsonrpc":"2.0","id":"mcp-bridge-relist-1","result":{"tools":[
     {"name":"sql","inputSchema":{"type":"object","properties":{"region":{"type":"string","x-mcp-header":"Region"}}}}]}}"#;
@@ -34,6 +35,10 @@ fn refused(c: &mut HttpCore, now: Instant) -> Outgoing {
     assert_eq!(
         body["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"],
         "2026-07-28"
+    );
+    assert!(
+        body["params"]["_meta"].get("progressToken").is_none(),
+        "the call's progress token stays the call's: {body}"
     );
     assert_eq!(l.headers["mcp-method"], "tools/list");
     l
@@ -89,4 +94,31 @@ fn a_second_mismatch_or_a_failed_relist_reaches_the_ide_as_the_server_said() {
     assert_eq!(out[0]["id"], 2);
     assert_eq!(out[0]["error"]["code"], -32020);
     assert!(c.pending.is_empty() && c.relist.is_none());
+}
+
+#[test]
+fn a_relist_whose_stream_breaks_answers_the_call_once_and_the_next_mismatch_relists_again() {
+    let now = Instant::now();
+    let mut c = core();
+    let l = refused(&mut c, now);
+    // The re-list's answer stream opens, then breaks with no event id to resume from.
+    c.on_http(l.ex, head(200, Some("text/event-stream"), None), now);
+    c.on_http(l.ex, HttpIo::Error("connection reset".into()), now);
+    let out = output(&mut c, now);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0]["id"], 2);
+    assert_eq!(out[0]["error"]["code"], -32020);
+    assert!(c.pending.is_empty() && c.relist.is_none());
+    assert!(c.poll_request(now).is_none());
+    c.on_timeout(now + Duration::from_secs(600));
+    assert!(output(&mut c, now).is_empty(), "exactly one answer");
+
+    // The same call again, refused again: a new re-list, not the refusal straight to the IDE.
+    call_sql(&mut c);
+    let a = c.poll_request(now).expect("call");
+    answer(&mut c, a.ex, 400, MISMATCH, now);
+    assert!(output(&mut c, now).is_empty(), "the IDE waits");
+    let l = c.poll_request(now).expect("re-list");
+    let body: Value = serde_json::from_slice(&l.body).expect("json");
+    assert_eq!(body["id"], "mcp-bridge-relist-2");
 }
