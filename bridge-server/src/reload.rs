@@ -225,6 +225,7 @@ fn try_apply(
     relay
         .live
         .set(Live::of(&config, tls, resource, hash.clone()));
+    old.retire_keys(&relay.live());
     let revoked = revoke(relay);
     relay.metrics.config_reload("ok");
     relay.metrics.config_loaded(Some(&old.hash), &hash);
