@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::keys::{allowed_url, CachePolicy, RemoteKeys};
+use crate::auth::keys::{allowed_url, parse_jwks, CachePolicy, RemoteKeys};
 use crate::auth::{
     AuthConfig, CertEntry, Grant, JwtConfig, KeySource, ResourceConfig, ScopeMap, TokenEntry,
 };
@@ -312,10 +312,36 @@ fn keys(
                 )
             })
             .ok()?;
-        return serde_json::from_str(&text)
-            .map(KeySource::File)
-            .map_err(|e| p.error(at, &key, format!("{} is not a JWKS: {e}", f.display())))
-            .ok();
+        // The same reading as a fetched key set: keys the relay cannot verify with are left
+        // out (and named in a warning); a file left with none is an error.
+        return match parse_jwks(text.as_bytes()) {
+            Ok((set, skipped)) => {
+                if skipped > 0 {
+                    p.warn(
+                        at,
+                        &key,
+                        format!(
+                            "{skipped} of the keys in {} are left out: of a type or algorithm \
+                             the relay cannot verify with, or for encryption (`use: enc`)",
+                            f.display()
+                        ),
+                    );
+                }
+                Some(KeySource::File(set))
+            }
+            Err(e) => {
+                p.error(
+                    at,
+                    &key,
+                    format!(
+                        "{} is not a JWKS with a usable signing key: {e}; give it at least one \
+                         RSA, EC, OKP or oct key for signatures",
+                        f.display()
+                    ),
+                );
+                None
+            }
+        };
     }
     if j.has("hs256_secret_env") && jwks_url.is_none() {
         return Some(KeySource::None);

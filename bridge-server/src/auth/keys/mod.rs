@@ -19,7 +19,7 @@ use url::Url;
 pub(crate) use cache::CachePolicy;
 use cache::{KeyCache, Lookup};
 pub use fetch::FetchError;
-pub(crate) use fetch::{allowed_url, Fetcher};
+pub(crate) use fetch::{allowed_url, parse_jwks, Fetcher};
 
 use crate::metrics::{JwksFetchLabels, Metrics};
 
