@@ -167,3 +167,39 @@ fn a_jwks_file_is_read_like_a_fetched_set() {
         "{not_json}"
     );
 }
+
+#[test]
+fn users_and_token_hashes_are_checked_alike_in_every_table() {
+    let hash = crate::auth::hash_token("user-secret");
+    let all = problems(&format!(
+        "[metrics]\nlisten = \"127.0.0.1:9090\"\n[auth]\nmode = \"tokens\"\n\
+         [[auth.token]]\nuser = \" \"\nsha256 = \"{hash}\"\n\
+         [[auth.token]]\nuser = \"b\"\nsha256 = \"the-token\"\n\
+         [[auth.token]]\ntools = [\"a\"]\n\
+         [[admin.token]]\nsha256 = \"sha256:12\"\n\
+         [[admin.token]]\nname = \"ops\"\n{SH_TOOL}"
+    ))
+    .join("\n");
+    let bad_hash = "expected `sha256:` and 64 hex digits";
+    for want in [
+        "`auth.token[0].user`: is empty: give the user's name",
+        &format!("`auth.token[1].sha256`: {bad_hash}"),
+        "`auth.token[2].user`: missing",
+        "`auth.token[2].sha256`: missing",
+        &format!("`admin.token[0].sha256`: {bad_hash}"),
+        "`admin.token[1].sha256`: missing",
+    ] {
+        assert!(all.contains(want), "no `{want}` in:\n{all}");
+    }
+    let all = problems(&format!(
+        "[auth]\nmode = \"mtls\"\nclient_ca = \"ca.pem\"\n[[auth.cert]]\nuser = \"\"\nsan = \"a\"\n\
+         [[auth.cert]]\nsan = \"b\"\n{SH_TOOL}"
+    ))
+    .join("\n");
+    for want in [
+        "`auth.cert[0].user`: is empty: give the user's name",
+        "`auth.cert[1].user`: missing",
+    ] {
+        assert!(all.contains(want), "no `{want}` in:\n{all}");
+    }
+}
