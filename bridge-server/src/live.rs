@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::keys::RemoteKeys;
 use crate::auth::resource::Resource;
 use crate::auth::{AuthConfig, KeySource};
 use crate::config::{Cluster, Config, OnRevoke, ToolConfig};
@@ -49,6 +50,28 @@ impl Live {
             resource,
             hash,
             on_revoke: config.on_revoke,
+        }
+    }
+
+    /// The identity provider's keys fetched for JWT auth, if any.
+    fn remote_keys(&self) -> Option<&Arc<RemoteKeys>> {
+        match &self.auth {
+            AuthConfig::Jwt(j) => match &j.keys {
+                KeySource::Remote(k) => Some(k),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Once `next` is in force in place of `self`: stops refreshing keys `next` does not use
+    /// (another provider, or one reached another way), so that the replaced fetcher stops
+    /// polling its provider and writing the key gauges.
+    pub(crate) fn retire_keys(&self, next: &Live) {
+        if let Some(old) = self.remote_keys() {
+            if !next.remote_keys().is_some_and(|new| Arc::ptr_eq(old, new)) {
+                old.stop();
+            }
         }
     }
 
@@ -109,8 +132,68 @@ pub(crate) fn resource_of(
         });
         match running {
             Some(old) => *keys = old,
-            None => keys.start(metrics.clone(), stop.clone()),
+            None => keys.start(metrics.clone(), stop),
         }
     }
     Ok(Some(Resource::new(j, local, tls)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A JWT-auth config fetching keys from `jwks_url` (nothing needs to answer there).
+    fn jwt_config(jwks_url: &str, refresh_s: u64) -> Config {
+        let text = format!(
+            "[auth]\nmode = \"jwt\"\n[auth.jwt]\nissuer = \"http://127.0.0.1:9\"\n\
+             jwks_url = \"{jwks_url}\"\njwks_refresh_s = {refresh_s}\naudience = \"relay\"\n\
+             [[tool]]\nname = \"a\"\ncommand = \"/bin/sh\"\n"
+        );
+        Config::parse(&text, std::path::Path::new("relay.toml"))
+            .expect("valid")
+            .config
+    }
+
+    /// Puts `config` in force after `previous`, as a reload does.
+    fn reload(mut config: Config, previous: Option<&Live>, stop: &CancellationToken) -> Live {
+        let local: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let metrics = Arc::new(Metrics::new());
+        let resource = resource_of(&mut config, local, previous, &metrics, stop).expect("ok");
+        let live = Live::of(&config, None, resource, "test".into());
+        if let Some(p) = previous {
+            p.retire_keys(&live);
+        }
+        live
+    }
+
+    #[tokio::test]
+    async fn a_reload_to_another_key_source_stops_the_old_refresher_only() {
+        let stop = CancellationToken::new();
+        let first = reload(jwt_config("http://127.0.0.1:9/a", 300), None, &stop);
+        let keys = |l: &Live| l.remote_keys().expect("remote keys").clone();
+        assert!(keys(&first).is_refreshing());
+
+        let same = reload(jwt_config("http://127.0.0.1:9/a", 300), Some(&first), &stop);
+        assert!(Arc::ptr_eq(&keys(&first), &keys(&same)), "same source kept");
+        assert!(keys(&same).is_refreshing());
+
+        let slower = reload(jwt_config("http://127.0.0.1:9/a", 600), Some(&same), &stop);
+        assert!(
+            !keys(&same).is_refreshing(),
+            "a new refresh policy replaces it"
+        );
+        assert!(keys(&slower).is_refreshing());
+
+        let moved = reload(
+            jwt_config("http://127.0.0.1:9/b", 600),
+            Some(&slower),
+            &stop,
+        );
+        assert!(
+            !keys(&slower).is_refreshing(),
+            "another provider replaces it"
+        );
+        assert!(keys(&moved).is_refreshing());
+        assert!(!stop.is_cancelled());
+    }
 }

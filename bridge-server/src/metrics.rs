@@ -446,9 +446,27 @@ impl Metrics {
         limits: &crate::config::Limits,
         tools: &[crate::config::ToolConfig],
     ) {
-        let gauge_value = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         self.ready.set(1);
         self.max_sessions.set(gauge_value(limits.max_sessions));
+        self.set_tool_limits(limits, tools, &[]);
+    }
+
+    /// Each tool's `max_sessions` for `tools` (after a reload: the tools now in force), and
+    /// none any more for the tools of `before` that are gone.
+    pub(crate) fn set_tool_limits(
+        &self,
+        limits: &crate::config::Limits,
+        tools: &[crate::config::ToolConfig],
+        before: &[&str],
+    ) {
+        for gone in before
+            .iter()
+            .filter(|b| !tools.iter().any(|t| t.name == **b))
+        {
+            self.tool_max_sessions.remove(&ToolLabel {
+                tool: (*gone).to_owned(),
+            });
+        }
         for t in tools {
             self.tool_max_sessions
                 .get_or_create(&ToolLabel {
@@ -488,6 +506,11 @@ impl Metrics {
 
 /// The method label: MCP's own methods by name, anything else as `other`, so a client cannot
 /// grow the label set without bound.
+/// A count as a gauge value.
+fn gauge_value(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 pub(crate) fn method_label(method: &str) -> &'static str {
     const KNOWN: &[&str] = &[
         "initialize",
@@ -529,3 +552,6 @@ impl Flow {
         self.bytes.inc_by(len as u64);
     }
 }
+
+#[cfg(test)]
+mod tests;

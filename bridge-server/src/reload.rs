@@ -226,6 +226,11 @@ fn try_apply(
         .live
         .set(Live::of(&config, tls, resource, hash.clone()));
     relay.host.hide_also(&config);
+    old.retire_keys(&relay.live());
+    let before: Vec<&str> = old.tools.iter().map(|t| t.name.as_str()).collect();
+    relay
+        .metrics
+        .set_tool_limits(&relay.limits, &config.tools, &before);
     let revoked = revoke(relay);
     relay.metrics.config_reload("ok");
     relay.metrics.config_loaded(Some(&old.hash), &hash);

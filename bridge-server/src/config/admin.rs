@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use crate::auth::{AuthConfig, Grant, TokenEntry};
 
+use super::auth::token_hash;
 use super::diag::Problems;
 use super::read::Section;
 
@@ -46,10 +47,7 @@ pub(super) fn admin(
     for t in &tables {
         t.only(&["name", "sha256"], p);
         let name = t.string("name", p);
-        let sha256 = t.string("sha256", p);
-        if !t.has("sha256") {
-            t.missing("sha256", "the line `bridge-server new-token` printed", p);
-        }
+        let sha256 = token_hash(t, p);
         let name = match name {
             Some((n, at)) if n.trim().is_empty() || n.chars().any(char::is_control) => {
                 p.error(
@@ -62,26 +60,17 @@ pub(super) fn admin(
             Some((n, _)) => Some(n.to_owned()),
             None => Some("admin".to_owned()),
         };
-        let hash = sha256.and_then(|(text, at)| match crate::auth::parse_hash(text) {
-            None => {
-                p.error(
-                    at,
-                    &t.key("sha256"),
-                    "expected `sha256:` and 64 hex digits, as printed by `bridge-server \
-                     new-token` or `bridge-server hash-token`; never the token itself",
-                );
-                None
-            }
-            Some(h) if user_hashes.contains(&h) => {
+        let hash = sha256.and_then(|(h, at)| {
+            if user_hashes.contains(&h) {
                 p.error(
                     at,
                     &t.key("sha256"),
                     "this is also a user's token in [[auth.token]]: give the admin API a token \
                      of its own (`bridge-server new-token admin.token`)",
                 );
-                None
+                return None;
             }
-            Some(h) => Some(h),
+            Some(h)
         });
         if let (Some(user), Some(sha256)) = (name, hash) {
             out.push(TokenEntry {

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::keys::{allowed_url, CachePolicy, RemoteKeys};
+use crate::auth::keys::{allowed_url, parse_jwks, CachePolicy, RemoteKeys};
 use crate::auth::{
     AuthConfig, CertEntry, Grant, JwtConfig, KeySource, ResourceConfig, ScopeMap, TokenEntry,
 };
@@ -124,17 +124,52 @@ pub(super) fn auth(
     }
 }
 
+/// `user`: the name a token or certificate stands for. `None` (reported) when missing or blank.
+fn user(s: &Section<'_, '_>, p: &mut Problems<'_>) -> Option<String> {
+    if !s.has("user") {
+        s.missing("user", "the user's name (for the audit log and limits)", p);
+    }
+    match s.string("user", p)? {
+        (u, at) if u.trim().is_empty() => {
+            p.error(at, &s.key("user"), "is empty: give the user's name");
+            None
+        }
+        (u, _) => Some(u.to_owned()),
+    }
+}
+
+/// `sha256`: a token's hash as `bridge-server new-token` prints it (never the token), with
+/// where it is written. `None` (reported) when missing or malformed.
+pub(super) fn token_hash(
+    t: &Section<'_, '_>,
+    p: &mut Problems<'_>,
+) -> Option<([u8; 32], std::ops::Range<usize>)> {
+    if !t.has("sha256") {
+        t.missing("sha256", "the line `bridge-server new-token` printed", p);
+    }
+    let (text, at) = t.string("sha256", p)?;
+    match crate::auth::parse_hash(text) {
+        Some(hash) => Some((hash, at)),
+        None => {
+            p.error(
+                at,
+                &t.key("sha256"),
+                "expected `sha256:` and 64 hex digits, as printed by `bridge-server new-token` \
+                 or `bridge-server hash-token`; never the token itself",
+            );
+            None
+        }
+    }
+}
+
 /// One `[[auth.cert]]`.
 fn cert(c: &Section<'_, '_>, p: &mut Problems<'_>) -> Option<CertEntry> {
     c.only(&["user", "subject_cn", "san", "tools", "groups"], p);
-    let user = c.string("user", p);
+    let user = user(c, p);
     let cn = c.string("subject_cn", p).map(|(s, _)| s.to_owned());
     let san = c.string("san", p).map(|(s, _)| s.to_owned());
     let tools = c.strings("tools", p);
     let groups = c.strings("groups", p);
-    if !c.has("user") {
-        c.missing("user", "the user's name (for the audit log and limits)", p);
-    }
     if !c.has("subject_cn") && !c.has("san") {
         p.error(
             c.at(),
@@ -144,15 +179,8 @@ fn cert(c: &Section<'_, '_>, p: &mut Problems<'_>) -> Option<CertEntry> {
         );
         return None;
     }
-    let user = match user {
-        Some((u, at)) if u.trim().is_empty() => {
-            p.error(at, &c.key("user"), "is empty: give the user's name");
-            None
-        }
-        other => other,
-    };
     Some(CertEntry {
-        user: user?.0.to_owned(),
+        user: user?,
         subject_cn: cn,
         san,
         grant: Grant::from_names(tools.unwrap_or_default()),
@@ -163,38 +191,13 @@ fn cert(c: &Section<'_, '_>, p: &mut Problems<'_>) -> Option<CertEntry> {
 /// One `[[auth.token]]`.
 fn token(t: &Section<'_, '_>, p: &mut Problems<'_>) -> Option<TokenEntry> {
     t.only(&["user", "sha256", "tools", "groups"], p);
-    let user = t.string("user", p);
-    let sha256 = t.string("sha256", p);
+    let user = user(t, p);
+    let sha256 = token_hash(t, p);
     let tools = t.strings("tools", p);
     let groups = t.strings("groups", p);
-    if !t.has("user") {
-        t.missing("user", "the user's name (for the audit log and limits)", p);
-    }
-    if !t.has("sha256") {
-        t.missing("sha256", "the line `bridge-server new-token` printed", p);
-    }
-    let user = match user {
-        Some((u, at)) if u.trim().is_empty() => {
-            p.error(at, &t.key("user"), "is empty: give the user's name");
-            None
-        }
-        other => other,
-    };
-    let sha256 = sha256.and_then(|(text, at)| {
-        let hash = crate::auth::parse_hash(text);
-        if hash.is_none() {
-            p.error(
-                at,
-                &t.key("sha256"),
-                "expected `sha256:` and 64 hex digits, as printed by `bridge-server new-token` \
-                 or `bridge-server hash-token`; never the token itself",
-            );
-        }
-        hash
-    });
     Some(TokenEntry {
-        user: user?.0.to_owned(),
-        sha256: sha256?,
+        user: user?,
+        sha256: sha256?.0,
         grant: Grant::from_names(tools.unwrap_or_default()),
         groups: groups.unwrap_or_default(),
     })
@@ -312,10 +315,36 @@ fn keys(
                 )
             })
             .ok()?;
-        return serde_json::from_str(&text)
-            .map(KeySource::File)
-            .map_err(|e| p.error(at, &key, format!("{} is not a JWKS: {e}", f.display())))
-            .ok();
+        // The same reading as a fetched key set: keys the relay cannot verify with are left
+        // out (and named in a warning); a file left with none is an error.
+        return match parse_jwks(text.as_bytes()) {
+            Ok((set, skipped)) => {
+                if skipped > 0 {
+                    p.warn(
+                        at,
+                        &key,
+                        format!(
+                            "{skipped} of the keys in {} are left out: of a type or algorithm \
+                             the relay cannot verify with, or for encryption (`use: enc`)",
+                            f.display()
+                        ),
+                    );
+                }
+                Some(KeySource::File(set))
+            }
+            Err(e) => {
+                p.error(
+                    at,
+                    &key,
+                    format!(
+                        "{} is not a JWKS with a usable signing key: {e}; give it at least one \
+                         RSA, EC, OKP or oct key for signatures",
+                        f.display()
+                    ),
+                );
+                None
+            }
+        };
     }
     if j.has("hs256_secret_env") && jwks_url.is_none() {
         return Some(KeySource::None);

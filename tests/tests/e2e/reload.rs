@@ -36,6 +36,19 @@ fn reloads(relay: &Relay, result: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The tools with an `mcp_bridge_tool_max_sessions` series, sorted.
+fn tool_limits(relay: &Relay) -> Result<Vec<String>> {
+    let mut tools: Vec<String> = relay
+        .metrics()?
+        .keys()
+        .filter_map(|k| k.strip_prefix("mcp_bridge_tool_max_sessions{tool=\""))
+        .filter_map(|k| k.strip_suffix("\"}"))
+        .map(str::to_owned)
+        .collect();
+    tools.sort();
+    Ok(tools)
+}
+
 /// Rewrites the relay's config and waits until it has been read (`result` counted once more).
 fn rewrite(relay: &Relay, text: &str, result: &str) -> Result<()> {
     let before = reloads(relay, result);
@@ -123,6 +136,8 @@ fn a_tool_and_tokens_change_under_load_and_no_call_is_lost() -> Result<()> {
         Ok(calls)
     })?;
     assert!(reloads(&relay, "ok") >= 5.0);
+    // The per-tool limit follows the tools in force: a removed tool's series is gone.
+    assert_eq!(tool_limits(&relay)?, ["demo"]);
 
     // A tool added by a reload is reachable at once, by a token added with it.
     rewrite(
@@ -133,6 +148,7 @@ fn a_tool_and_tokens_change_under_load_and_no_call_is_lost() -> Result<()> {
         )?,
         "ok",
     )?;
+    assert_eq!(tool_limits(&relay)?, ["demo", "extra"]);
     let mut carol = client(&relay, "extra", "carol-token")?;
     assert_echo(&echo(&mut carol, 1, "new tool")?, "new tool");
     // The session that lived through all of it still works, on its first tool process.

@@ -7,7 +7,8 @@
 mod cache;
 mod fetch;
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Instant;
 
 use jsonwebtoken::jwk::Jwk;
@@ -18,7 +19,7 @@ use url::Url;
 pub(crate) use cache::CachePolicy;
 use cache::{KeyCache, Lookup};
 pub use fetch::FetchError;
-pub(crate) use fetch::{allowed_url, Fetcher};
+pub(crate) use fetch::{allowed_url, parse_jwks, Fetcher};
 
 use crate::metrics::{JwksFetchLabels, Metrics};
 
@@ -45,6 +46,13 @@ pub struct RemoteKeys {
     /// Held while a fetch runs: one at a time, and a caller that needs fresh keys waits here.
     fetching: tokio::sync::Mutex<()>,
     metrics: OnceLock<Arc<Metrics>>,
+    /// What `fetcher` trusts beyond the platform's roots, and how often it fetches: a reload
+    /// that changes either needs a new `RemoteKeys`.
+    ca_file: Option<PathBuf>,
+    policy: CachePolicy,
+    /// Ends the refresh task: cancelled when this is replaced ([`RemoteKeys::stop`]) or
+    /// dropped, or when the relay shuts down (a child of its token). Unset until started.
+    refresher: OnceLock<CancellationToken>,
 }
 
 impl std::fmt::Debug for RemoteKeys {
@@ -73,6 +81,9 @@ impl RemoteKeys {
             cache: Mutex::new(KeyCache::new(policy)),
             fetching: tokio::sync::Mutex::new(()),
             metrics: OnceLock::new(),
+            ca_file: ca_file.map(std::path::Path::to_path_buf),
+            policy,
+            refresher: OnceLock::new(),
         })
     }
 
@@ -82,13 +93,16 @@ impl RemoteKeys {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The key for a token's `kid`.
-    /// Whether `other` fetches from the same provider the same way (a reload may keep this
-    /// one, with its cache and refresh).
+    /// Whether `other` fetches from the same provider the same way — issuer, JWKS URL, CA
+    /// file and refresh policy — so that a reload may keep this one, with its cache and refresh.
     pub(crate) fn same_source(&self, other: &RemoteKeys) -> bool {
-        self.issuer == other.issuer && self.configured == other.configured
+        self.issuer == other.issuer
+            && self.configured == other.configured
+            && self.ca_file == other.ca_file
+            && self.policy == other.policy
     }
 
+    /// The key for a token's `kid`.
     pub(crate) fn find(&self, kid: Option<&str>) -> KeyLookup {
         match self.cache().find(kid) {
             Lookup::Found(k) => KeyLookup::Found(Box::new(k.clone())),
@@ -106,23 +120,49 @@ impl RemoteKeys {
         }
     }
 
-    /// Starts the refresh task (the first fetch at once), until `stop`.
-    pub(crate) fn start(self: &Arc<Self>, metrics: Arc<Metrics>, stop: CancellationToken) {
+    /// Starts the refresh task (the first fetch at once), until `shutdown`, [`RemoteKeys::stop`]
+    /// or the drop of the last `Arc` (the task holds only a weak one while it waits).
+    /// Starting twice does nothing.
+    pub(crate) fn start(self: &Arc<Self>, metrics: Arc<Metrics>, shutdown: &CancellationToken) {
+        let stop = shutdown.child_token();
+        if self.refresher.set(stop.clone()).is_err() {
+            return;
+        }
         let _ = self.metrics.set(metrics);
-        let me = self.clone();
+        let me: Weak<Self> = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
-                let due = me.cache().next_fetch(Instant::now());
+                let Some(due) = me.upgrade().map(|k| k.cache().next_fetch(Instant::now())) else {
+                    return;
+                };
                 tokio::select! {
                     () = tokio::time::sleep_until(due.into()) => {}
                     () = stop.cancelled() => return,
                 }
-                let _one = me.fetching.lock().await;
-                if me.cache().start_scheduled(Instant::now()) {
-                    me.fetch("scheduled").await;
+                let Some(keys) = me.upgrade() else { return };
+                let _one = keys.fetching.lock().await;
+                if stop.is_cancelled() {
+                    return;
+                }
+                if keys.cache().start_scheduled(Instant::now()) {
+                    keys.fetch("scheduled").await;
                 }
             }
         });
+    }
+
+    /// Ends the refresh task (a reload put other keys in force). Lookups and `kid`-triggered
+    /// fetches of requests still holding these keys go on working.
+    pub(crate) fn stop(&self) {
+        if let Some(t) = self.refresher.get() {
+            t.cancel();
+        }
+    }
+
+    /// Whether the refresh task was started and not told to stop.
+    #[cfg(test)]
+    pub(crate) fn is_refreshing(&self) -> bool {
+        self.refresher.get().is_some_and(|t| !t.is_cancelled())
     }
 
     /// One fetch (discovery first when needed); the caller holds `fetching` and has marked it
@@ -192,5 +232,131 @@ impl RemoteKeys {
             *self.discovered.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }
         result
+    }
+}
+
+impl Drop for RemoteKeys {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A loopback JWKS server answering every request with one usable key; counts requests.
+    async fn jwks_server() -> (Url, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = Url::parse(&format!(
+            "http://{}/jwks",
+            listener.local_addr().expect("addr")
+        ))
+        .expect("url");
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counted = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = s.read(&mut buf).await;
+                    let body = r#"{"keys":[{"kty":"oct","k":"c2VjcmV0","kid":"a"}]}"#;
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = s.write_all(format!("{head}{body}").as_bytes()).await;
+                });
+            }
+        });
+        (url, hits)
+    }
+
+    fn fast() -> CachePolicy {
+        CachePolicy {
+            refresh: Duration::from_millis(20),
+            min_refetch: Duration::from_millis(20),
+            retry: Duration::from_millis(20),
+        }
+    }
+
+    fn keys(url: &Url, ca: Option<&std::path::Path>, policy: CachePolicy) -> Arc<RemoteKeys> {
+        let issuer = url.origin().ascii_serialization();
+        Arc::new(RemoteKeys::new(&issuer, Some(url.clone()), ca, policy).expect("keys"))
+    }
+
+    /// Waits (bounded) until the server has answered more than `n` requests.
+    async fn polled_past(hits: &AtomicUsize, n: usize) -> bool {
+        for _ in 0..200 {
+            if hits.load(Ordering::SeqCst) > n {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    /// No request reaches the server for ten refresh intervals.
+    async fn not_polled(hits: &AtomicUsize) -> bool {
+        // A fetch under way when the task was told to stop may still land.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let before = hits.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        hits.load(Ordering::SeqCst) == before
+    }
+
+    #[tokio::test]
+    async fn a_stopped_or_dropped_refresher_stops_polling() {
+        let shutdown = CancellationToken::new();
+        let metrics = Arc::new(Metrics::new());
+
+        let (url, hits) = jwks_server().await;
+        let replaced = keys(&url, None, fast());
+        replaced.start(metrics.clone(), &shutdown);
+        assert!(polled_past(&hits, 2).await, "the refresher fetches");
+        replaced.stop();
+        assert!(not_polled(&hits).await, "a stopped refresher fetched again");
+        assert!(
+            matches!(replaced.find(Some("a")), KeyLookup::Found(_)),
+            "the keys fetched stay usable after the stop"
+        );
+
+        let (url, hits) = jwks_server().await;
+        let dropped = keys(&url, None, fast());
+        dropped.start(metrics.clone(), &shutdown);
+        assert!(polled_past(&hits, 2).await, "the refresher fetches");
+        drop(dropped);
+        assert!(not_polled(&hits).await, "a dropped refresher fetched again");
+
+        assert!(!shutdown.is_cancelled(), "the relay's token is untouched");
+    }
+
+    #[test]
+    fn same_source_needs_the_same_ca_file_and_policy() {
+        let url = Url::parse("http://127.0.0.1:9/jwks").expect("url");
+        let base = keys(&url, None, CachePolicy::default());
+        assert!(base.same_source(&keys(&url, None, CachePolicy::default())));
+        let slower = CachePolicy {
+            refresh: Duration::from_secs(600),
+            ..CachePolicy::default()
+        };
+        assert!(!base.same_source(&keys(&url, None, slower)));
+        let other = Url::parse("http://127.0.0.1:9/other").expect("url");
+        assert!(!base.same_source(&keys(&other, None, CachePolicy::default())));
+        let dir = std::env::temp_dir().join(format!("keys-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let ca = dir.join("ca.pem");
+        let cert = rcgen::generate_simple_self_signed(vec!["idp.test".into()]).expect("cert");
+        std::fs::write(&ca, cert.cert.pem()).expect("write");
+        let with_ca = keys(&url, Some(&ca), CachePolicy::default());
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(!base.same_source(&with_ca));
     }
 }
