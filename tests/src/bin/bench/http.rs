@@ -1,5 +1,6 @@
 //! The relay's Streamable HTTP carrier driven as an HTTP host drives it: each call a POST
-//! answered by an SSE stream that ends with the response, on kept-alive HTTP/1.1 connections.
+//! answered by one JSON body (an answer within 50 ms) or an SSE stream that ends with it, on
+//! kept-alive HTTP/1.1 connections.
 //! Sequential round trips on one connection; calls in flight at once in one session, one per
 //! connection of a pool (HTTP/1.1 carries one request at a time per connection); and a new
 //! connection to the first `initialize` answer (the baseline of a shim's start-up).

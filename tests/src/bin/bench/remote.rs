@@ -172,7 +172,7 @@ pub(crate) fn table(relay: &Relay, seq: usize, starts: usize) -> Result<()> {
     };
     println!(
         "\n(direct: the bench's raw HTTP/1.1 client, one kept-alive session, each call a POST \
-         answered by SSE; start: a new connection's initialize (direct) or process spawn to the \
+         answered by a JSON body (or SSE when slower than 50 ms); start: a new connection's initialize (direct) or process spawn to the \
          initialize answer (shims), {starts} starts; {n} round trips each, the three taking \
          {TURNS} turns; mcp-remote runs on the system's node with --transport http-only --allow-http --silent{missing})"
     );
