@@ -252,7 +252,9 @@ fn main() -> Result<()> {
         let (c, c_cpu) = one_session_throughput(&chain, s.pipelined, window)?;
         let (t, t_cpu) = one_session_throughput(&chain_tls, s.pipelined, window)?;
         println!(
-            "| pipelined, 1 session, {window} in flight (msg/s) | {d:.0} | {c:.0} | | {t:.0} | |"
+            "| pipelined, 1 session, {window} in flight (msg/s) | {d:.0} | {c:.0} | {:.2} × direct | {t:.0} | {:.2} × direct |",
+            c / d,
+            t / d
         );
         cpu_pipelined.get_or_insert((d_cpu, c_cpu, t_cpu));
     }
