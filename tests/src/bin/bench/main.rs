@@ -8,7 +8,8 @@
 //! `BENCH_ONLY=http-pipelined` only the direct rate and the relay's Streamable HTTP rows with
 //! 64 calls in flight (with `BENCH_HTTP=h1` or `h2` for one of them, `BENCH_HTTP_TOTAL=N`
 //! calls, e.g. to profile the relay meanwhile). `BENCH_RELAY_LOG` is the relays' `RUST_LOG`
-//! (default `info`: audit lines on), `BENCH_RELAY_THREADS` their worker threads (default 2).
+//! (default `info`: audit lines on), `BENCH_RELAY_THREADS` their worker threads (default 2),
+//! `MCP_BRIDGE_LOG_FLUSH_MS` their log batching (default the relay's own, 50 ms).
 //! Besides latency, throughput, start-up and memory it prints the CPU time each process
 //! (bridge-client or the bench's HTTP client, relay, tool) spends per message.
 
@@ -175,12 +176,16 @@ fn main() -> Result<()> {
     .join("\n");
     let relay_log = std::env::var("BENCH_RELAY_LOG").unwrap_or("info".into());
     let relay_threads = std::env::var("BENCH_RELAY_THREADS").unwrap_or("2".into());
+    // The relay's own default batching of its log (the test harness turns it off), unless
+    // MCP_BRIDGE_LOG_FLUSH_MS is given to compare.
+    let relay_log_flush = std::env::var("MCP_BRIDGE_LOG_FLUSH_MS").unwrap_or("50".into());
     let start = |tls: &str| {
         Relay::start_config(
             &format!("listen = \"127.0.0.1:0\"\n{limits}{tls}\n{tools}"),
             &[
                 ("RUST_LOG", relay_log.as_str()),
                 ("TOKIO_WORKER_THREADS", relay_threads.as_str()),
+                ("MCP_BRIDGE_LOG_FLUSH_MS", relay_log_flush.as_str()),
             ],
         )
     };
