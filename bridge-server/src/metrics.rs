@@ -274,7 +274,8 @@ impl Metrics {
         );
         registry.register(
             "connects",
-            "WebSocket connections accepted, by kind (new, resume, reestablish)",
+            "Sessions started (new: a WebSocket upgrade, a Streamable HTTP initialize or a pooled \
+             session-less process; reestablish) and WebSocket resumes accepted (resume), by kind",
             m.connects.clone(),
         );
         registry.register(
