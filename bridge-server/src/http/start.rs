@@ -32,7 +32,7 @@ pub(super) struct Opening {
     pub(super) framing: Framing,
     /// `new` or `reestablish`.
     pub(super) kind: &'static str,
-    /// `ws` or `http`.
+    /// `ws`, `http` or `http-modern` (the carrier label of metrics and the admin API).
     pub(super) carrier: &'static str,
 }
 
