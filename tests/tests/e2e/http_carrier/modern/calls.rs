@@ -42,9 +42,8 @@ fn python_sdk_auto_is_modern_and_legacy_still_works_with_mcp_server_time() -> Re
     }
     // The modern client's pooled process, and the legacy session's, were counted as sessions
     // of the tool.
-    let m = relay.metrics()?;
     let key = "mcp_bridge_carrier_sessions_total{tool=\"time\",carrier=\"http-modern\"}";
-    assert_eq!(m.get(key).copied(), Some(1.0), "{key} in {m:?}");
+    assert_eq!(relay.sample(key)?, 1.0, "{key}");
     Ok(())
 }
 
@@ -284,9 +283,8 @@ fn a_handshake_era_tool_tells_modern_clients_to_fall_back() -> Result<()> {
     }
     // The process that found out is gone, and the second request started none.
     relay.wait_idle("demo", Duration::from_secs(10))?;
-    let m = relay.metrics()?;
     let key = "mcp_bridge_tool_starts_total{tool=\"demo\"}";
-    assert_eq!(m.get(key).copied(), Some(1.0), "{key} in {m:?}");
+    assert_eq!(relay.sample(key)?, 1.0, "{key}");
     Ok(())
 }
 
