@@ -139,10 +139,15 @@ impl Relay {
         Ok(parse_metrics(&body))
     }
 
+    /// One sample of `/metrics`, `key` being its name with labels as exposed (see
+    /// [`Relay::metrics`]); 0 when the relay does not expose it.
+    pub fn sample(&self, key: &str) -> Result<f64> {
+        Ok(self.metrics()?.get(key).copied().unwrap_or(0.0))
+    }
+
     /// The `mcp_bridge_sessions_active` gauge of `tool` (0 when it was never set).
     pub fn sessions_active(&self, tool: &str) -> Result<f64> {
-        let key = format!("mcp_bridge_sessions_active{{tool=\"{tool}\"}}");
-        Ok(self.metrics()?.get(&key).copied().unwrap_or(0.0))
+        self.sample(&format!("mcp_bridge_sessions_active{{tool=\"{tool}\"}}"))
     }
 
     /// Waits until `tool` has no session on the relay (`/metrics`) and the relay has no child

@@ -96,12 +96,9 @@ fn hidden_tools_are_absent_from_the_list_and_refused_per_user() -> Result<()> {
     );
     // Audited and counted.
     relay.log.wait_for("outcome=\"denied\"", T)?;
-    let m = relay.metrics()?;
-    let denied = m
-        .get("mcp_bridge_calls_refused_total{tool=\"everything\",reason=\"denied\"}")
-        .copied()
-        .unwrap_or_default();
-    assert_eq!(denied, 2.0, "{m:?}");
+    let denied =
+        relay.sample("mcp_bridge_calls_refused_total{tool=\"everything\",reason=\"denied\"}")?;
+    assert_eq!(denied, 2.0, "calls refused as denied");
     Ok(())
 }
 
@@ -203,11 +200,8 @@ fn a_flood_from_one_user_is_limited_while_another_keeps_answering() -> Result<()
     assert!((ok as f64) <= allowed, "{ok} answered in {elapsed:?}");
     assert!(retry_hint, "the error says when to retry");
     assert!(max(&during) < Duration::from_secs(2), "bob kept answering");
-    let m = relay.metrics()?;
-    let counted = m
-        .get("mcp_bridge_calls_refused_total{tool=\"demo\",reason=\"rate_limited\"}")
-        .copied()
-        .unwrap_or_default();
+    let counted =
+        relay.sample("mcp_bridge_calls_refused_total{tool=\"demo\",reason=\"rate_limited\"}")?;
     assert_eq!(counted as u64, limited, "the metric counts them");
     Ok(())
 }

@@ -25,14 +25,9 @@ fn config(tokens: &[(&str, &str, &[&str])], tools: &[&str]) -> Result<String> {
 
 fn reloads(relay: &Relay, result: &str) -> f64 {
     relay
-        .metrics()
-        .ok()
-        .and_then(|m| {
-            m.get(&format!(
-                "mcp_bridge_config_reloads_total{{result=\"{result}\"}}"
-            ))
-            .copied()
-        })
+        .sample(&format!(
+            "mcp_bridge_config_reloads_total{{result=\"{result}\"}}"
+        ))
         .unwrap_or(0.0)
 }
 

@@ -8,8 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use mcp_bridge_tests::{bin, children_of, run_driver, wait_until, Log, Peers};
-use serde_json::Value;
+use mcp_bridge_tests::{assert_checks, bin, children_of, run_driver, wait_until, Log, Peers};
 
 use super::{bridge, free_port, wait_listening, Server, DRIVER_LIMIT};
 
@@ -64,27 +63,24 @@ fn python_sdk_client_through_bridge_client_to_supergateway_stateful_http() -> Re
         .args(["--no-keyring", &server.url()]);
     let summary = run_driver(&mut cmd, DRIVER_LIMIT)
         .with_context(|| format!("supergateway stderr: {}", server.stderr.text()))?;
-    let checks: Vec<&str> = summary["checks"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    for wanted in [
-        "tools_list_changed",
-        "roots_request_at_startup",
-        "echo",
-        "get_sum",
-        "progress",
-        "resources",
-        "prompts",
-        "cancel",
-        "after_cancel",
-        "sampling",
-        "elicitation",
-        "roots",
-        "ping",
-    ] {
-        ensure!(checks.contains(&wanted), "{wanted} missing: {summary}");
-    }
+    assert_checks(
+        &summary,
+        &[
+            "tools_list_changed",
+            "roots_request_at_startup",
+            "echo",
+            "get_sum",
+            "progress",
+            "resources",
+            "prompts",
+            "cancel",
+            "after_cancel",
+            "sampling",
+            "elicitation",
+            "roots",
+            "ping",
+        ],
+    );
     // The driver closed bridge-client's stdin; its DELETE ended the session's process.
     wait_until(Duration::from_secs(10), || server.sessions() == 0)
         .context("supergateway still runs a process for the ended session")?;

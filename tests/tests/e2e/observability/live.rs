@@ -139,10 +139,8 @@ fn refusals(b: &Relay) -> Result<()> {
         }
         // Held until the relay has counted the shed one.
         wait_until(T, || {
-            b.metrics().is_ok_and(|m| {
-                m.get(r#"mcp_bridge_handshakes_shed_total{reason="source_limit"}"#)
-                    .is_some_and(|v| *v >= 1.0)
-            })
+            b.sample(r#"mcp_bridge_handshakes_shed_total{reason="source_limit"}"#)
+                .is_ok_and(|v| v >= 1.0)
         })
         .context("no handshake shed")?;
         drop(idle);

@@ -115,11 +115,8 @@ fn a_request_for_another_nodes_session_is_passed_on_and_answered() -> Result<()>
     )?;
     assert_eq!(r.status, 200, "{r:?}");
     one.wait_idle("demo", Duration::from_secs(10))?;
-    let m = two.metrics()?;
-    let passed = m
-        .get("mcp_bridge_http_forwarded_total{node=\"relay-1\",result=\"passed_on\"}")
-        .copied()
-        .unwrap_or(0.0);
+    let passed =
+        two.sample("mcp_bridge_http_forwarded_total{node=\"relay-1\",result=\"passed_on\"}")?;
     assert!(passed >= 23.0, "forwarded requests counted: {passed}");
     Ok(())
 }
@@ -167,11 +164,7 @@ fn a_lost_node_means_404_and_nothing_is_passed_on_twice() -> Result<()> {
     assert_eq!(r.status, 200, "{r:?}");
     let fresh = r.header("mcp-session-id").context("session id")?.to_owned();
     assert!(fresh.starts_with("relay-2."), "{fresh}");
-    let m = two.metrics()?;
-    assert_eq!(
-        m.get("mcp_bridge_http_forwarded_total{node=\"relay-1\",result=\"unreachable\"}"),
-        Some(&1.0),
-        "{m:?}"
-    );
+    let key = "mcp_bridge_http_forwarded_total{node=\"relay-1\",result=\"unreachable\"}";
+    assert_eq!(two.sample(key)?, 1.0, "{key}");
     Ok(())
 }

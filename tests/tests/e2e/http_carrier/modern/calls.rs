@@ -12,7 +12,7 @@ use mcp_bridge_tests::{
 use serde_json::Value;
 
 use super::super::{http_url, DRIVER_LIMIT};
-use super::{answer, body, post, text_of, time_relay, MODERN};
+use super::{answer, body, post, text_of, time_relay, tool_call, MODERN};
 
 #[test]
 fn python_sdk_auto_is_modern_and_legacy_still_works_with_mcp_server_time() -> Result<()> {
@@ -42,9 +42,8 @@ fn python_sdk_auto_is_modern_and_legacy_still_works_with_mcp_server_time() -> Re
     }
     // The modern client's pooled process, and the legacy session's, were counted as sessions
     // of the tool.
-    let m = relay.metrics()?;
     let key = "mcp_bridge_carrier_sessions_total{tool=\"time\",carrier=\"http-modern\"}";
-    assert_eq!(m.get(key).copied(), Some(1.0), "{key} in {m:?}");
+    assert_eq!(relay.sample(key)?, 1.0, "{key}");
     Ok(())
 }
 
@@ -195,40 +194,14 @@ fn headers_that_do_not_match_the_body_are_32020_and_a_bad_version_is_32022() -> 
 fn two_clients_with_the_same_id_each_get_their_own_answer() -> Result<()> {
     let relay = Relay::start(&fixture_tool("fx", &["--modern"], ""))?;
     let addr = relay.addr;
-    let slow = std::thread::spawn(move || {
-        post(
-            addr,
-            "fx",
-            &body(
-                "1",
-                "tools/call",
-                r#""name":"sleep","arguments":{"seconds":1}"#,
-                MODERN,
-            ),
-            "tools/call",
-            Some("sleep"),
-            &[],
-        )
-    });
+    let slow = std::thread::spawn(move || tool_call(addr, "fx", "1", "sleep", r#"{"seconds":1}"#));
     // While the first is on its way to the tool (it sleeps there 1 s), a second client uses
     // the same id.
     relay.log.wait_for(
         "a session-less call goes to the tool",
         Duration::from_secs(20),
     )?;
-    let quick = post(
-        addr,
-        "fx",
-        &body(
-            "1",
-            "tools/call",
-            r#""name":"echo","arguments":{"text":"second"}"#,
-            MODERN,
-        ),
-        "tools/call",
-        Some("echo"),
-        &[],
-    )?;
+    let quick = tool_call(addr, "fx", "1", "echo", r#"{"text":"second"}"#)?;
     let slow = slow.join().map_err(|_| anyhow::anyhow!("thread"))??;
     let (a, b) = (answer(&slow)?, answer(&quick)?);
     assert_eq!(
@@ -310,9 +283,8 @@ fn a_handshake_era_tool_tells_modern_clients_to_fall_back() -> Result<()> {
     }
     // The process that found out is gone, and the second request started none.
     relay.wait_idle("demo", Duration::from_secs(10))?;
-    let m = relay.metrics()?;
     let key = "mcp_bridge_tool_starts_total{tool=\"demo\"}";
-    assert_eq!(m.get(key).copied(), Some(1.0), "{key} in {m:?}");
+    assert_eq!(relay.sample(key)?, 1.0, "{key}");
     Ok(())
 }
 

@@ -80,6 +80,20 @@ pub(super) fn post(
     raw(addr, "POST", &format!("/mcp/{tool}"), &h, body)
 }
 
+/// POSTs a modern `tools/call` of `name` with `args` (a JSON object) as request `id`, its
+/// `Mcp-Method`/`Mcp-Name` headers matching the body, no other header.
+pub(super) fn tool_call(
+    addr: SocketAddr,
+    tool: &str,
+    id: &str,
+    name: &str,
+    args: &str,
+) -> Result<Resp> {
+    let params = format!(r#""name":"{name}","arguments":{args}"#);
+    let call = body(id, "tools/call", &params, MODERN);
+    post(addr, tool, &call, "tools/call", Some(name), &[])
+}
+
 /// The JSON-RPC message of an answer, JSON or the last SSE event.
 pub(super) fn answer(r: &Resp) -> Result<Value> {
     if r.header("content-type")

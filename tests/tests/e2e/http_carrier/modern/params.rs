@@ -12,7 +12,7 @@ use mcp_bridge_tests::{assert_checks, fixture_tool, run_driver, Peers, Relay};
 use serde_json::Value;
 
 use super::super::{http_url, DRIVER_LIMIT};
-use super::{answer, body, post, text_of, MODERN};
+use super::{answer, body, post, text_of, tool_call, MODERN};
 
 fn region_call(id: u32, args: &str) -> String {
     body(
@@ -151,13 +151,12 @@ fn the_python_sdk_sends_mcp_param_headers_the_relay_accepts() -> Result<()> {
     );
     // The relay knew the annotation all along (a call without the header is refused), so the
     // SDK's calls above passed because it sent Mcp-Param-Region, matching.
-    let r = post(
+    let r = tool_call(
         relay.addr,
         "fx",
-        &region_call(1, r#"{"region":"us-west1","query":"q"}"#),
-        "tools/call",
-        Some("region"),
-        &[],
+        "1",
+        "region",
+        r#"{"region":"us-west1","query":"q"}"#,
     )?;
     assert_eq!(r.status, 400, "{r:?}");
     Ok(())

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use mcp_bridge_tests::{fixture_tool, relay_config, wait_until, Relay};
 use serde_json::Value;
 
-use super::{answer, body, fixture_relay_with_cancels, post, text_of, Listening, MODERN};
+use super::{answer, body, fixture_relay_with_cancels, text_of, tool_call, Listening, MODERN};
 
 #[test]
 fn closing_the_stream_before_the_answer_cancels_the_call_at_the_tool() -> Result<()> {
@@ -40,19 +40,7 @@ fn closing_the_stream_before_the_answer_cancels_the_call_at_the_tool() -> Result
     let seen = std::fs::read_to_string(&cancels)?;
     assert_eq!(seen.lines().count(), 1, "{seen}");
     // The process goes on serving: the next call gets its own answer, not the cancelled one's.
-    let r = post(
-        relay.addr,
-        "fx",
-        &body(
-            "\"c2\"",
-            "tools/call",
-            r#""name":"echo","arguments":{"text":"after"}"#,
-            MODERN,
-        ),
-        "tools/call",
-        Some("echo"),
-        &[],
-    )?;
+    let r = tool_call(relay.addr, "fx", "\"c2\"", "echo", r#"{"text":"after"}"#)?;
     let v = answer(&r)?;
     assert_eq!(
         (v["id"].clone(), text_of(&v)),
@@ -76,19 +64,7 @@ fn subscriptions_listen_streams_the_tools_changes_until_the_client_closes_it() -
     let sub = "io.modelcontextprotocol/subscriptionId";
     assert_eq!(ack["params"]["_meta"][sub], "L1", "{ack}");
     // Another client's call (same user, same process) changes the tools.
-    let r = post(
-        relay.addr,
-        "fx",
-        &body(
-            "\"L1\"",
-            "tools/call",
-            r#""name":"change","arguments":{}"#,
-            MODERN,
-        ),
-        "tools/call",
-        Some("change"),
-        &[],
-    )?;
+    let r = tool_call(relay.addr, "fx", "\"L1\"", "change", "{}")?;
     let v = answer(&r)?;
     assert_eq!(
         (v["id"].clone(), text_of(&v)),
@@ -123,21 +99,7 @@ fn a_drain_lets_a_call_in_flight_answer_ends_subscriptions_and_refuses_new_reque
         "subscriptions/listen",
     )?;
     listen.next("notifications/subscriptions/acknowledged")?;
-    let slow = std::thread::spawn(move || {
-        post(
-            addr,
-            "fx",
-            &body(
-                "1",
-                "tools/call",
-                r#""name":"sleep","arguments":{"seconds":2}"#,
-                MODERN,
-            ),
-            "tools/call",
-            Some("sleep"),
-            &[],
-        )
-    });
+    let slow = std::thread::spawn(move || tool_call(addr, "fx", "1", "sleep", r#"{"seconds":2}"#));
     // Once the call is on its way to the tool (after the listen), the relay drains.
     let taken = "a session-less call goes to the tool";
     wait_until(Duration::from_secs(20), || {
@@ -146,19 +108,7 @@ fn a_drain_lets_a_call_in_flight_answer_ends_subscriptions_and_refuses_new_reque
     relay.terminate();
     relay.log.wait_for("draining", Duration::from_secs(5))?;
     // The listener stays open while a session (the pooled process) is left.
-    let r = post(
-        addr,
-        "fx",
-        &body(
-            "2",
-            "tools/call",
-            r#""name":"echo","arguments":{"text":"x"}"#,
-            MODERN,
-        ),
-        "tools/call",
-        Some("echo"),
-        &[],
-    )?;
+    let r = tool_call(addr, "fx", "2", "echo", r#"{"text":"x"}"#)?;
     assert_eq!(r.status, 503, "{r:?}");
     let v: Value = serde_json::from_str(&r.body)?;
     assert_eq!(v["error"]["code"], -32011, "{v}");
@@ -184,14 +134,7 @@ fn a_pooled_process_ends_after_its_idle_time_and_the_next_request_starts_one() -
     let config = fixture_tool("fx", &["--modern"], "");
     let relay = Relay::start_config(&relay_config("resume_window_ms = 1000", &config), &[])?;
     let pid = || -> Result<String> {
-        let r = post(
-            relay.addr,
-            "fx",
-            &body("1", "tools/call", r#""name":"pid","arguments":{}"#, MODERN),
-            "tools/call",
-            Some("pid"),
-            &[],
-        )?;
+        let r = tool_call(relay.addr, "fx", "1", "pid", "{}")?;
         Ok(text_of(&answer(&r)?))
     };
     let first = pid()?;
